@@ -1,0 +1,497 @@
+"""The rule-checked summation layer.
+
+A Z-sum is
+
+    sum over v in Z^k of  body(v) * prod_c [c(v) >= 0] * prod_(e, s) [s | e(v)]
+
+with integer-valued index expressions.  Every finite index sum of the lecture
+(eq 1-22) and of the PyTorch layers is one of these.  SymPy's own ``Sum`` is not
+trusted for this (Karr's convention for empty ranges, ``doit`` of a Kronecker
+delta with a non-unit coefficient forgets integrality, ``simplify`` leaks bound
+variables: see shared/research/symbolic-proofs.md), so every rewrite here is a
+rule that checks its side condition and raises :class:`RuleRefused` otherwise:
+
+* ``from_sum``: sum_{v=a}^{b} g = sum_{v in Z} g [v - a >= 0][b - v >= 0],
+  valid only when b - a + 1 >= 0 follows from the hypotheses (Karr condition).
+* ``substitute``: v -> +-u + c is a bijection of Z, so it may rename a summation
+  variable.
+* ``eliminate_delta``: sum_{v in Z} g(v) KD(c v + r, t) = [c | t - r] g((t - r)/c)
+  for an integer c != 0 (the divisibility side condition is recorded, never
+  dropped: this is what strided backward passes need).
+* ``lattice``: sum_v h(v) [s | v + r] = sum_u h(s u - r) for s >= 1.
+* ``drop_implied``: a constraint implied by the others and the hypotheses may be
+  removed.
+
+Implication between linear constraints is decided by SymPy's exact rational LP
+(``lpmin``): a proof over the reals is a proof over the integers (sound, not
+complete).  Constraints are first tightened over the integers (divide by the gcd
+of the coefficients, round the constant down), which recovers the integer facts
+LP alone misses.  Non-linear monomials (a symbolic stride times an index) are
+treated as fresh variables, with products of pairs of facts added as facts of
+degree two: a relaxation, hence still sound.
+
+>>> from sympy import symbols, Sum, IndexedBase
+>>> i, n = symbols('i n', integer=True)
+>>> z, _ = from_sum(Sum(IndexedBase('g')[i], (i, 0, n - 1)), hyps=[n])
+>>> z
+ZSum(vars=(i,), body=g[i], conds=(i, -i + n - 1), divs=())
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import reduce
+from itertools import combinations
+
+from sympy import (And, Dummy, Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Piecewise, Rel, S, Sum, Symbol,
+                   default_sort_key, expand, floor, fraction, igcd, sympify, together)
+from sympy.solvers.simplex import InfeasibleLPError, UnboundedLPError, lpmin
+
+
+class RuleRefused(ValueError):
+    """A rewrite whose side condition could not be established."""
+
+    def __init__(self, rule: str, condition: str):
+        super().__init__(f'{rule} refused: {condition}')
+        self.rule = rule
+        self.condition = condition
+
+
+# ----------------------------------------------------------------------------- constraints
+
+def canon(expr: Expr) -> Expr:
+    """Expand the index expressions of every Indexed object (also inside derivatives)."""
+    return expr.xreplace({ix: ix.base[tuple(expand(t) for t in ix.indices)] for ix in expr.atoms(Indexed)})
+
+
+def _positive_factor(factor: Expr) -> bool:
+    return bool(factor.is_positive)
+
+
+def normalize(expr: Expr) -> Expr:
+    """Canonical form of the constraint ``expr >= 0`` over the integers.
+
+    Positive denominators and positive factors are cleared, then the constraint
+    is tightened: sum a_i t_i + c >= 0 with g = gcd(a_i) becomes
+    sum (a_i/g) t_i + floor(c/g) >= 0 (sound because every monomial t_i is an
+    integer).  Raises RuleRefused when a symbol is not declared integer or a
+    denominator has no known sign.
+    """
+    expr = expand(sympify(expr))
+    if expr.is_number:
+        return expr
+    bad = [s for s in expr.free_symbols if not s.is_integer]
+    if bad:
+        raise RuleRefused('normalize', f'symbols {sorted(map(str, bad))} are not declared integer')
+    num, den = fraction(together(expr))
+    if not den.is_positive:
+        raise RuleRefused('normalize', f'cannot clear the denominator {den} of {expr} (sign unknown)')
+    num = expand(num)
+    content, prim = num.as_content_primitive()
+    factors = [f for f in Mul.make_args(prim.factor()) if not _positive_factor(f)]
+    num = expand(Mul(*factors)) if factors else S.One
+    const, rest = num.as_coeff_Add()
+    coeffs = [t.as_coeff_Mul()[0] for t in rest.as_ordered_terms()] if rest != 0 else []
+    if coeffs and all(c.is_Integer for c in coeffs) and const.is_Rational:
+        g = reduce(igcd, [int(abs(c)) for c in coeffs])
+        if g > 1:
+            num = expand(rest / g + floor(const / g))
+    return num
+
+
+def ge0(rel: Rel) -> Expr:
+    """An integer relation as ``e`` with (rel <=> e >= 0)."""
+    if rel.rel_op not in ('>=', '>', '<=', '<'):
+        raise RuleRefused('relation', f'{rel} is not an inequality')
+    diff = rel.lhs - rel.rhs if rel.rel_op[0] == '>' else rel.rhs - rel.lhs
+    return normalize(diff - 1 if len(rel.rel_op) == 1 else diff)
+
+
+def assumption_facts(symbols) -> list[Expr]:
+    """Facts that SymPy's assumptions state about integer symbols (s >= 1, s >= 0)."""
+    facts = []
+    for s in sorted(symbols, key=default_sort_key):
+        if s.is_positive:
+            facts.append(s - 1)
+        elif s.is_nonnegative:
+            facts.append(s)
+    return facts
+
+
+def _linearize(exprs: list[Expr]) -> tuple[list[Expr], dict]:
+    """Replace each non-linear monomial by a fresh real variable (a relaxation)."""
+    table: dict = {}
+    out = []
+    for e in exprs:
+        terms = []
+        for t in expand(e).as_ordered_terms():
+            c, mono = t.as_coeff_Mul()
+            if mono.is_Symbol or mono == 1:
+                terms.append(t)
+                continue
+            if mono not in table:
+                table[mono] = Dummy('mono')
+            terms.append(c * table[mono])
+        out.append(sum(terms, S.Zero))
+    return out, table
+
+
+def _nonlinear(e: Expr) -> bool:
+    return any(not (m.is_Symbol or m == 1) for m in (t.as_coeff_Mul()[1] for t in expand(e).as_ordered_terms()))
+
+
+def _lp_implies(target: Expr, facts: list[Expr]) -> bool:
+    exprs, _ = _linearize([target] + facts)
+    try:
+        return bool(lpmin(exprs[0], [f >= 0 for f in exprs[1:]])[0] >= 0)
+    except UnboundedLPError:
+        return False
+    except InfeasibleLPError:
+        return True  # contradictory facts: every indicator is 0
+
+
+def implied(cond: Expr, facts) -> bool:
+    """facts (each >= 0) |- cond >= 0 over the integers.  Sound, not complete."""
+    cond = normalize(cond)
+    if cond.is_number:
+        return bool(cond >= 0)
+    facts = [normalize(f) for f in facts]
+    if cond in facts or cond.is_nonnegative:
+        return True
+    symbols = set(cond.free_symbols).union(*(f.free_symbols for f in facts))
+    facts = facts + assumption_facts(symbols)
+    if _lp_implies(cond, facts):
+        return True
+    if not _nonlinear(cond):
+        return False
+    relevant = [f for f in facts if f.free_symbols & cond.free_symbols] or facts
+    products = [expand(a * b) for a, b in combinations(relevant, 2)] + [expand(f * f) for f in relevant]
+    return _lp_implies(cond, facts + products)
+
+
+def _sorted(exprs) -> tuple:
+    return tuple(sorted(set(exprs), key=default_sort_key))
+
+
+def _normalize_div(expr: Expr, modulus: Expr) -> tuple[Expr, Expr] | None:
+    """Canonical (e, s) for s | e, or None when it always holds."""
+    expr, modulus = expand(expr), sympify(modulus)
+    if modulus.is_number and modulus < 0:
+        modulus = -modulus
+    if modulus == 1:
+        return None
+    quotient = expand(expr / modulus)
+    if all(t.as_coeff_Mul()[0].is_Integer and not fraction(together(t))[1].free_symbols
+           for t in quotient.as_ordered_terms()) and fraction(together(quotient))[1] == 1:
+        return None  # s | s*t for an integer t
+    if modulus.is_Integer:
+        const, rest = expr.as_coeff_Add()
+        expr = rest + const % modulus
+    if default_sort_key(-expr) < default_sort_key(expr):
+        expr = expand(-expr)
+    return expr, modulus
+
+
+# ----------------------------------------------------------------------------- the Z-sum
+
+@dataclass(frozen=True)
+class ZSum:
+    """sum over ``vars`` in Z^k of body * [c >= 0 for c in conds] * [s | e for (e, s) in divs]."""
+
+    vars: tuple
+    body: Expr
+    conds: tuple = ()
+    divs: tuple = ()
+
+    @staticmethod
+    def make(vars, body, conds=(), divs=()) -> ZSum:
+        """Build with canonical constraints (normalized, sorted, duplicates and true ones removed)."""
+        norm = [normalize(c) for c in conds]
+        for c in norm:
+            if c.is_number and c < 0:
+                return ZSum(tuple(vars), S.Zero, (), ())
+        ds = [d for d in (_normalize_div(e, s) for e, s in divs) if d is not None]
+        return ZSum(tuple(vars), canon(body), _sorted(c for c in norm if not c.is_number),
+                    tuple(sorted(set(ds), key=default_sort_key)))
+
+    def replace(self, mapping: dict, vars=None) -> ZSum:
+        """Substitute ``mapping`` in body and constraints (no side condition: callers check)."""
+        def sub(e):
+            return expand(e.xreplace(mapping)) if not isinstance(e, Expr) or e.is_Atom else e.xreplace(mapping)
+        return ZSum.make(self.vars if vars is None else vars, sub(self.body),
+                         [expand(c.xreplace(mapping)) for c in self.conds],
+                         [(expand(e.xreplace(mapping)), s.xreplace(mapping)) for e, s in self.divs])
+
+    @property
+    def free_symbols(self) -> set:
+        syms = set(self.body.free_symbols).union(*(c.free_symbols for c in self.conds))
+        syms = syms.union(*(e.free_symbols | s.free_symbols for e, s in self.divs))
+        return syms - set(self.vars)
+
+    def constraints_on(self, var: Symbol) -> tuple:
+        return tuple(c for c in self.conds if var in c.free_symbols)
+
+    def __str__(self) -> str:
+        parts = [f'[{c} >= 0]' for c in self.conds] + [f'[{s} | {e}]' for e, s in self.divs]
+        over = ', '.join(map(str, self.vars))
+        return f'sum_{{{over}}} {self.body} ' + ' '.join(parts) if self.vars else f'{self.body} ' + ' '.join(parts)
+
+
+# ----------------------------------------------------------------------------- rules
+
+def rule(title: str):
+    """Name a rule; the title is what a proof prints for the step."""
+    def mark(fn):
+        fn.title = title
+        return fn
+    return mark
+
+
+@rule('Sum limits to constraints (Karr condition checked)')
+def from_sum(expr: Expr, hyps) -> tuple[ZSum, str]:
+    """SymPy Sum(Piecewise((g, conds), (0, True)), limits...) -> ZSum."""
+    vars, conds, body, notes = [], [], sympify(expr), []
+    hyps = list(hyps)
+    while True:
+        body = _pull_into_sum(body)
+        if not isinstance(body, Sum):
+            break
+        for v, lo, hi in body.limits:
+            if not implied(hi - lo + 1, hyps + conds):
+                raise RuleRefused(from_sum.title, f'{hi} - ({lo}) + 1 >= 0 does not follow from the hypotheses')
+            notes.append(f'{lo} <= {v} <= {hi}')
+            vars.append(v)
+            conds += [v - lo, hi - v]
+        body = body.function
+    factors, divs = [], []
+    for fac in Mul.make_args(body):
+        if isinstance(fac, Piecewise):
+            fac, cs, ds = _split_piecewise(fac, set(expr.free_symbols) | set(vars))
+            conds += cs
+            divs += ds
+        factors.append(fac)
+    z = ZSum.make(vars, Mul(*factors), conds, divs)
+    return z, 'limits ' + ', '.join(notes) if notes else 'no limits'
+
+
+def _pull_into_sum(body: Expr) -> Expr:
+    """c * Sum(g) -> Sum(c * g) when c is free of the summation variables."""
+    if isinstance(body, Mul):
+        sums = [t for t in body.args if isinstance(t, Sum)]
+        if len(sums) > 1:
+            raise RuleRefused(from_sum.title, 'a product of several sums: flatten it first')
+        if sums:
+            inner = sums[0]
+            rest = Mul(*[t for t in body.args if t is not inner])
+            if rest.free_symbols & set(inner.variables):
+                raise RuleRefused(from_sum.title, 'factor shares a summation variable')
+            return Sum(rest * inner.function, *inner.limits)
+    return body
+
+
+def _split_piecewise(pw: Piecewise, scope: set):
+    if len(pw.args) != 2 or pw.args[1] != (0, True):
+        raise RuleRefused(from_sum.title, f'only Piecewise((g, cond), (0, True)) is an indicator: {pw}')
+    value, cond = pw.args[0]
+    if not cond.free_symbols <= scope:
+        raise RuleRefused(from_sum.title, f'condition {cond} mentions a variable bound elsewhere')
+    conds, divs = [], []
+    for rel in (cond.args if isinstance(cond, And) else (cond,)):
+        if isinstance(rel, Eq):
+            if not (isinstance(rel.lhs, Mod) and rel.rhs == 0):
+                raise RuleRefused(from_sum.title, f'equality {rel} is not a divisibility Eq(Mod(e, s), 0)')
+            divs.append(tuple(rel.lhs.args))
+        elif rel is S.true:
+            continue
+        else:
+            conds.append(ge0(rel))
+    return value, conds, divs
+
+
+@rule('change of summation variable (bijection of Z)')
+def substitute(z: ZSum, var: Symbol, new: Symbol, expr: Expr) -> tuple[ZSum, str]:
+    """var -> expr where expr = +-new + c, c free of var and new."""
+    expr = expand(expr)
+    coeff = expr.coeff(new)
+    rest = expand(expr - coeff * new)
+    if var not in z.vars:
+        raise RuleRefused(substitute.title, f'{var} is not a summation variable')
+    if coeff not in (1, -1) or new in rest.free_symbols:
+        raise RuleRefused(substitute.title, f'{var} -> {expr} is not +-{new} + c')
+    if rest.free_symbols & set(z.vars) or new in z.vars or new in z.free_symbols:
+        raise RuleRefused(substitute.title, f'{new} clashes with a variable of the sum')
+    vars = tuple(new if v == var else v for v in z.vars)
+    return z.replace({var: expr}, vars), f'{var} = {expr}'
+
+
+def _delta_coefficient(z: ZSum, lin: Expr, prefer) -> Symbol | None:
+    cands = [v for v in z.vars if v in lin.free_symbols]
+    for v in cands:
+        if lin.coeff(v).free_symbols & set(z.vars) or expand(lin - lin.coeff(v) * v).has(v):
+            raise RuleRefused(eliminate_delta.title, f'{lin} is not linear in {v}')
+    if not cands:
+        return None
+    order = {v: i for i, v in enumerate(prefer)}
+    return sorted(cands, key=lambda v: (order.get(v, len(order)), lin.coeff(v) not in (1, -1),
+                                        z.vars.index(v)))[0]
+
+
+@rule('Kronecker-delta elimination (divisibility recorded)')
+def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
+    """sum_{v in Z} g(v) KD(c v + r, t) = [c | t - r] g((t - r) / c), c a nonzero integer."""
+    for delta in Mul.make_args(z.body):
+        if not isinstance(delta, KroneckerDelta):
+            continue
+        lin = expand(delta.args[0] - delta.args[1])
+        var = _delta_coefficient(z, lin, prefer)
+        if var is None:
+            continue
+        c = lin.coeff(var)
+        if not (c.is_integer and (c.is_nonzero or c.is_positive or c.is_negative)):
+            raise RuleRefused(eliminate_delta.title, f'coefficient {c} of {var} is not a nonzero integer')
+        rest = expand(lin - c * var)
+        solution = expand(-rest / c)
+        body = Mul(*[f for f in Mul.make_args(z.body) if f is not delta])
+        vars = tuple(v for v in z.vars if v != var)
+        shrunk = ZSum(vars, body, z.conds, z.divs + ((rest, c),)).replace({var: solution}, vars)
+        note = f'{var} = {solution}' + ('' if c in (1, -1) else f', recorded {c} | {rest}')
+        return shrunk, note
+    raise RuleRefused(eliminate_delta.title, 'no Kronecker delta involving a summation variable')
+
+
+@rule('lattice parametrization of a divisibility constraint')
+def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
+    """sum_v h(v) [s | v + r] = sum_u h(s u - r) for s >= 1 (v has coefficient 1 in v + r)."""
+    for e, s in z.divs:
+        if var in e.free_symbols and e.coeff(var) in (1, -1) and not expand(e - e.coeff(var) * var).has(var):
+            break
+    else:
+        raise RuleRefused(lattice.title, f'no divisibility constraint s | +-{var} + r')
+    if not s.is_positive or not s.is_integer:
+        raise RuleRefused(lattice.title, f'modulus {s} is not a positive integer')
+    if new in z.vars or new in z.free_symbols:
+        raise RuleRefused(lattice.title, f'{new} clashes with a variable of the sum')
+    rest = expand(e - e.coeff(var) * var)
+    value = expand(s * new - rest) if e.coeff(var) == 1 else expand(rest - s * new)
+    vars = tuple(new if v == var else v for v in z.vars)
+    divs = tuple(d for d in z.divs if d != (e, s))
+    return ZSum(vars, z.body, z.conds, divs).replace({var: value}, vars), f'{var} = {value}'
+
+
+@rule('drop constraints implied by the others and the hypotheses')
+def drop_implied(z: ZSum, hyps) -> tuple[ZSum, str]:
+    kept = list(z.conds)
+    dropped = []
+    for c in z.conds:
+        others = [k for k in kept if k != c]
+        if implied(c, others + list(hyps)):
+            kept = others
+            dropped.append(c)
+    out = ZSum.make(z.vars, z.body, kept, z.divs)
+    return out, 'dropped ' + ', '.join(f'{c} >= 0' for c in dropped) if dropped else 'nothing to drop'
+
+
+@rule('instantiate symbols')
+def instantiate(z: ZSum, values: dict) -> tuple[ZSum, str]:
+    """Substitute values for free symbols (sizes, strides); summation variables are untouched."""
+    if set(values) & set(z.vars):
+        raise RuleRefused(instantiate.title, 'cannot instantiate a summation variable')
+    return z.replace({k: sympify(v) for k, v in values.items()}), ', '.join(f'{k} = {v}' for k, v in values.items())
+
+
+# ----------------------------------------------------------------------------- equality
+
+def compare(left: ZSum, right: ZSum, hyps) -> tuple[bool, str]:
+    """Equal for every value of the free symbols that satisfies ``hyps``.
+
+    Same summation variables, bodies equal after expansion, each constraint set
+    implied by the other (with the hypotheses), same divisibility constraints.
+    """
+    if set(left.vars) != set(right.vars):
+        return False, f'summation variables differ: {left.vars} vs {right.vars}'
+    if expand(canon(left.body) - canon(right.body)) != 0:
+        return False, f'bodies differ: {left.body} vs {right.body}'
+    hyps = list(hyps)
+    for a, b in ((left, right), (right, left)):
+        for c in a.conds:
+            if c not in b.conds and not implied(c, list(b.conds) + hyps):
+                return False, f'constraint {c} >= 0 does not follow from the other side'
+    if set(left.divs) != set(right.divs):
+        return False, f'divisibility constraints differ: {left.divs} vs {right.divs}'
+    return True, 'same body, mutually implied constraints, same divisibility'
+
+
+# ----------------------------------------------------------------------------- concrete evaluation
+
+def bounds(z: ZSum, values: dict) -> dict:
+    """Integer box of every summation variable once the free symbols have ``values``.
+
+    Interval propagation over the linear constraints; raises ValueError when a
+    variable is unbounded (the sum would be infinite).
+    """
+    conds = [expand(c.xreplace(values)) for c in z.conds]
+    box = {v: [None, None] for v in z.vars}
+    for _ in range(4 * len(z.vars) + 2):
+        changed = False
+        for c in conds:
+            for v in z.vars:
+                changed |= _tighten(box, c, v)
+        if not changed:
+            break
+    loose = [v for v, (lo, hi) in box.items() if lo is None or hi is None]
+    if loose:
+        raise ValueError(f'unbounded summation variables {loose} in {z}')
+    return {v: (lo, hi) for v, (lo, hi) in box.items()}
+
+
+def _tighten(box: dict, cond: Expr, var: Symbol) -> bool:
+    a = cond.coeff(var)
+    if a == 0 or not a.is_number:
+        return False
+    rest = expand(cond - a * var)
+    hi, terms = rest.as_coeff_Add()
+    for t in terms.as_ordered_terms() if terms != 0 else []:
+        c, sym = t.as_coeff_Mul()
+        if sym not in box or None in box[sym]:
+            return False
+        hi += max(c * box[sym][0], c * box[sym][1])
+    # a*var + rest >= 0 with rest <= hi:  var >= ceil(-hi/a) (a > 0)  or  var <= floor(hi/-a) (a < 0)
+    a, hi = int(a), int(hi)
+    new, side = (-(hi // a), 0) if a > 0 else (hi // -a, 1)
+    old = box[var][side]
+    better = old is None or (new > old if side == 0 else new < old)
+    if better:
+        box[var][side] = new
+    return better
+
+
+def points(z: ZSum, values: dict):
+    """Yield every point of Z^k (as a dict) where the constraints hold, free symbols at ``values``."""
+    values = {k: sympify(v) for k, v in values.items()}
+    box = bounds(z, values)
+    conds = [expand(c.xreplace(values)) for c in z.conds]
+    divs = [(expand(e.xreplace(values)), s.xreplace(values)) for e, s in z.divs]
+    yield from _enumerate(list(z.vars), box, {}, conds, divs)
+
+
+def _enumerate(vars, box, fixed, conds, divs):
+    if not vars:
+        if all(c.xreplace(fixed) >= 0 for c in conds) and all(e.xreplace(fixed) % s == 0 for e, s in divs):
+            yield dict(fixed)
+        return
+    v, rest = vars[0], vars[1:]
+    for value in range(box[v][0], box[v][1] + 1):
+        fixed[v] = S(value)
+        yield from _enumerate(rest, box, fixed, conds, divs)
+    fixed.pop(v, None)
+
+
+def evaluate(z: ZSum, values: dict) -> Expr:
+    """The finite sum at concrete free symbols, as a SymPy expression (an oracle for small sizes)."""
+    values = {k: sympify(v) for k, v in values.items()}
+    body = z.body.xreplace(values)
+    return sum((canon(body.xreplace(p)) for p in points(z, values)), S.Zero)
+
+
+__all__ = ['RuleRefused', 'ZSum', 'canon', 'normalize', 'ge0', 'implied', 'from_sum', 'substitute',
+           'eliminate_delta', 'lattice', 'drop_implied', 'instantiate', 'compare', 'bounds', 'points',
+           'evaluate', 'rule', 'assumption_facts']
