@@ -22,8 +22,8 @@ rule that checks its side condition and raises :class:`RuleRefused` otherwise:
 * ``drop_implied``: a constraint implied by the others and the hypotheses may be
   removed.
 
-Implication between linear constraints is decided by SymPy's exact rational LP
-(``lpmin``): a proof over the reals is a proof over the integers (sound, not
+Implication between linear constraints is decided by an exact rational LP
+(the affine Farkas lemma, solved by a small simplex over Fractions): a proof over the reals is a proof over the integers (sound, not
 complete).  Constraints are first tightened over the integers (divide by the gcd
 of the coefficients, round the constant down), which recovers the integer facts
 LP alone misses.  Non-linear monomials (a symbolic stride times an index) are
@@ -39,12 +39,13 @@ ZSum(vars=(i,), body=g[i], conds=(i, -i + n - 1), divs=())
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
 from functools import reduce
-from itertools import combinations
+from itertools import combinations_with_replacement
 
-from sympy import (And, Dummy, Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Piecewise, Rel, S, Sum, Symbol,
-                   default_sort_key, expand, floor, fraction, igcd, sympify, together)
-from sympy.solvers.simplex import InfeasibleLPError, UnboundedLPError, lpmin
+from sympy import (And, Dummy, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Piecewise, Rel, S, Sum,
+                   Symbol, ceiling, default_sort_key, expand, floor, fraction, igcd, sympify, together)
 
 
 class RuleRefused(ValueError):
@@ -67,6 +68,7 @@ def _positive_factor(factor: Expr) -> bool:
     return bool(factor.is_positive)
 
 
+@lru_cache(maxsize=65536)
 def normalize(expr: Expr) -> Expr:
     """Canonical form of the constraint ``expr >= 0`` over the integers.
 
@@ -117,40 +119,103 @@ def assumption_facts(symbols) -> list[Expr]:
     return facts
 
 
-def _linearize(exprs: list[Expr]) -> tuple[list[Expr], dict]:
-    """Replace each non-linear monomial by a fresh real variable (a relaxation)."""
+def _linearize(exprs: list[Expr]) -> list[Expr]:
+    """Replace each monomial by a fresh assumption-free real variable.
+
+    For non-linear monomials this is a relaxation (sound).
+    """
     table: dict = {}
     out = []
     for e in exprs:
         terms = []
         for t in expand(e).as_ordered_terms():
             c, mono = t.as_coeff_Mul()
-            if mono.is_Symbol or mono == 1:
-                terms.append(t)
+            if mono == 1:
+                terms.append(c)
                 continue
             if mono not in table:
-                table[mono] = Dummy('mono')
+                table[mono] = Symbol(f'_lp{len(table)}')
             terms.append(c * table[mono])
         out.append(sum(terms, S.Zero))
-    return out, table
-
-
-def _nonlinear(e: Expr) -> bool:
-    return any(not (m.is_Symbol or m == 1) for m in (t.as_coeff_Mul()[1] for t in expand(e).as_ordered_terms()))
+    return out
 
 
 def _lp_implies(target: Expr, facts: list[Expr]) -> bool:
-    exprs, _ = _linearize([target] + facts)
-    try:
-        return bool(lpmin(exprs[0], [f >= 0 for f in exprs[1:]])[0] >= 0)
-    except UnboundedLPError:
-        return False
-    except InfeasibleLPError:
-        return True  # contradictory facts: every indicator is 0
+    """target >= 0 on {facts >= 0}, by the affine Farkas lemma: find lam >= 0 with
+    target = sum lam_i fact_i + (non-negative constant), an exact rational LP."""
+    exprs = _linearize([target] + facts)
+    coeffs = [e.as_coefficients_dict() for e in exprs]
+    variables = sorted({v for c in coeffs for v in c if v != 1}, key=str)
+    rows = [[_fraction(c.get(v, 0)) for c in coeffs[1:]] for v in variables]
+    rhs = [_fraction(coeffs[0].get(v, 0)) for v in variables]
+    cost = [_fraction(c.get(S.One, 0)) for c in coeffs[1:]]
+    best = _simplex_min(rows, rhs, cost)       # min sum lam_i b_i over certificates lam
+    return best is None or best <= _fraction(coeffs[0].get(S.One, 0))
 
 
-def implied(cond: Expr, facts) -> bool:
-    """facts (each >= 0) |- cond >= 0 over the integers.  Sound, not complete."""
+def _fraction(r) -> Fraction:
+    r = sympify(r)
+    return Fraction(int(r.p), int(r.q))
+
+
+def _simplex_min(rows: list, rhs: list, cost: list):
+    """min cost.lam subject to rows.lam = rhs, lam >= 0 (exact, Bland's rule).
+
+    Returns the minimum, float('inf') when infeasible, None when unbounded below.
+    """
+    m, k = len(rows), len(cost)
+    table = [[-x for x in r] + [-b] if b < 0 else list(r) + [b] for r, b in zip(rows, rhs)]
+    table = [r[:k] + [Fraction(int(i == j)) for j in range(m)] + [r[k]] for i, r in enumerate(table)]
+    basis = list(range(k, k + m))
+    phase1 = [Fraction(0)] * k + [Fraction(1)] * m
+    if _pivot_to_optimum(table, basis, phase1, k + m) is None or _objective(table, basis, phase1) > 0:
+        return float('inf')
+    for i, b in enumerate(basis):     # drive artificial variables out of the basis
+        if b >= k:
+            col = next((j for j in range(k) if table[i][j] != 0), None)
+            if col is not None:
+                _pivot(table, basis, i, col)
+    keep = [i for i, b in enumerate(basis) if b < k]
+    table = [table[i][:k] + [table[i][-1]] for i in keep]
+    basis = [basis[i] for i in keep]
+    if _pivot_to_optimum(table, basis, cost, k) is None:
+        return None
+    return _objective(table, basis, cost)
+
+
+def _objective(table, basis, cost) -> Fraction:
+    return sum((cost[b] * table[i][-1] for i, b in enumerate(basis)), Fraction(0))
+
+
+def _pivot(table, basis, row, col) -> None:
+    p = table[row][col]
+    table[row] = [x / p for x in table[row]]
+    for i, r in enumerate(table):
+        if i != row and r[col] != 0:
+            f = r[col]
+            table[i] = [a - f * b for a, b in zip(r, table[row])]
+    basis[row] = col
+
+
+def _pivot_to_optimum(table, basis, cost, ncols):
+    while True:
+        duals = [cost[j] - sum((cost[b] * table[i][j] for i, b in enumerate(basis)), Fraction(0))
+                 for j in range(ncols)]
+        col = next((j for j in range(ncols) if duals[j] < 0), None)
+        if col is None:
+            return table
+        ratios = [(r[-1] / r[col], basis[i], i) for i, r in enumerate(table) if r[col] > 0]
+        if not ratios:
+            return None
+        _pivot(table, basis, min(ratios)[2], col)
+
+
+def implied(cond: Expr, facts, degree2: bool = True) -> bool:
+    """facts (each >= 0) |- cond >= 0 over the integers.  Sound, not complete.
+
+    With ``degree2``, a non-linear ``cond`` is also tried against the products of
+    pairs of facts (a Positivstellensatz certificate of degree two).
+    """
     cond = normalize(cond)
     if cond.is_number:
         return bool(cond >= 0)
@@ -158,14 +223,33 @@ def implied(cond: Expr, facts) -> bool:
     if cond in facts or cond.is_nonnegative:
         return True
     symbols = set(cond.free_symbols).union(*(f.free_symbols for f in facts))
-    facts = facts + assumption_facts(symbols)
+    facts = _connected(cond, facts + assumption_facts(symbols))
     if _lp_implies(cond, facts):
         return True
-    if not _nonlinear(cond):
+    wanted = _monomials(cond) - {1} - set(symbols)
+    if not (wanted and degree2):
         return False
-    relevant = [f for f in facts if f.free_symbols & cond.free_symbols] or facts
-    products = [expand(a * b) for a, b in combinations(relevant, 2)] + [expand(f * f) for f in relevant]
-    return _lp_implies(cond, facts + products)
+    products = [p for p in (expand(a * b) for a, b in combinations_with_replacement(facts, 2))
+                if _monomials(p) & wanted]
+    return bool(products) and _lp_implies(cond, facts + products)
+
+
+def _connected(cond: Expr, facts: list[Expr]) -> list[Expr]:
+    """The facts linked to ``cond`` through shared symbols.  A Farkas certificate for a
+    satisfiable system never needs the others, so dropping them keeps the LP sound and small."""
+    reach, left, grew = set(cond.free_symbols), list(facts), True
+    while grew:
+        grew = False
+        for f in list(left):
+            if f.free_symbols & reach:
+                reach |= f.free_symbols
+                left.remove(f)
+                grew = True
+    return [f for f in facts if f not in left]
+
+
+def _monomials(e: Expr) -> set:
+    return {t.as_coeff_Mul()[1] for t in expand(e).as_ordered_terms()}
 
 
 def _sorted(exprs) -> tuple:
@@ -175,7 +259,7 @@ def _sorted(exprs) -> tuple:
 def _normalize_div(expr: Expr, modulus: Expr) -> tuple[Expr, Expr] | None:
     """Canonical (e, s) for s | e, or None when it always holds."""
     expr, modulus = expand(expr), sympify(modulus)
-    if modulus.is_number and modulus < 0:
+    if modulus.could_extract_minus_sign():
         modulus = -modulus
     if modulus == 1:
         return None
@@ -210,7 +294,7 @@ class ZSum:
             if c.is_number and c < 0:
                 return ZSum(tuple(vars), S.Zero, (), ())
         ds = [d for d in (_normalize_div(e, s) for e, s in divs) if d is not None]
-        return ZSum(tuple(vars), canon(body), _sorted(c for c in norm if not c.is_number),
+        return ZSum(tuple(vars), canon(sympify(body)), _sorted(c for c in norm if not c.is_number),
                     tuple(sorted(set(ds), key=default_sort_key)))
 
     def replace(self, mapping: dict, vars=None) -> ZSum:
@@ -323,11 +407,26 @@ def substitute(z: ZSum, var: Symbol, new: Symbol, expr: Expr) -> tuple[ZSum, str
     return z.replace({var: expr}, vars), f'{var} = {expr}'
 
 
-def _delta_coefficient(z: ZSum, lin: Expr, prefer) -> Symbol | None:
-    cands = [v for v in z.vars if v in lin.free_symbols]
-    for v in cands:
-        if lin.coeff(v).free_symbols & set(z.vars) or expand(lin - lin.coeff(v) * v).has(v):
-            raise RuleRefused(eliminate_delta.title, f'{lin} is not linear in {v}')
+def linear_symbols(expr: Expr) -> set:
+    """Symbols of ``expr`` outside Indexed objects (those a delta can be solved for)."""
+    return expr.xreplace({ix: Dummy('indexed') for ix in expr.atoms(Indexed)}).free_symbols
+
+
+def solvable_vars(z: ZSum, lin: Expr) -> list:
+    """Summation variables that ``lin == 0`` determines: linear, integer coefficient free of the others."""
+    inside = set().union(*(ix.free_symbols for ix in lin.atoms(Indexed)))
+    out = []
+    for v in z.vars:
+        if v not in linear_symbols(lin) or v in inside:
+            continue
+        c = lin.coeff(v)
+        if c != 0 and not (c.free_symbols & set(z.vars)) and not expand(lin - c * v).has(v):
+            out.append(v)
+    return out
+
+
+def _delta_variable(z: ZSum, lin: Expr, prefer) -> Symbol | None:
+    cands = solvable_vars(z, lin)
     if not cands:
         return None
     order = {v: i for i, v in enumerate(prefer)}
@@ -342,7 +441,7 @@ def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
         if not isinstance(delta, KroneckerDelta):
             continue
         lin = expand(delta.args[0] - delta.args[1])
-        var = _delta_coefficient(z, lin, prefer)
+        var = _delta_variable(z, lin, prefer)
         if var is None:
             continue
         c = lin.coeff(var)
@@ -371,7 +470,7 @@ def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
     if new in z.vars or new in z.free_symbols:
         raise RuleRefused(lattice.title, f'{new} clashes with a variable of the sum')
     rest = expand(e - e.coeff(var) * var)
-    value = expand(s * new - rest) if e.coeff(var) == 1 else expand(rest - s * new)
+    value = expand(s * new - rest) if e.coeff(var) == 1 else expand(s * new + rest)
     vars = tuple(new if v == var else v for v in z.vars)
     divs = tuple(d for d in z.divs if d != (e, s))
     return ZSum(vars, z.body, z.conds, divs).replace({var: value}, vars), f'{var} = {value}'
@@ -379,11 +478,12 @@ def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
 
 @rule('drop constraints implied by the others and the hypotheses')
 def drop_implied(z: ZSum, hyps) -> tuple[ZSum, str]:
+    """Remove each constraint that follows linearly from the remaining ones and the hypotheses."""
     kept = list(z.conds)
     dropped = []
     for c in z.conds:
         others = [k for k in kept if k != c]
-        if implied(c, others + list(hyps)):
+        if implied(c, others + list(hyps), degree2=False):
             kept = others
             dropped.append(c)
     out = ZSum.make(z.vars, z.body, kept, z.divs)
@@ -396,6 +496,31 @@ def instantiate(z: ZSum, values: dict) -> tuple[ZSum, str]:
     if set(values) & set(z.vars):
         raise RuleRefused(instantiate.title, 'cannot instantiate a summation variable')
     return z.replace({k: sympify(v) for k, v in values.items()}), ', '.join(f'{k} = {v}' for k, v in values.items())
+
+
+@rule('count of the integer points of a box')
+def count_box(z: ZSum, hyps) -> tuple[Expr, str]:
+    """sum_{v in Z^k} prod [a v + r >= 0] = prod_v (min upper - max lower + 1) when each constraint
+    bounds a single variable with a coefficient of known sign.  A factor whose non-emptiness does not
+    follow from the hypotheses is wrapped in Max(0, .)."""
+    if z.body != 1 or z.divs:
+        raise RuleRefused(count_box.title, 'the body must be 1 and there must be no divisibility constraint')
+    total, notes = S.One, []
+    for v in z.vars:
+        lows, highs = [], []
+        for c in z.constraints_on(v):
+            a, rest = c.coeff(v), expand(c - c.coeff(v) * v)
+            if rest.free_symbols & set(z.vars) or not (a.is_positive or a.is_negative):
+                raise RuleRefused(count_box.title, f'{c} >= 0 is not a bound on {v} alone')
+            (lows if a.is_positive else highs).append((a, rest))
+        if not lows or not highs:
+            raise RuleRefused(count_box.title, f'{v} is unbounded')
+        lo = Max(*[ceiling(-r / a) for a, r in lows])
+        hi = Min(*[floor(r / -a) for a, r in highs])
+        nonempty = all(implied(expand(-b * r + a * t), hyps) for a, r in lows for b, t in highs)
+        total *= (hi - lo + 1) if nonempty else Max(0, hi - lo + 1)
+        notes.append(f'{lo} <= {v} <= {hi}' + ('' if nonempty else ' (possibly empty)'))
+    return total, '; '.join(notes)
 
 
 # ----------------------------------------------------------------------------- equality
@@ -492,6 +617,6 @@ def evaluate(z: ZSum, values: dict) -> Expr:
     return sum((canon(body.xreplace(p)) for p in points(z, values)), S.Zero)
 
 
-__all__ = ['RuleRefused', 'ZSum', 'canon', 'normalize', 'ge0', 'implied', 'from_sum', 'substitute',
-           'eliminate_delta', 'lattice', 'drop_implied', 'instantiate', 'compare', 'bounds', 'points',
+__all__ = ['RuleRefused', 'ZSum', 'canon', 'linear_symbols', 'solvable_vars', 'normalize', 'ge0', 'implied', 'from_sum', 'substitute',
+           'eliminate_delta', 'lattice', 'drop_implied', 'instantiate', 'count_box', 'compare', 'bounds', 'points',
            'evaluate', 'rule', 'assumption_facts']

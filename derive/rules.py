@@ -1,0 +1,121 @@
+"""Layers as forward index sums, and their backward rules derived by the chain rule.
+
+One mechanism for every layer (slides "Backpropagation (2/9)"-"(9/9)", eq 10
+and eq 16): a layer is
+
+    output[index] = sum over its terms of Z-sums in the free symbols ``index``
+
+and the gradient of a loss E with respect to an input tensor T is
+
+    dE/dT[t] = sum_{index in box(output)} grad_output[index] * d output[index] / d T[t]   (chain rule)
+
+Differentiating under a finite sum is linear, so the derivative enters the
+Z-sum; SymPy's ``diff`` of an Indexed product gives Kronecker deltas;
+eliminating them (preferring the output's own indices, so the remaining sum
+runs over kernel taps or reduction axes) turns the chain-rule sum into
+**gather form**: each element of dE/dT is one finite sum in the free symbols
+``t``, with no scatter.  Every step is a checked rule of :mod:`derive.zsum` and
+is recorded in a :class:`~derive.proof.Derivation`.
+
+Max pooling is the same mechanism: its forward value is written as
+sum_m sel[m] x[...] where sel is the one-hot selector of the first maximum
+(PyTorch's convention), held constant under differentiation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sympy import Expr, Indexed, IndexedBase, KroneckerDelta, diff, expand
+
+from .proof import Derivation
+from .zsum import RuleRefused, ZSum, drop_implied, eliminate_delta, rule, solvable_vars
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the layer: its public name, SymPy base and axis sizes."""
+
+    name: str
+    base: IndexedBase
+    shape: tuple
+
+    def __getitem__(self, index) -> Indexed:
+        return self.base[tuple(index)]
+
+    def box(self, index) -> list[Expr]:
+        """The constraints 0 <= index[i] <= shape[i] - 1, as expressions >= 0."""
+        return [c for i, n in zip(index, self.shape) for c in (i, n - 1 - i)]
+
+
+@dataclass(frozen=True)
+class Layer:
+    """output[index] = sum(terms); ``reduction`` says how the forward kernel evaluates it.
+
+    reduction 'sum': the terms are the value.  reduction 'max': a single term
+    sum_m sel * x[...] whose selector ``sel`` is the one-hot of the first maximum
+    of x over the term's domain (the forward kernel computes that maximum).
+    """
+
+    name: str
+    output: Tensor
+    index: tuple
+    terms: tuple
+    inputs: tuple
+    params: tuple
+    hyps: tuple
+    reduction: str = 'sum'
+
+    def tensor(self, name: str) -> Tensor:
+        for t in self.inputs:
+            if t.name == name:
+                return t
+        raise KeyError(f'{self.name} has no input {name!r}')
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """dE/d(wrt)[index] as one Z-sum in gather form, with the derivation that produced it."""
+
+    layer: str
+    wrt: Tensor
+    upstream: Tensor
+    index: tuple
+    value: ZSum
+    derivation: Derivation
+
+
+@rule('chain rule: dE/dT[t] = sum over the output box of grad_output * d output / d T[t] (eq 16)')
+def chain_rule(term: ZSum, layer: Layer, upstream: Tensor, target: Indexed) -> tuple[ZSum, str]:
+    """Differentiate one term under its sum and sum against the upstream gradient."""
+    clash = (set(layer.index) | set(term.vars)) & set(target.free_symbols)
+    if clash:
+        raise RuleRefused(chain_rule.title, f'gradient indices {sorted(map(str, clash))} clash with the layer')
+    body = diff(term.body, target)
+    vars = tuple(layer.index) + tuple(term.vars)
+    value = ZSum.make(vars, upstream[layer.index] * body,
+                      list(term.conds) + layer.output.box(layer.index), term.divs)
+    return value, f'd/d{target}, summed against {upstream.name}[{", ".join(map(str, layer.index))}]'
+
+
+def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_output') -> Gradient:
+    """Derive dE/d(wrt) in gather form for the element ``wrt[index]``."""
+    tensor = layer.tensor(wrt)
+    upstream = Tensor('grad_output', IndexedBase(upstream_base), layer.output.shape)
+    target = tensor[index]
+    terms = [t for t in layer.terms if t.body.has(tensor.base)]
+    if len(terms) != 1:
+        raise RuleRefused(chain_rule.title, f'{wrt} must appear in exactly one term, found {len(terms)}')
+    start = ZSum.make(terms[0].vars, terms[0].body, terms[0].conds, terms[0].divs)
+    d = Derivation.given(f'd E / d {wrt} of {layer.name}', start, f'forward term of {layer.name}')
+    d = d.apply(chain_rule, layer, upstream, target)
+    while _has_eliminable_delta(d.result):
+        d = d.apply(eliminate_delta, prefer=layer.index)
+    d = d.apply(drop_implied, list(layer.hyps) + tensor.box(index))
+    leaked = d.result.free_symbols & (set(layer.index) | set(terms[0].vars))
+    if leaked:
+        raise RuleRefused('gather form', f'{sorted(map(str, leaked))} still free: not a gather form')
+    return Gradient(layer.name, tensor, upstream, tuple(index), d.result, d)
+
+
+def _has_eliminable_delta(z: ZSum) -> bool:
+    return any(solvable_vars(z, expand(d.args[0] - d.args[1])) for d in z.body.atoms(KroneckerDelta))
