@@ -39,8 +39,12 @@ class Tensor:
     base: IndexedBase
     shape: tuple
 
-    def __getitem__(self, index) -> Indexed:
-        return self.base[tuple(index)]
+    def __getitem__(self, index) -> Expr:
+        """The element at ``index``; a tensor with no axes is its base's label (a scalar symbol)."""
+        return self.base[tuple(index)] if len(index) else self.base.label
+
+    def occurs_in(self, expr: Expr) -> bool:
+        return expr.has(self.base if self.shape else self.base.label)
 
     def box(self, index) -> list[Expr]:
         """The constraints 0 <= index[i] <= shape[i] - 1, as expressions >= 0."""
@@ -52,8 +56,12 @@ class Layer:
     """output[index] = sum(terms); ``reduction`` says how the forward kernel evaluates it.
 
     reduction 'sum': the terms are the value.  reduction 'max': a single term
-    sum_m sel * x[...] whose selector ``sel`` is the one-hot of the first maximum
-    of x over the term's domain (the forward kernel computes that maximum).
+    sum_m KD(selector[index], position(m)) * x[...], the selector holding the
+    position of the chosen maximum of x over the term's domain (the forward
+    kernel computes that maximum and stores the position).  ``definitions`` are
+    (Function, Lambda) pairs for functions of the indices that the terms use by
+    name (the average-pool divisor): constants under differentiation, expanded
+    by the code generator.
     """
 
     name: str
@@ -64,6 +72,8 @@ class Layer:
     params: tuple
     hyps: tuple
     reduction: str = 'sum'
+    selector: Tensor | None = None
+    definitions: tuple = ()
 
     def tensor(self, name: str) -> Tensor:
         for t in self.inputs:
@@ -82,6 +92,7 @@ class Gradient:
     index: tuple
     value: ZSum
     derivation: Derivation
+    definitions: tuple = ()
 
 
 @rule('chain rule: dE/dT[t] = sum over the output box of grad_output * d output / d T[t] (eq 16)')
@@ -102,7 +113,7 @@ def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_ou
     tensor = layer.tensor(wrt)
     upstream = Tensor('grad_output', IndexedBase(upstream_base), layer.output.shape)
     target = tensor[index]
-    terms = [t for t in layer.terms if t.body.has(tensor.base)]
+    terms = [t for t in layer.terms if tensor.occurs_in(t.body)]
     if len(terms) != 1:
         raise RuleRefused(chain_rule.title, f'{wrt} must appear in exactly one term, found {len(terms)}')
     start = ZSum.make(terms[0].vars, terms[0].body, terms[0].conds, terms[0].divs)
@@ -114,7 +125,7 @@ def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_ou
     leaked = d.result.free_symbols & (set(layer.index) | set(terms[0].vars))
     if leaked:
         raise RuleRefused('gather form', f'{sorted(map(str, leaked))} still free: not a gather form')
-    return Gradient(layer.name, tensor, upstream, tuple(index), d.result, d)
+    return Gradient(layer.name, tensor, upstream, tuple(index), d.result, d, layer.definitions)
 
 
 def _has_eliminable_delta(z: ZSum) -> bool:

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from functools import reduce
-from itertools import combinations_with_replacement
+from itertools import combinations, combinations_with_replacement
 
 from sympy import (And, Dummy, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Piecewise, Rel, S, Sum,
                    Symbol, ceiling, default_sort_key, expand, floor, fraction, igcd, sympify, together)
@@ -59,9 +59,14 @@ class RuleRefused(ValueError):
 
 # ----------------------------------------------------------------------------- constraints
 
+INTEGER_FUNCTIONS = (KroneckerDelta, Min, Max, floor, ceiling)
+
+
 def canon(expr: Expr) -> Expr:
-    """Expand the index expressions of every Indexed object (also inside derivatives)."""
-    return expr.xreplace({ix: ix.base[tuple(expand(t) for t in ix.indices)] for ix in expr.atoms(Indexed)})
+    """Expand index expressions: inside Indexed objects (also inside derivatives) and in the
+    arguments of integer-valued functions (Kronecker deltas, min, max, floor, ceiling)."""
+    expr = expr.xreplace({ix: ix.base[tuple(expand(t) for t in ix.indices)] for ix in expr.atoms(Indexed)})
+    return expr.replace(lambda e: isinstance(e, INTEGER_FUNCTIONS), lambda e: e.func(*map(expand, e.args)))
 
 
 def _positive_factor(factor: Expr) -> bool:
@@ -213,8 +218,10 @@ def _pivot_to_optimum(table, basis, cost, ncols):
 def implied(cond: Expr, facts, degree2: bool = True) -> bool:
     """facts (each >= 0) |- cond >= 0 over the integers.  Sound, not complete.
 
-    With ``degree2``, a non-linear ``cond`` is also tried against the products of
-    pairs of facts (a Positivstellensatz certificate of degree two).
+    With ``degree2``, an unproved ``cond`` is tried again with products of pairs of
+    facts (a Positivstellensatz certificate of degree two, for non-linear monomials)
+    and with the integer rounding of sums of pairs of linear facts (Chvatal-Gomory
+    cuts: 2K - 2P - 1 >= 0 gives K - P - 1 >= 0 over the integers).
     """
     cond = normalize(cond)
     if cond.is_number:
@@ -226,12 +233,14 @@ def implied(cond: Expr, facts, degree2: bool = True) -> bool:
     facts = _connected(cond, facts + assumption_facts(symbols))
     if _lp_implies(cond, facts):
         return True
-    wanted = _monomials(cond) - {1} - set(symbols)
-    if not (wanted and degree2):
+    if not degree2:
         return False
+    wanted = _monomials(cond) - {1} - set(symbols)
     products = [p for p in (expand(a * b) for a, b in combinations_with_replacement(facts, 2))
                 if _monomials(p) & wanted]
-    return bool(products) and _lp_implies(cond, facts + products)
+    linear = [f for f in facts if not _monomials(f) - {1} - set(symbols)]
+    cuts = [normalize(a + b) for a, b in combinations(linear, 2)]
+    return _lp_implies(cond, facts + products + cuts)
 
 
 def _connected(cond: Expr, facts: list[Expr]) -> list[Expr]:
@@ -270,9 +279,15 @@ def _normalize_div(expr: Expr, modulus: Expr) -> tuple[Expr, Expr] | None:
     if modulus.is_Integer:
         const, rest = expr.as_coeff_Add()
         expr = rest + const % modulus
-    if default_sort_key(-expr) < default_sort_key(expr):
+    if _orientation(-expr) < _orientation(expr):
         expr = expand(-expr)
     return expr, modulus
+
+
+def _orientation(expr: Expr) -> tuple:
+    """Prefer the sign of an expression with fewer negative terms (``i + P - D m`` over ``D m - P - i``)."""
+    negatives = sum(t.could_extract_minus_sign() for t in expr.as_ordered_terms())
+    return negatives, default_sort_key(expr)
 
 
 # ----------------------------------------------------------------------------- the Z-sum

@@ -1,0 +1,1 @@
+"""codegen: proven index sums -> loop nests -> printed NumPy and C kernels; build cache; CLI."""

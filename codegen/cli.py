@@ -1,0 +1,53 @@
+"""The ``bpgen`` command line."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _prove(args) -> int:
+    from . import prove
+    try:
+        outcomes = prove.run(args.claims)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    text = prove.FORMATS[args.format](outcomes)
+    if args.output:
+        with open(args.output, 'w') as fh:
+            fh.write(text + '\n')
+        print(prove.table(outcomes).splitlines()[-1])
+    else:
+        print(text)
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def _errata(args) -> int:
+    from derive.claims import all_claims
+    from . import prove
+    outcomes = prove.run([c.id for c in all_claims() if not c.expected])
+    print(prove.errata(outcomes))
+    return 0 if all(o.ok for o in outcomes) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='bpgen', description='Machine-checked backpropagation for CNNs.')
+    sub = p.add_subparsers(dest='command', required=True)
+    pr = sub.add_parser('prove', help='check the lecture\'s claims; table of verdicts and times')
+    pr.add_argument('claims', nargs='*', help='claim ids or id prefixes (default: all)')
+    pr.add_argument('--format', choices=('text', 'markdown', 'latex'), default='text',
+                    help='text: the table; markdown/latex: the derivations with their steps')
+    pr.add_argument('--output', '-o', help='write to this file instead of standard output')
+    pr.set_defaults(run=_prove)
+    er = sub.add_parser('errata', help='the lecture\'s false statements, corrected, with counterexamples')
+    er.set_defaults(run=_errata)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

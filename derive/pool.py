@@ -1,0 +1,279 @@
+"""Max and average pooling with PyTorch semantics, 1-3 spatial dimensions (slide "Pooling").
+
+Both are instances of the mechanism of :mod:`derive.rules`.  Per spatial
+dimension (stride S, padding P, dilation D, window K, input H, output O), the
+window of output o reads the input positions S o + D m - P, 0 <= m < K, that
+lie inside [0, H).
+
+Max pooling: y[n, c, o] = max over the window.  With sel the one-hot selector
+of the chosen maximum (the first maximum in window order, except that a NaN
+replaces the running maximum, so the last NaN wins -- PyTorch's CPU rule),
+
+    y[n, c, o] = sum_m [argmax[n, c, o] = flat(S o + D m - P)] x[n, c, S o + D m - P]
+
+where argmax holds flat positions in the input plane, as PyTorch's indices.
+Holding the selector constant, the chain rule gives the gather form
+
+    dx[n, c, i] = sum_m g[n, c, (i + P - D m)/S] [S | i + P - D m] [0 <= i + P - D m <= S (O-1)]
+                  [argmax[n, c, (i + P - D m)/S] = flat(i)]
+
+(the slide's "assigned to the winning unit", with overlapping windows adding up).
+
+Average pooling (D = 1): y[n, c, o] = (1/div(o)) sum_{m : 0 <= S o + m - P < H} x[n, c, S o + m - P],
+div(o) = divisor_override if given, else the number of window positions inside
+[-P, H + P) (count_include_pad) or inside [0, H) (not), counted in closed form
+by the box-count rule.  Its backward divides by div: the slide's "multiplied by
+N x N" is an erratum.
+"""
+from __future__ import annotations
+
+from functools import cache
+from itertools import product
+
+from sympy import (And, Eq, Function, IndexedBase, KroneckerDelta, Lambda, Mod, Ne, Piecewise, Rational, Sum, Symbol,
+                   symbols)
+
+from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
+from .jacobian import max_gradient_first, max_gradient_sympy
+from .proof import Derivation, prove_equal
+from .rules import Gradient, Layer, Tensor, gradient
+from .zsum import ZSum, count_box, evaluate
+
+
+DIVISOR = Function('divisor')
+
+
+def _ints(name: str, dims: int, **assumptions) -> tuple:
+    return tuple(Symbol(f'{name}{d}', integer=True, **assumptions) for d in range(dims))
+
+
+@cache
+def pool_symbols(dims: int) -> dict:
+    N, C = symbols('N C', integer=True, positive=True)
+    return dict(N=N, C=C, H=_ints('H', dims, positive=True), O=_ints('O', dims, positive=True),
+                K=_ints('K', dims, positive=True), S=_ints('S', dims, positive=True),
+                D=_ints('D', dims, positive=True), P=_ints('P', dims, nonnegative=True),
+                n=Symbol('n', integer=True), c=Symbol('c', integer=True), o=_ints('o', dims), m=_ints('m', dims),
+                divisor_override=Symbol('divisor_override', integer=True),
+                count_include_pad=Symbol('count_include_pad', integer=True))
+
+
+def flat(position, sizes):
+    """Row-major flat index of ``position`` in a plane of ``sizes`` (PyTorch's max-pool indices)."""
+    out = 0
+    for p, h in zip(position, sizes):
+        out = out * h + p
+    return out
+
+
+def _window(s: dict, dilated: bool):
+    D = s['D'] if dilated else (1,) * len(s['S'])
+    pos = tuple(S * o + d * m - P for S, d, P, o, m in zip(s['S'], D, s['P'], s['o'], s['m']))
+    box = [cond for m, K in zip(s['m'], s['K']) for cond in (m, K - 1 - m)]
+    inside = [cond for p, H in zip(pos, s['H']) for cond in (p, H - 1 - p)]
+    return pos, box, inside
+
+
+def _hyps(s: dict, dilated: bool) -> tuple:
+    """Sizes >= 1, 0 <= 2P <= K, and the last window starts inside the input or the left padding."""
+    sizes = (s['N'], s['C']) + s['H'] + s['O'] + s['K']
+    last = tuple(H - 1 + P - S * (O - 1) for H, P, S, O in zip(s['H'], s['P'], s['S'], s['O']))
+    return tuple(z - 1 for z in sizes) + s['P'] + tuple(K - 2 * P for K, P in zip(s['K'], s['P'])) + last
+
+
+@cache
+def max_pool_layer(dims: int) -> Layer:
+    s = pool_symbols(dims)
+    x = Tensor('input', IndexedBase('x'), (s['N'], s['C']) + s['H'])
+    y = Tensor('output', IndexedBase('y'), (s['N'], s['C']) + s['O'])
+    argmax = Tensor('indices', IndexedBase('argmax'), y.shape)
+    pos, box, inside = _window(s, dilated=True)
+    nc_o = (s['n'], s['c']) + s['o']
+    body = KroneckerDelta(argmax[nc_o], flat(pos, s['H'])) * x[(s['n'], s['c']) + pos]
+    term = ZSum.make(s['m'], body, box + inside)
+    return Layer(f'max_pool{dims}d', y, nc_o, (term,), (x,), s['S'] + s['D'] + s['P'], _hyps(s, True),
+                 reduction='max', selector=argmax)
+
+
+@cache
+def divisor_counts(dims: int) -> tuple:
+    """((count_include_pad, how), (count_exclude_pad, how)): the divisors of output position o in
+    closed form, with the box-count rule's account of the bounds."""
+    s = pool_symbols(dims)
+    hyps = list(_hyps(s, False)) + [c for o, O in zip(s['o'], s['O']) for c in (o, O - 1 - o)]
+    pos, box, inside = _window(s, dilated=False)
+    padded = [H + P - 1 - p for p, H, P in zip(pos, s['H'], s['P'])]
+    return count_box(ZSum.make(s['m'], 1, box + padded), hyps), count_box(ZSum.make(s['m'], 1, box + inside), hyps)
+
+
+@cache
+def avg_divisor(dims: int):
+    """divisor_override when nonzero, else the count of window positions (count_include_pad or not)."""
+    s = pool_symbols(dims)
+    (include, _), (exclude, _) = divisor_counts(dims)
+    ov, cip = s['divisor_override'], s['count_include_pad']
+    return Piecewise((ov, Ne(ov, 0)), (include, Ne(cip, 0)), (exclude, True))
+
+
+@cache
+def avg_pool_layer(dims: int) -> Layer:
+    s = pool_symbols(dims)
+    x = Tensor('input', IndexedBase('x'), (s['N'], s['C']) + s['H'])
+    y = Tensor('output', IndexedBase('y'), (s['N'], s['C']) + s['O'])
+    ov, cip = s['divisor_override'], s['count_include_pad']
+    pos, box, inside = _window(s, dilated=False)
+    term = ZSum.make(s['m'], x[(s['n'], s['c']) + pos] / DIVISOR(*s['o']), box + inside)
+    return Layer(f'avg_pool{dims}d', y, (s['n'], s['c']) + s['o'], (term,), (x,),
+                 s['S'] + s['P'] + (ov, cip), _hyps(s, False),
+                 definitions=((DIVISOR, Lambda(s['o'], avg_divisor(dims))),))
+
+
+def primed(names: str, dims: int) -> tuple:
+    return tuple(Symbol(f"{n}'", integer=True) for n in names.split()) + tuple(
+        Symbol(f"i{d}'", integer=True) for d in range(dims))
+
+
+@cache
+def pool_gradients(dims: int) -> dict[str, Gradient]:
+    index = primed('n c', dims)
+    return {'max': gradient(max_pool_layer(dims), 'input', index),
+            'avg': gradient(avg_pool_layer(dims), 'input', index)}
+
+
+@cache
+def output_size(dims: int, ceil_mode: bool) -> tuple:
+    """Number of windows per dimension: starts o >= 0 with the window inside the padded input
+    (floor mode) or overlapping it and starting inside the input or left padding (ceil mode)."""
+    s = pool_symbols(dims)
+    sizes = []
+    for H, K, S, D, P, o in zip(s['H'], s['K'], s['S'], s['D'], s['P'], s['o']):
+        span = H + 2 * P - D * (K - 1) - 1
+        conds = [o, span + (S - 1 if ceil_mode else 0) - S * o] + ([H + P - 1 - S * o] if ceil_mode else [])
+        count, _ = count_box(ZSum.make((o,), 1, conds), [span, H - 1 + P])
+        sizes.append(count)
+    return tuple(sizes)
+
+
+# ----------------------------------------------------------------------------- stated forms
+
+def _stated_gather(dims: int, kind: str) -> Derivation:
+    """sum over the windows o that contain input position i (o = (i + P - D m)/S) of the upstream share."""
+    s = pool_symbols(dims)
+    n, c, *i = primed('n c', dims)
+    D = s['D'] if kind == 'max' else (1,) * dims
+    t = tuple(ip + P - d * m for ip, P, d, m in zip(i, s['P'], D, s['m']))
+    o = tuple(tt / S for tt, S in zip(t, s['S']))
+    conds = [cond for tt, S, O in zip(t, s['S'], s['O']) for cond in (Eq(Mod(tt, S), 0), tt >= 0, tt <= S * (O - 1))]
+    g = IndexedBase('grad_output')[(n, c) + o]
+    if kind == 'max':
+        share = KroneckerDelta(IndexedBase('argmax')[(n, c) + o], flat(i, s['H']))
+    else:
+        share = 1 / DIVISOR(*o)
+    limits = [(m, 0, K - 1) for m, K in zip(s['m'], s['K'])]
+    layer = max_pool_layer(dims) if kind == 'max' else avg_pool_layer(dims)
+    return Derivation.start(f'{kind} pool: upstream shared among the inputs of each window (stated)',
+                            Sum(Piecewise((g * share, And(*conds)), (0, True)), *limits), layer.hyps)
+
+
+def prove_pool_gradient(dims: int, kind: str):
+    grad = pool_gradients(dims)[kind]
+    layer = max_pool_layer(dims) if kind == 'max' else avg_pool_layer(dims)
+    hyps = list(layer.hyps) + grad.wrt.box(grad.index)
+    return prove_equal(f'{kind}_pool{dims}d: chain-rule dE/dx == each window passes its upstream gradient to its '
+                       f'{"selected" if kind == "max" else "inputs, divided by the divisor"}',
+                       grad.derivation, _stated_gather(dims, kind), hyps)
+
+
+# ----------------------------------------------------------------------------- claims
+
+SLIDE = 'Pooling'
+
+for _dims in (1, 2, 3):
+    for _kind in ('max', 'avg'):
+        def _check(dims=_dims, kind=_kind) -> Verdict:
+            proof = prove_pool_gradient(dims, kind)
+            return Verdict(PROVED, proof.holds, (proof,))
+
+        claim(f'pool.{_kind}{_dims}d.backward', SLIDE,
+              f'{_kind}_pool{_dims}d (stride, padding{", dilation" if _kind == "max" else ""} symbolic): the '
+              + ('error is assigned to the winning unit of each window (the first maximum), overlapping windows add'
+                 if _kind == 'max' else
+                 'error of each window is divided by its divisor (count_include_pad, divisor_override) and '
+                 'assigned to every input of the window, overlapping windows add'))(_check)
+
+
+@claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "
+       'one unit at every window', expected=False)
+def _max_ties() -> Verdict:
+    tie = (1, 1, 0, 0)
+    first, split = max_gradient_first(tie), max_gradient_sympy(tie)
+    return Verdict(FALSE, False, (Note('a 2x2 window [[1, 1], [0, 0]] has two winning units'),),
+                   correction='the winning unit is the FIRST maximum in window order (row-major), and a NaN beats '
+                              'every number (the last NaN wins): PyTorch CPU max_pool; the derivation of '
+                              'pool.max*.backward uses exactly this selector. Alternative: SymPy\'s '
+                              'diff(Max) = Heaviside(0) = 1/2 splits the error between tied units',
+                   correction_verified=first == (1, 0, 0, 0) and split == (Rational(1, 2), Rational(1, 2), 0, 0),
+                   counterexample=f'window {tie} (row-major 2x2), error 1: first-maximum rule gives {first}, '
+                                  f'SymPy\'s Heaviside split gives {split}; the slide does not choose')
+
+
+@claim('pool.avg-multiplied', SLIDE, "avg-pooling: the error is multiplied by m = N x N and assigned to the whole "
+       'pooling block (all units get this same value)', expected=False)
+def _avg_multiplied() -> Verdict:
+    proof = prove_pool_gradient(2, 'avg')
+    s = pool_symbols(2)
+    grad = pool_gradients(2)['avg'].value
+    values = {s['N']: 1, s['C']: 1, s['H'][0]: 2, s['H'][1]: 2, s['O'][0]: 1, s['O'][1]: 1, s['K'][0]: 2,
+              s['K'][1]: 2, s['S'][0]: 2, s['S'][1]: 2, s['P'][0]: 0, s['P'][1]: 0, s['divisor_override']: 0,
+              s['count_include_pad']: 1}
+    n, c, i0, i1 = primed('n c', 2)
+    got = evaluate(grad, {**values, n: 0, c: 0, i0: 1, i1: 0}).replace(DIVISOR, Lambda(s['o'], avg_divisor(2)))
+    got = got.xreplace(values)
+    g = IndexedBase('grad_output')[0, 0, 0, 0]
+    return Verdict(FALSE, False, (proof, Identity('dE/dx[0, 0, 1, 0], 2x2 pool of a 2x2 input', got, g / 4,
+                                                  'evaluated from the derived gather form')),
+                   correction='the error of each window is DIVIDED by its divisor (N x N for a full window, fewer '
+                              'when count_include_pad=False at a border, or divisor_override) and given to every '
+                              'input of the window; with overlapping windows (stride < N) each input receives the '
+                              'sum of the shares of all windows containing it, so units do not all get the same '
+                              'value',
+                   correction_verified=proof.holds and (got - g / 4) == 0,
+                   counterexample=f'2x2 average pooling of a 2x2 input with upstream error g: the true gradient of '
+                                  f'each input is {got} (derived and evaluated), the slide gives 4*g')
+
+
+@claim('pool.output-size', SLIDE, 'PyTorch pooling output size (floor: floor((H+2P-D(K-1)-1)/S)+1; ceil: ceil(...)+1, '
+       'minus 1 if the last window would start at or after H+P) equals the number of windows counted by the '
+       'box-count rule', equation='')
+def _output_size() -> Verdict:
+    s = pool_symbols(1)
+    checked = 0
+    for ceil_mode in (False, True):
+        count = output_size(1, ceil_mode)[0]
+        for Hv, Kv, Sv, Dv in product(range(1, 10), range(1, 5), range(1, 4), range(1, 3)):
+            for Pv in range(0, Kv // 2 + 1):
+                span = Hv + 2 * Pv - Dv * (Kv - 1) - 1
+                if span < 0:
+                    continue
+                torch_rule = (span + (Sv - 1 if ceil_mode else 0)) // Sv + 1
+                if ceil_mode and (torch_rule - 1) * Sv >= Hv + Pv:
+                    torch_rule -= 1
+                ours = count.subs({s['H'][0]: Hv, s['K'][0]: Kv, s['S'][0]: Sv, s['D'][0]: Dv, s['P'][0]: Pv})
+                if ours != torch_rule:
+                    return Verdict(grid('H in 1..9, K in 1..4, S in 1..3, D in 1..2'), False,
+                                   (Note(f'differs at H={Hv} K={Kv} S={Sv} D={Dv} P={Pv} ceil={ceil_mode}'),))
+                checked += 1
+    return Verdict(grid(f'H in 1..9, K in 1..4, S in 1..3, D in 1..2, 0 <= P <= K/2, floor and ceil ({checked} cases)'),
+                   True, (Identity('windows (floor)', output_size(1, False)[0], output_size(1, False)[0], 'box count'),
+                          Identity('windows (ceil)', output_size(1, True)[0], output_size(1, True)[0], 'box count')))
+
+
+@claim('pool.avg-divisor', SLIDE, 'the avg-pool divisors counted by the box-count rule are >= 1 for every window '
+       '(0 <= 2P <= K, last window starting inside the input or left padding)')
+def _divisor() -> Verdict:
+    (include, how_in), (exclude, how_ex) = divisor_counts(1)
+    ok = 'possibly empty' not in how_in + how_ex
+    return Verdict(PROVED, ok, (Identity('count_include_pad divisor', include, include, how_in),
+                                Identity('count_exclude_pad divisor', exclude, exclude, how_ex),
+                                Note('every window non-empty: proved by exact LP with degree-2 products and '
+                                     'Chvatal-Gomory cuts')))
