@@ -24,6 +24,7 @@ def _prove(args) -> int:
 
 def _errata(args) -> int:
     from derive.claims import all_claims
+
     from . import prove
     outcomes = prove.run([c.id for c in all_claims() if not c.expected])
     print(prove.errata(outcomes))

@@ -13,8 +13,8 @@ Subject modules register their claims with the :func:`claim` decorator;
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from sympy import Expr, latex
 

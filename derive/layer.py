@@ -141,7 +141,7 @@ def dilated_correlation_form(dims: int) -> Derivation:
     n = s['n']
     conds, pos = [], []
     for d in range(dims):
-        S, D, P, H, O = s['S'][d], s['D'][d], s['P'][d], s['H'][d], s['O'][d]
+        S, D, P, H = s['S'][d], s['D'][d], s['P'][d], s['H'][d]
         pos.append(t[d] + D * mp[d] - P)
         conds += [Eq(Mod(t[d], S), 0), pos[-1] >= 0, pos[-1] <= H - 1]
     gz = IndexedBase('grad_output')[(n, g, k) + tuple(t[d] / s['S'][d] for d in range(dims))]

@@ -30,15 +30,27 @@ from __future__ import annotations
 from functools import cache
 from itertools import product
 
-from sympy import (And, Eq, Function, IndexedBase, KroneckerDelta, Lambda, Mod, Ne, Piecewise, Rational, Sum, Symbol,
-                   symbols)
+from sympy import (
+    And,
+    Eq,
+    Function,
+    IndexedBase,
+    KroneckerDelta,
+    Lambda,
+    Mod,
+    Ne,
+    Piecewise,
+    Rational,
+    Sum,
+    Symbol,
+    symbols,
+)
 
 from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
 from .rules import Gradient, Layer, Tensor, gradient
 from .zsum import ZSum, count_box, evaluate
-
 
 DIVISOR = Function('divisor')
 
@@ -251,7 +263,7 @@ def _output_size() -> Verdict:
     for ceil_mode in (False, True):
         count = output_size(1, ceil_mode)[0]
         for Hv, Kv, Sv, Dv in product(range(1, 10), range(1, 5), range(1, 4), range(1, 3)):
-            for Pv in range(0, Kv // 2 + 1):
+            for Pv in range(Kv // 2 + 1):
                 span = Hv + 2 * Pv - Dv * (Kv - 1) - 1
                 if span < 0:
                     continue

@@ -22,13 +22,14 @@ rule that checks its side condition and raises :class:`RuleRefused` otherwise:
 * ``drop_implied``: a constraint implied by the others and the hypotheses may be
   removed.
 
-Implication between linear constraints is decided by an exact rational LP
-(the affine Farkas lemma, solved by a small simplex over Fractions): a proof over the reals is a proof over the integers (sound, not
-complete).  Constraints are first tightened over the integers (divide by the gcd
-of the coefficients, round the constant down), which recovers the integer facts
-LP alone misses.  Non-linear monomials (a symbolic stride times an index) are
-treated as fresh variables, with products of pairs of facts added as facts of
-degree two: a relaxation, hence still sound.
+Implication between linear constraints is decided by an exact rational LP (the
+affine Farkas lemma, solved by a small simplex over Fractions): a proof over the
+reals is a proof over the integers (sound, not complete).  Constraints are first
+tightened over the integers (divide by the gcd of the coefficients, round the
+constant down), and sums of pairs are rounded too (Chvatal-Gomory cuts), which
+recovers integer facts LP alone misses.  Non-linear monomials (a symbolic
+stride times an index) are treated as fresh variables, with products of pairs
+of facts added as facts of degree two: a relaxation, hence still sound.
 
 >>> from sympy import symbols, Sum, IndexedBase
 >>> i, n = symbols('i n', integer=True)
@@ -40,12 +41,34 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
-from functools import reduce
+from functools import lru_cache, reduce
 from itertools import combinations, combinations_with_replacement
 
-from sympy import (And, Dummy, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Piecewise, Rel, S, Sum,
-                   Symbol, ceiling, default_sort_key, expand, floor, fraction, igcd, sympify, together)
+from sympy import (
+    And,
+    Dummy,
+    Eq,
+    Expr,
+    Indexed,
+    KroneckerDelta,
+    Max,
+    Min,
+    Mod,
+    Mul,
+    Piecewise,
+    Rel,
+    S,
+    Sum,
+    Symbol,
+    ceiling,
+    default_sort_key,
+    expand,
+    floor,
+    fraction,
+    igcd,
+    sympify,
+    together,
+)
 
 
 class RuleRefused(ValueError):
@@ -93,7 +116,7 @@ def normalize(expr: Expr) -> Expr:
     if not den.is_positive:
         raise RuleRefused('normalize', f'cannot clear the denominator {den} of {expr} (sign unknown)')
     num = expand(num)
-    content, prim = num.as_content_primitive()
+    prim = num.as_content_primitive()[1]
     factors = [f for f in Mul.make_args(prim.factor()) if not _positive_factor(f)]
     num = expand(Mul(*factors)) if factors else S.One
     const, rest = num.as_coeff_Add()
@@ -445,8 +468,7 @@ def _delta_variable(z: ZSum, lin: Expr, prefer) -> Symbol | None:
     if not cands:
         return None
     order = {v: i for i, v in enumerate(prefer)}
-    return sorted(cands, key=lambda v: (order.get(v, len(order)), lin.coeff(v) not in (1, -1),
-                                        z.vars.index(v)))[0]
+    return min(cands, key=lambda v: (order.get(v, len(order)), lin.coeff(v) not in (1, -1), z.vars.index(v)))
 
 
 @rule('Kronecker-delta elimination (divisibility recorded)')
@@ -467,7 +489,8 @@ def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
         body = Mul(*[f for f in Mul.make_args(z.body) if f is not delta])
         vars = tuple(v for v in z.vars if v != var)
         shrunk = ZSum(vars, body, z.conds, z.divs + ((rest, c),)).replace({var: solution}, vars)
-        note = f'{var} = {solution}' + ('' if c in (1, -1) else f', recorded {c} | {rest}')
+        recorded = _normalize_div(rest, c)
+        note = f'{var} = {solution}' + (f', recorded {recorded[1]} | {recorded[0]}' if recorded else '')
         return shrunk, note
     raise RuleRefused(eliminate_delta.title, 'no Kronecker delta involving a summation variable')
 
@@ -475,11 +498,11 @@ def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
 @rule('lattice parametrization of a divisibility constraint')
 def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
     """sum_v h(v) [s | v + r] = sum_u h(s u - r) for s >= 1 (v has coefficient 1 in v + r)."""
-    for e, s in z.divs:
-        if var in e.free_symbols and e.coeff(var) in (1, -1) and not expand(e - e.coeff(var) * var).has(var):
-            break
-    else:
+    found = [(e, s) for e, s in z.divs
+             if var in e.free_symbols and e.coeff(var) in (1, -1) and not expand(e - e.coeff(var) * var).has(var)]
+    if not found:
         raise RuleRefused(lattice.title, f'no divisibility constraint s | +-{var} + r')
+    e, s = found[0]
     if not s.is_positive or not s.is_integer:
         raise RuleRefused(lattice.title, f'modulus {s} is not a positive integer')
     if new in z.vars or new in z.free_symbols:
@@ -591,9 +614,10 @@ def _tighten(box: dict, cond: Expr, var: Symbol) -> bool:
     hi, terms = rest.as_coeff_Add()
     for t in terms.as_ordered_terms() if terms != 0 else []:
         c, sym = t.as_coeff_Mul()
-        if sym not in box or None in box[sym]:
+        bound = box[sym][1 if c > 0 else 0] if sym in box else None
+        if bound is None:
             return False
-        hi += max(c * box[sym][0], c * box[sym][1])
+        hi += c * bound
     # a*var + rest >= 0 with rest <= hi:  var >= ceil(-hi/a) (a > 0)  or  var <= floor(hi/-a) (a < 0)
     a, hi = int(a), int(hi)
     new, side = (-(hi // a), 0) if a > 0 else (hi // -a, 1)
@@ -632,6 +656,26 @@ def evaluate(z: ZSum, values: dict) -> Expr:
     return sum((canon(body.xreplace(p)) for p in points(z, values)), S.Zero)
 
 
-__all__ = ['RuleRefused', 'ZSum', 'canon', 'linear_symbols', 'solvable_vars', 'normalize', 'ge0', 'implied', 'from_sum', 'substitute',
-           'eliminate_delta', 'lattice', 'drop_implied', 'instantiate', 'count_box', 'compare', 'bounds', 'points',
-           'evaluate', 'rule', 'assumption_facts']
+__all__ = [
+    'RuleRefused',
+    'ZSum',
+    'assumption_facts',
+    'bounds',
+    'canon',
+    'compare',
+    'count_box',
+    'drop_implied',
+    'eliminate_delta',
+    'evaluate',
+    'from_sum',
+    'ge0',
+    'implied',
+    'instantiate',
+    'lattice',
+    'linear_symbols',
+    'normalize',
+    'points',
+    'rule',
+    'solvable_vars',
+    'substitute',
+]

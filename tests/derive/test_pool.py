@@ -1,0 +1,79 @@
+"""Pooling rules: proofs, errata, and the derived sums evaluated against brute force."""
+import itertools
+
+import pytest
+from sympy import IndexedBase, Lambda, Rational, Symbol, expand
+
+from derive import pool
+from derive.claims import all_claims
+from derive.zsum import evaluate
+
+CLAIMS = {c.id: c for c in all_claims()}
+
+
+@pytest.mark.parametrize('cid', sorted(c for c in CLAIMS if c.startswith('pool.')))
+def test_pool_claim(cid):
+    claim = CLAIMS[cid]
+    verdict = claim.check()
+    assert claim.passes(verdict), verdict
+
+
+def _avg_reference(H, K, S, P, ceil_mode, include, override):
+    """PyTorch's avg_pool1d backward written out: each window shares its error among its inputs."""
+    O = pool.output_size(1, ceil_mode)[0].subs(_sizes(H, K, S, 1, P))
+    g = IndexedBase('grad_output')
+    grad = [0] * H
+    for o in range(O):
+        start = S * o - P
+        end = min(start + K, H + P)
+        count = end - start
+        lo, hi = max(start, 0), min(end, H)
+        div = override or (count if include else hi - lo)
+        for i in range(lo, hi):
+            grad[i] += g[0, 0, o] * Rational(1, div)
+    return O, grad
+
+
+def _sizes(H, K, S, D, P):
+    s = pool.pool_symbols(1)
+    return {s['H'][0]: H, s['K'][0]: K, s['S'][0]: S, s['D'][0]: D, s['P'][0]: P}
+
+
+@pytest.mark.parametrize('H,K,S,P,ceil_mode,include,override', [
+    (6, 3, 2, 0, True, True, 0), (6, 3, 2, 1, True, True, 0), (7, 3, 2, 1, False, False, 0),
+    (5, 2, 1, 1, False, True, 0), (8, 4, 3, 2, True, False, 0), (5, 3, 2, 1, False, True, 7)])
+def test_avg_backward_matches_pytorch_rule(H, K, S, P, ceil_mode, include, override):
+    s = pool.pool_symbols(1)
+    O, expected = _avg_reference(H, K, S, P, ceil_mode, include, override)
+    grad = pool.pool_gradients(1)['avg'].value
+    values = {s['N']: 1, s['C']: 1, s['O'][0]: O, s['divisor_override']: override,
+              s['count_include_pad']: int(include), **_sizes(H, K, S, 1, P)}
+    n, c, i = pool.primed('n c', 1)
+    for a in range(H):
+        got = evaluate(grad, {**values, n: 0, c: 0, i: a})
+        got = got.replace(pool.DIVISOR, Lambda(s['o'], pool.avg_divisor(1))).xreplace(values)
+        assert expand(got - expected[a]) == 0, a
+
+
+def test_max_backward_routes_to_the_selected_position():
+    s = pool.pool_symbols(2)
+    grad = pool.pool_gradients(2)['max'].value
+    H, K, S, P, D = 4, 2, 1, 0, 1
+    values = {s['N']: 1, s['C']: 1, s['divisor_override']: 0}
+    for d in range(2):
+        values.update({s['H'][d]: H, s['K'][d]: K, s['S'][d]: S, s['P'][d]: P, s['D'][d]: D, s['O'][d]: 3})
+    n, c, i0, i1 = pool.primed('n c', 2)
+    got = evaluate(grad, {**values, n: 0, c: 0, i0: 1, i1: 2})
+    argmax, g = IndexedBase('argmax'), IndexedBase('grad_output')
+    # windows (o0, o1) containing (1, 2): o0 in {0, 1}, o1 in {1, 2}; each contributes if it selected 1*4+2
+    from sympy import KroneckerDelta
+    expected = sum(g[0, 0, o0, o1] * KroneckerDelta(6, argmax[0, 0, o0, o1])
+                   for o0, o1 in itertools.product((0, 1), (1, 2)))
+    assert expand(got - expected) == 0
+
+
+def test_ceil_mode_output_size_examples():
+    assert pool.output_size(1, True)[0].subs(_sizes(5, 2, 2, 1, 1)) == 3     # 4 windows, last starts in padding
+    assert pool.output_size(1, False)[0].subs(_sizes(6, 3, 2, 1, 0)) == 2
+    assert pool.output_size(1, True)[0].subs(_sizes(6, 3, 2, 1, 0)) == 3
+    assert Symbol is not None
