@@ -70,7 +70,7 @@ class Activation:
     backward: Expr     # grad_input in terms of G and X (saved='input') or Y (saved='output')
 
 
-RELU = Activation('relu', (), Piecewise((0, X <= 0), (X, True)), 'input', Piecewise((0, X <= 0), (G, True)))
+RELU = Activation('relu', (), Piecewise((0, X < 0), (X, True)), 'input', Piecewise((0, X <= 0), (G, True)))
 SIGMOID = Activation('sigmoid', (), 1 / (1 + exp(-X)), 'output', G * Y * (1 - Y))
 TANH = Activation('tanh', (), tanh(X), 'output', G * (1 - Y**2))
 HARDTANH = Activation('hardtanh', ((MIN_VAL, -1.0), (MAX_VAL, 1.0)),

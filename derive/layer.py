@@ -95,12 +95,18 @@ def conv_gradients(dims: int) -> dict[str, Gradient]:
     }
 
 
+AXIS = dict(zip(('H', 'K', 'S', 'D', 'PL', 'PR'), symbols('H K S D PL PR', integer=True, positive=True)))
+AXIS.update(PL=Symbol('PL', integer=True, nonnegative=True), PR=Symbol('PR', integer=True, nonnegative=True),
+            o=Symbol('o', integer=True))
+
+
 @cache
-def output_size(dims: int) -> tuple:
-    """PyTorch's conv output size per dimension: floor((H + 2P - D (K-1) - 1) / S) + 1."""
-    s = conv_symbols(dims)
-    return tuple(floor((H + 2 * P - D * (K - 1) - 1) / S) + 1
-                 for H, P, D, K, S in zip(s['H'], s['P'], s['D'], s['K'], s['S']))
+def output_size():
+    """Output positions along one axis: the o >= 0 whose window S o + D m - PL (0 <= m < K) ends
+    inside the input padded by PL on the left and PR on the right, counted by the box rule."""
+    H, K, S, D, PL, PR, o = (AXIS[k] for k in ('H', 'K', 'S', 'D', 'PL', 'PR', 'o'))
+    z = ZSum.make((o,), 1, [o, H - 1 + PR - (S * o + D * (K - 1) - PL)])
+    return count_box(z, [H + PL + PR - D * (K - 1) - 1])[0]
 
 
 # ----------------------------------------------------------------------------- stated forms
@@ -219,13 +225,14 @@ def _grid_check() -> Verdict:
 
 
 @claim('layer.conv.output-size', 'Backpropagation (2/9), generalized',
-       'the number of output positions o >= 0 whose window S o + D m - P (0 <= m < K) ends inside the padded '
-       'input (<= H - 1 + P) is floor((H + 2P - D (K-1) - 1)/S) + 1')
+       'the number of output positions o >= 0 whose window S o + D m - PL (0 <= m < K) ends inside the input '
+       "padded by PL and PR is PyTorch's floor((H + PL + PR - D (K-1) - 1)/S) + 1 (padding='same' pads "
+       'PL = D(K-1)//2, PR = D(K-1) - PL)')
 def _output_size_check() -> Verdict:
-    s = conv_symbols(1)
-    H, P, D, K, S, o = s['H'][0], s['P'][0], s['D'][0], s['K'][0], s['S'][0], s['o'][0]
-    z = ZSum.make((o,), 1, [o, H - 1 + P - (S * o + D * (K - 1) - P)])
-    count, detail = count_box(z, [H + 2 * P - D * (K - 1) - 1])
-    expected = output_size(1)[0]
-    ok = (count - expected).simplify() == 0
-    return Verdict(PROVED, ok, (Identity('positions', count, expected, detail),))
+    H, K, S, D, PL, PR = (AXIS[k] for k in ('H', 'K', 'S', 'D', 'PL', 'PR'))
+    torch_rule = floor((H + PL + PR - D * (K - 1) - 1) / S) + 1
+    count = output_size()
+    same = (count.subs({S: 1, PL: floor(D * (K - 1) / 2), PR: D * (K - 1) - floor(D * (K - 1) / 2)}) - H)
+    ok = (count - torch_rule).simplify() == 0 and same.simplify() == 0
+    return Verdict(PROVED, ok, (Identity('positions', count, torch_rule, 'box count'),
+                                Identity("padding='same', stride 1", same + H, H, 'simplify')))

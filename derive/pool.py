@@ -166,6 +166,14 @@ def output_size(dims: int, ceil_mode: bool) -> tuple:
     return tuple(sizes)
 
 
+@cache
+def window_taps():
+    """Number of taps of window o (one axis) that fall inside the input: 0 <= S o + D m - P <= H - 1."""
+    s = pool_symbols(1)
+    H, K, S, D, P, o, m = (s[k][0] for k in ('H', 'K', 'S', 'D', 'P', 'o', 'm'))
+    return count_box(ZSum.make((m,), 1, [m, K - 1 - m, S * o + D * m - P, H - 1 - (S * o + D * m - P)]), [])[0]
+
+
 # ----------------------------------------------------------------------------- stated forms
 
 def _stated_gather(dims: int, kind: str) -> Derivation:

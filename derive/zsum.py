@@ -495,9 +495,8 @@ def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
     raise RuleRefused(eliminate_delta.title, 'no Kronecker delta involving a summation variable')
 
 
-@rule('lattice parametrization of a divisibility constraint')
-def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
-    """sum_v h(v) [s | v + r] = sum_u h(s u - r) for s >= 1 (v has coefficient 1 in v + r)."""
+def lattice_point(z: ZSum, var: Symbol, new: Symbol) -> tuple[Expr, tuple]:
+    """(value, (e, s)): the divisibility constraint s | +-var + r of ``z`` and var = s new - +-r."""
     found = [(e, s) for e, s in z.divs
              if var in e.free_symbols and e.coeff(var) in (1, -1) and not expand(e - e.coeff(var) * var).has(var)]
     if not found:
@@ -505,12 +504,18 @@ def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
     e, s = found[0]
     if not s.is_positive or not s.is_integer:
         raise RuleRefused(lattice.title, f'modulus {s} is not a positive integer')
+    rest = expand(e - e.coeff(var) * var)
+    return (expand(s * new - rest) if e.coeff(var) == 1 else expand(s * new + rest)), (e, s)
+
+
+@rule('lattice parametrization of a divisibility constraint')
+def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
+    """sum_v h(v) [s | v + r] = sum_u h(s u - r) for s >= 1 (v has coefficient 1 in v + r)."""
+    value, used = lattice_point(z, var, new)
     if new in z.vars or new in z.free_symbols:
         raise RuleRefused(lattice.title, f'{new} clashes with a variable of the sum')
-    rest = expand(e - e.coeff(var) * var)
-    value = expand(s * new - rest) if e.coeff(var) == 1 else expand(s * new + rest)
     vars = tuple(new if v == var else v for v in z.vars)
-    divs = tuple(d for d in z.divs if d != (e, s))
+    divs = tuple(d for d in z.divs if d != used)
     return ZSum(vars, z.body, z.conds, divs).replace({var: value}, vars), f'{var} = {value}'
 
 

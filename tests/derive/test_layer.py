@@ -74,11 +74,11 @@ def test_derived_gradients_equal_brute_force_chain_rule(S, D, P):
 
 
 def test_output_size_formula():
-    s = layer.conv_symbols(2)
-    expr = layer.output_size(2)[0]
-    for H, K, S, D, P in itertools.product(range(1, 8), range(1, 4), range(1, 4), range(1, 3), range(3)):
-        span = H + 2 * P - D * (K - 1)
-        if span < 1:
+    expr = layer.output_size()
+    a = layer.AXIS
+    for H, K, S, D, PL, PR in itertools.product(range(1, 8), range(1, 4), range(1, 4), range(1, 3), range(0, 3),
+                                                range(0, 2)):
+        if H + PL + PR - D * (K - 1) < 1:
             continue
-        count = sum(1 for o in range(40) if S * o + D * (K - 1) - P <= H - 1 + P)
-        assert expr.subs({s['H'][0]: H, s['K'][0]: K, s['S'][0]: S, s['D'][0]: D, s['P'][0]: P}) == count
+        count = sum(1 for o in range(0, 40) if S * o + D * (K - 1) - PL <= H - 1 + PR)
+        assert expr.subs({a['H']: H, a['K']: K, a['S']: S, a['D']: D, a['PL']: PL, a['PR']: PR}) == count

@@ -1,0 +1,137 @@
+"""Assemble generated/: every emitted file, byte-deterministic; write only what changed,
+or report (as a unified diff) how generated/ differs from what the rules print.
+
+    # [KernelRule] -> {relative path: text}
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from sympy import Symbol
+
+from derive import layer, pool
+
+from .lower_numpy import lower_numpy
+from .printers import NumpyPrinter
+from .render import C_FILES, MARK, c_files, c_kernel_view, environment, header, template_header
+from .spec import kernel_rules
+
+ROOT = Path(__file__).resolve().parent.parent / 'generated'
+RUNTIME = Path(__file__).resolve().parent / 'runtime'
+COPIES = {'_api.py': 'api.py', 'numpy/_runtime.py': 'nprt.py', 'c/_build.py': 'cbuild.py'}
+
+
+def render(template: str, **context) -> str:
+    return environment().get_template(template).render(**context)
+
+
+def copies(rules) -> dict:
+    out = {}
+    for target, source in COPIES.items():
+        text = (RUNTIME / source).read_text()
+        out[target] = render('python/copy.py.j2', source=text.rstrip('\n'),
+                             header=header('#', f'codegen/runtime/{source} (copied)', rules, [text]))
+    return out
+
+
+def formulas_file(rules) -> str:
+    p = NumpyPrinter()
+    s = pool.pool_symbols(1)
+    rename = {s[k][0]: Symbol(k, integer=True) for k in ('H', 'K', 'S', 'D', 'P', 'o')}
+    items = [
+        ('conv_output_size', 'H, K, S, D, PL, PR', layer.output_size(),
+         'derive.layer.output_size: positions whose dilated window ends inside the padded input'),
+        ('pool_output_size_floor', 'H, K, S, D, P', pool.output_size(1, False)[0].xreplace(rename),
+         'derive.pool.output_size(ceil_mode=False)'),
+        ('pool_output_size_ceil', 'H, K, S, D, P', pool.output_size(1, True)[0].xreplace(rename),
+         'derive.pool.output_size(ceil_mode=True): windows may start in the left padding, never in the right'),
+        ('pool_window_taps', 'o, H, K, S, D, P', pool.window_taps().xreplace(rename),
+         'derive.pool.window_taps: taps of window o inside the input (o may be an integer array)'),
+    ]
+    views = [dict(name=n, args=args, expr=p.doprint(e), doc=doc) for n, args, e, doc in items]
+    return render('python/formulas.py.j2', header=template_header('#', 'python/formulas.py.j2', rules), formulas=views)
+
+
+def numpy_kernels_file(rules) -> str:
+    views = []
+    for r in rules:
+        k = lower_numpy(r)
+        args = ', '.join(k.arrays + k.params)
+        views.append(dict(name=k.name, signature=args, lines=k.lines, doc=f'{r.name}: {r.source}.'))
+    return render('numpy/kernels.py.j2', header=template_header('#', 'numpy/kernels.py.j2', rules), kernels=views)
+
+
+def binding_file(rules) -> str:
+    views = []
+    for r in rules:
+        k32, k64 = c_kernel_view(r, 'float32'), c_kernel_view(r, 'float64')
+        kernel = lower_numpy(r)
+        call = [f'pointer({name}, {"real" if not t.index_array else repr("int64_t *")})'
+                for name, t in zip(kernel.arrays, r.outputs + r.inputs)]
+        views.append(dict(
+            name=r.name, symbol_f32=k32['symbol'], symbol_f64=k64['symbol'],
+            prototype_f32=f'int {k32["symbol"]}({k32["signature"].replace("restrict ", "")});',
+            prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
+            signature=', '.join(kernel.arrays + kernel.params), first=kernel.arrays[0],
+            call=', '.join(call + list(kernel.params))))
+    sources = sorted(f'{b}{ext}' for b in set(C_FILES.values()) for ext in ('.c', '.h'))
+    return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,
+                  sources=sources)
+
+
+def package_file(rules, doc: str, module: str) -> str:
+    return render('python/package.py.j2', header=template_header('#', 'python/package.py.j2', rules), doc=doc,
+                  kernels_module=module)
+
+
+NUMPY_DOC = ('NumPy backend of bpgen: the public functions (torch.nn.functional / torch.nn.grad signatures) on '
+             'vectorized kernels printed from the proven rules.  Needs numpy only.')
+C_DOC = ('C backend of bpgen: the same public functions on C99 kernels printed from the proven rules, compiled '
+         'with cffi on first import and cached (see _build.py).')
+ROOT_DOC = ('"""Emitted by bpgen from the proven rules of derive/: do not edit.\n\n'
+            'generated.numpy and generated.c offer the same public functions (torch.nn.functional signatures).\n"""\n')
+
+
+def files() -> dict[str, str]:
+    rules = kernel_rules()
+    out = {'__init__.py': header('#', 'codegen/generate.py', [], [ROOT_DOC]) + '\n' + ROOT_DOC,
+           '_formulas.py': formulas_file(rules),
+           'numpy/_kernels.py': numpy_kernels_file(rules),
+           'numpy/__init__.py': package_file(rules, NUMPY_DOC, '_kernels'),
+           'c/_binding.py': binding_file(rules),
+           'c/__init__.py': package_file(rules, C_DOC, '_binding')}
+    out.update(copies(rules))
+    out.update(c_files(rules))
+    return dict(sorted(out.items()))
+
+
+def stale(root: Path = ROOT) -> tuple[dict, list]:
+    """(expected files, paths whose content differs or that should not exist)."""
+    expected = files()
+    changed = [p for p, text in expected.items() if not (root / p).exists() or (root / p).read_text() != text]
+    extra = [str(p.relative_to(root)) for p in root.rglob('*') if p.is_file() and p.suffix in ('.py', '.c', '.h')
+             and str(p.relative_to(root)) not in expected and MARK in p.read_text(errors='replace')]
+    return expected, sorted(changed + extra)
+
+
+def write(root: Path = ROOT) -> list[str]:
+    expected, differing = stale(root)
+    for path in differing:
+        target = root / path
+        if path in expected:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(expected[path])
+        else:
+            target.unlink()
+    return differing
+
+
+def diff(root: Path = ROOT) -> str:
+    expected, differing = stale(root)
+    chunks = []
+    for path in differing:
+        old = (root / path).read_text().splitlines(keepends=True) if (root / path).exists() else []
+        new = expected.get(path, '').splitlines(keepends=True)
+        chunks += difflib.unified_diff(old, new, f'generated/{path} (on disk)', f'generated/{path} (from the rules)')
+    return ''.join(chunks)

@@ -1,0 +1,208 @@
+"""Lowering: a KernelRule's proven Z-sums -> a loop nest (the scalar, portable path).
+
+    # [KernelRule] -> [Kernel]
+    one loop per free index over its box; per term, one loop per summation
+    variable, bounds projected from the constraints (a v + r >= 0 gives
+    v >= ceil(-r/a) or v <= floor(r/-a)); constraints and divisibility
+    conditions that are not bounds become guards at the depth where their
+    variables are known; Kronecker deltas left in the body become equality
+    guards; Indexed objects become flat memory accesses.
+
+Every memory access is checked to stay inside its array under the rule's
+constraints and hypotheses (exact LP, derive.zsum.implied) before the kernel is
+emitted: the generated code is memory-safe by construction.
+"""
+from __future__ import annotations
+
+from functools import cache
+
+from sympy import (Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
+                   together)
+
+from derive.zsum import canon, implied
+
+from .ir import ArrayRef, Assign, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, Kernel, Loop, SelectMax
+from .spec import KernelRule
+
+
+class LoweringError(ValueError):
+    pass
+
+
+class Present(Function):
+    """True when the optional array named by the argument was given."""
+
+
+ACC, BEST, POSITION = 'acc', 'best', 'position'
+
+
+def lower(rule: KernelRule) -> Kernel:
+    params = kernel_params(rule)
+    first = rule.outputs[0]
+    if rule.reduction == 'sum' and len(rule.terms) == 1 and not rule.terms[0][0].vars:
+        (term, _), = rule.terms
+        inner = _term_nodes(rule, expand_definitions(rule, term), access(first, rule.index), op='=')
+    elif rule.reduction == 'sum':
+        inner = [Declare(ACC, 'acc', S.Zero)]
+        for term, optional in rule.terms:
+            nodes = _term_nodes(rule, expand_definitions(rule, term), Symbol(ACC))
+            inner += [Guard((Present(Symbol(optional)),), tuple(nodes))] if optional else nodes
+        inner.append(Assign(access(first, rule.index), Symbol(ACC)))
+    else:
+        inner = _max_nodes(rule)
+    body = _box_loops(rule.index, first.shape, tuple(inner))
+    checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
+    return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
+                  tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, body)
+
+
+def kernel_params(rule: KernelRule) -> tuple:
+    """Integer size and parameter symbols the kernel takes, sorted by name; real parameters last."""
+    exprs = [s for t in rule.outputs + rule.inputs for s in t.shape]
+    bound = set(rule.index) | set(rule.real_params)
+    for term, _ in rule.terms:
+        z = expand_definitions(rule, term)
+        exprs += [z.body, *z.conds, *(e for d in z.divs for e in d)]
+        bound |= set(z.vars)
+    syms = set().union(*(_scalars(e) for e in exprs)) - bound
+    return tuple(sorted(syms, key=default_sort_key)) + tuple(rule.real_params)
+
+
+def _scalars(e) -> set:
+    """Free scalar symbols of ``e`` (not array names, not array elements)."""
+    e = S(e)
+    return {s for s in e.free_symbols if isinstance(s, Symbol)} - {ix.base.label for ix in e.atoms(Indexed)}
+
+
+def expand_definitions(rule: KernelRule, term):
+    body = term.body
+    for fn, lam in rule.definitions:
+        body = body.replace(fn, lam)
+    return type(term)(term.vars, canon(body), term.conds, term.divs)
+
+
+def _box_loops(index, shape, inner: tuple) -> tuple:
+    body = inner
+    for var, size in reversed(tuple(zip(index, shape))):
+        body = (Loop(var, S.Zero, size - 1, body),)
+    return body
+
+
+def _tensors(rule: KernelRule) -> dict:
+    return {t.base: t for t in rule.inputs + rule.outputs}
+
+
+def access(tensor, index) -> ArrayRef:
+    """Row-major flat element of ``tensor`` at ``index``; exact quotients made explicit."""
+    flat = S.Zero
+    for e, size in zip(index, tensor.shape):
+        flat = flat * size + _exact(e)
+    return ArrayRef(Symbol(tensor.name), flat)
+
+
+def _exact(e: Expr) -> Expr:
+    num, den = together(expand(e)).as_numer_denom()
+    return ExactDiv(expand(num), den) if den != 1 else expand(num)
+
+
+def _replace_arrays(rule: KernelRule, body: Expr) -> Expr:
+    tensors = _tensors(rule)
+    return body.xreplace({ix: access(tensors[ix.base], ix.indices) for ix in body.atoms(Indexed)})
+
+
+def check_accesses(rule: KernelRule, term) -> None:
+    """Refuse to emit a kernel whose accesses could leave their arrays."""
+    tensors = _tensors(rule)
+    first = rule.outputs[0]
+    facts = list(term.conds) + list(rule.hyps) + first_box(first, rule.index)
+    for ix in sorted(term.body.atoms(Indexed), key=default_sort_key):
+        tensor = tensors[ix.base]
+        for e, size in zip(ix.indices, tensor.shape):
+            for bound in (e, size - 1 - e):
+                if not _in_bounds(bound, tuple(facts)):
+                    raise LoweringError(f'{rule.name}: access {ix} may leave {tensor.name} ({bound} >= 0 unproved)')
+
+
+def first_box(tensor, index) -> list:
+    return [c for i, n in zip(index, tensor.shape) for c in (i, n - 1 - i)]
+
+
+@cache
+def _in_bounds(bound, facts: tuple) -> bool:
+    return implied(bound, list(facts))
+
+
+def _bounds(var, conds, loop_vars: set):
+    lows, highs, rest = [], [], []
+    for c in conds:
+        if var not in c.free_symbols:
+            rest.append(c)
+            continue
+        a = c.coeff(var)
+        r = expand(c - a * var)
+        if r.has(var) or a.free_symbols & loop_vars or not (a.is_positive or a.is_negative):
+            raise LoweringError(f'constraint {c} >= 0 is not a bound on {var} with a coefficient of known sign')
+        if a.is_positive:
+            lows.append(-r if a == 1 else CeilDiv(-r, a))
+        else:
+            highs.append(r if a == -1 else FloorDiv(r, -a))
+    if not lows or not highs:
+        raise LoweringError(f'{var} is unbounded')
+    return _max(lows), _min(highs), rest
+
+
+def _max(exprs):
+    from sympy import Max
+    return Max(*exprs) if len(exprs) > 1 else exprs[0]
+
+
+def _min(exprs):
+    from sympy import Min
+    return Min(*exprs) if len(exprs) > 1 else exprs[0]
+
+
+def _term_nodes(rule: KernelRule, term, acc, op: str = '+=') -> list:
+    check_accesses(rule, term)
+    factors = Mul.make_args(term.body)
+    deltas = [f for f in factors if isinstance(f, KroneckerDelta)]
+    value = _replace_arrays(rule, Mul(*[f for f in factors if f not in deltas]))
+    equalities = [Eq(_replace_arrays(rule, d.args[0]), _replace_arrays(rule, d.args[1])) for d in deltas]
+    statement = Assign(acc, value, op)
+    return list(_nest(term, list(term.vars), set(rule.index), list(term.conds), list(term.divs),
+                      equalities, (statement,)))
+
+
+def _nest(term, vars, known, conds, divs, equalities, leaf):
+    """Loops over ``vars`` in order; guards as soon as their variables are known."""
+    ready = [c for c in conds if not (c.free_symbols & set(vars))]
+    pending = [c for c in conds if c.free_symbols & set(vars)]
+    div_ready = [d for d in divs if not (d[0].free_symbols & set(vars))]
+    div_pending = [d for d in divs if d[0].free_symbols & set(vars)]
+    guards = tuple(c >= 0 for c in ready) + tuple(Eq(Mod(_exact(e), s), 0) for e, s in div_ready)
+    if not vars:
+        guards += tuple(equalities)
+        return (Guard(guards, leaf),) if guards else leaf
+    var, rest_vars = vars[0], vars[1:]
+    mine = [c for c in pending if not (c.free_symbols & set(rest_vars))]
+    lower_b, upper_b, _ = _bounds(var, mine, set(term.vars))
+    later = [c for c in pending if c not in mine]
+    body = _nest(term, rest_vars, known | {var}, later, div_pending, equalities, leaf)
+    loop = (Loop(var, lower_b, upper_b, tuple(body)),)
+    return (Guard(guards, loop),) if guards else loop
+
+
+def _max_nodes(rule: KernelRule) -> list:
+    """The forward of a 'max' layer: the selector keeps the first maximum in window order, a NaN
+    always replacing the running maximum (derive.pool: PyTorch's CPU rule)."""
+    (term, _), = rule.terms
+    check_accesses(rule, term)
+    (delta,) = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)]
+    selector_base = rule.outputs[1].base
+    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == selector_base))
+    value = _replace_arrays(rule, term.body / delta)
+    leaf = (SelectMax(BEST, POSITION, value, expand(candidate)),)
+    nodes = [Declare(BEST, 'acc', -oo), Declare(POSITION, 'index', S.NegativeOne)]
+    nodes += list(_nest(term, list(term.vars), set(rule.index), list(term.conds), list(term.divs), [], leaf))
+    nodes += [Assign(access(rule.outputs[0], rule.index), Symbol(BEST)),
+              Assign(access(rule.outputs[1], rule.index), Symbol(POSITION))]
+    return nodes

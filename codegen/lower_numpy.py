@@ -1,0 +1,329 @@
+"""NumPy lowering: a KernelRule's proven Z-sums -> vectorized Python (no loop over pixels,
+batch or channels; the only Python loops run over kernel taps).
+
+    # [KernelRule] -> [lines of a NumPy function]
+    A kernel computes, for every free index of its output, a Z-sum; together
+    these form one "array Z-sum" over free and summed variables.  Then:
+
+    patches   (sums without divisibility): each in-bounds pair of constraints
+              0 <= e <= n-1 of an access becomes zero padding (the product
+              vanishes outside anyway); if only boxes remain, every access is a
+              strided window view and the sum is one contraction (im2col + GEMM).
+    taps      (divisibility, or a max): loop over the kernel taps in Python;
+              a divisibility s | v + r becomes a lattice v = s t - r
+              (derive.zsum.lattice_point), every other variable a slice whose
+              bounds are projected from the constraints; contract or multiply.
+    elements  (activations): one expression over flat arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_key, expand, Max
+
+from derive.zsum import ZSum, lattice_point, normalize
+
+from .lower import LoweringError, _bounds, expand_definitions, first_box, kernel_params
+from .printers import NumpyPrinter, identifier
+from .spec import KernelRule
+
+LABELS = 'abcdefghijklmnopqrstuvwxyz'
+PRINTER = NumpyPrinter()
+
+
+def pr(e) -> str:
+    return PRINTER.doprint(S(e))
+
+
+@dataclass(frozen=True)
+class NumpyKernel:
+    name: str
+    arrays: tuple      # keyword names of the arrays, outputs first
+    params: tuple      # printed names of the scalar parameters
+    lines: tuple       # body lines, indented relative to the function body
+
+
+def lower_numpy(rule: KernelRule) -> NumpyKernel:
+    params = kernel_params(rule)
+    body_printer = NumpyPrinter({'scalars': frozenset(p.name for p in params)})
+    lines = [f'{t.name}_r = {_reshape(t)}' for t in rule.outputs + rule.inputs]
+    if rule.family == 'activation':
+        lines += _elements(rule, body_printer)
+    elif rule.reduction == 'max':
+        lines += _taps_max(rule, body_printer)
+    else:
+        for n, (term, optional) in enumerate(rule.terms):
+            body = _term(rule, expand_definitions(rule, term), n > 0, body_printer)
+            lines += [f'if {optional} is not None:'] + ['    ' + b for b in body] if optional else body
+    arrays = tuple(t.name for t in rule.outputs + rule.inputs)
+    return NumpyKernel(rule.name, arrays, tuple(identifier(p.name) for p in params), tuple(lines))
+
+
+def _reshape(t) -> str:
+    shape = ', '.join(pr(s) for s in t.shape)
+    reshaped = f'{t.name}.reshape(({shape},))'
+    return f'None if {t.name} is None else {reshaped}' if t.optional else reshaped
+
+
+def array_sum(rule: KernelRule, term: ZSum) -> ZSum:
+    """The whole output as one Z-sum over its free indices and the term's variables."""
+    return ZSum.make(tuple(rule.index) + term.vars, term.body,
+                     list(term.conds) + first_box(rule.outputs[0], rule.index), term.divs)
+
+
+def _tensors(rule):
+    return {t.base: t for t in rule.inputs + rule.outputs}
+
+
+def _labels(vars) -> dict:
+    if len(vars) > len(LABELS):
+        raise LoweringError('too many variables for labels')
+    return {v: LABELS[i] for i, v in enumerate(vars)}
+
+
+def _term(rule: KernelRule, term: ZSum, accumulate: bool, printer) -> list:
+    z = array_sum(rule, term)
+    patched = _zero_extend(rule, z)
+    if patched is not None and not z.divs:
+        return _patches(rule, *patched, accumulate, printer)
+    return _taps_sum(rule, z, accumulate, printer)
+
+
+# ----------------------------------------------------------------------------- patches
+
+def _zero_extend(rule: KernelRule, z: ZSum):
+    """Drop each pair 0 <= e <= n-1 of an access T[.., e, ..] (padding T with zeros instead);
+    return (z, padded axes, extents) if only single-variable boxes [0, B-1] remain, else None."""
+    conds, padded = set(z.conds), set()
+    tensors = _tensors(rule)
+    for ix in sorted(z.body.atoms(Indexed), key=default_sort_key):
+        for j, (e, n) in enumerate(zip(ix.indices, tensors[ix.base].shape)):
+            pair = {normalize(e), normalize(n - 1 - e)}
+            if not e.is_Symbol and e.free_symbols & set(z.vars) and pair <= conds:
+                conds -= pair
+                padded.add((ix, j))
+    extents = {}
+    for c in conds:
+        syms = c.free_symbols & set(z.vars)
+        if len(syms) != 1:
+            return None
+        (v,) = syms
+        a, r = c.coeff(v), expand(c - c.coeff(v) * v)
+        if a == 1 and r == 0:
+            continue
+        if a != -1 or v in extents:
+            return None
+        extents[v] = r + 1
+    if set(extents) != set(z.vars):
+        return None
+    return z, padded, extents
+
+
+def _affine(e: Expr, vars) -> tuple:
+    e = expand(e)
+    coeffs = {v: e.coeff(v) for v in vars if e.has(v)}
+    const = expand(e - sum(c * v for v, c in coeffs.items()))
+    if const.free_symbols & set(vars) or any(c.free_symbols & set(vars) for c in coeffs.values()):
+        raise LoweringError(f'index {e} is not affine in {vars}')
+    return const, coeffs
+
+
+def _window(name: str, ix: Indexed, tensor, z, padded, extents, labels) -> tuple:
+    """A window_view over ``tensor`` for the access ``ix``: (line, labels)."""
+    parts = [_affine(e, z.vars) for e in ix.indices]
+    axes = [v for v in z.vars if any(v in coeffs for _, coeffs in parts)]
+    if all(len(c) == 1 and next(iter(c.values())) == 1 and k == 0 for k, c in parts) and len(axes) == len(parts) \
+            and [next(iter(c)) for _, c in parts] == axes:
+        return f'{name} = {tensor.name}_r', ''.join(labels[v] for v in axes)
+    pads, origin = [], []
+    for j, ((const, coeffs), n) in enumerate(zip(parts, tensor.shape)):
+        low = const + sum(min(c, 0) * (extents[v] - 1) for v, c in coeffs.items())
+        high = const + sum(max(c, 0) * (extents[v] - 1) for v, c in coeffs.items())
+        before = Max(0, -low) if (ix, j) in padded else S.Zero
+        after = Max(0, high - (n - 1)) if (ix, j) in padded else S.Zero
+        pads.append(f'({pr(before)}, {pr(after)})')
+        origin.append(pr(const + before))
+    steps = ['(' + ''.join(f'{pr(coeffs.get(v, 0))}, ' for _, coeffs in parts) + ')' for v in axes]
+    line = (f'{name} = runtime.window_view({tensor.name}_r, ({", ".join(pads)},), ({", ".join(origin)},), '
+            f'({"".join(pr(extents[v]) + ", " for v in axes)}), ({", ".join(steps)},))')
+    return line, ''.join(labels[v] for v in axes)
+
+
+def _patches(rule: KernelRule, z: ZSum, padded, extents, accumulate: bool, printer) -> list:
+    labels = _labels(z.vars)
+    tensors = _tensors(rule)
+    lines, operands = [], []
+    factors = Mul.make_args(z.body)
+    for k, f in enumerate(f for f in factors if isinstance(f, Indexed)):
+        line, lab = _window(f'f{k}', f, tensors[f.base], z, padded, extents, labels)
+        lines.append(line)
+        operands.append(f'(f{k}, {lab!r})')
+    rest = Mul(*[f for f in factors if not isinstance(f, Indexed)])
+    if rest != 1:
+        vars = [v for v in z.vars if rest.has(v)]
+        lines += _aranges(vars, {v: (S.Zero, extents[v] - 1) for v in vars})
+        shape = ''.join(f'{pr(extents[v])}, ' for v in vars)
+        lines.append(f'fx = numpy.broadcast_to({printer.doprint(rest)}, ({shape}))')
+        operands.append(f'(fx, {"".join(labels[v] for v in vars)!r})')
+    out = ''.join(labels[v] for v in rule.index)
+    lines.append(f'runtime.contract({rule.outputs[0].name}_r, {out!r}, [{", ".join(operands)}], '
+                 f'accumulate={accumulate})')
+    return lines
+
+
+def _aranges(vars, ranges) -> list:
+    """Integer vectors for ``vars``, shaped to broadcast along their positions in ``vars``."""
+    lines = []
+    for k, v in enumerate(vars):
+        shape = ', '.join('-1' if j == k else '1' for j in range(len(vars)))
+        lo, hi = ranges[v]
+        lines.append(f'{identifier(v.name)} = numpy.arange({pr(lo)}, {pr(hi)} + 1).reshape(({shape},))')
+    return lines
+
+
+# ----------------------------------------------------------------------------- taps
+
+def _taps_and_lattice(rule: KernelRule, z: ZSum):
+    """Tap variables (their box ends at a window size) and z with lattices for divisibilities."""
+    taps = [v for v in z.vars if any(expand(K - 1 - v) in z.conds for K in rule.window)]
+    where = {v: v for v in rule.index}
+    for k, (e, s) in enumerate(z.divs):
+        var = next(v for v in z.vars if v not in taps and v in e.free_symbols and e.coeff(v) in (1, -1))
+        new = Symbol(f't{k}', integer=True)
+        value, _ = lattice_point(z, var, new)
+        z = ZSum(tuple(new if v == var else v for v in z.vars), z.body, z.conds,
+                 tuple(d for d in z.divs if d != (e, s))).replace({var: value}, tuple(new if v == var else v
+                                                                                        for v in z.vars))
+        where = {f: expand(w.xreplace({var: value})) for f, w in where.items()}
+    return taps, z, where
+
+
+def _tap_loops(taps, z) -> tuple:
+    """Lines opening the loops over the taps, and the indentation inside them."""
+    lines, ind = [], ''
+    for k, v in enumerate(taps):
+        mine = [c for c in z.conds if v in c.free_symbols and not (c.free_symbols & (set(z.vars) - set(taps[:k + 1])))]
+        lo, hi, _ = _bounds(v, mine, set(z.vars))
+        lines.append(f'{ind}for {identifier(v.name)} in range({pr(lo)}, {pr(hi)} + 1):')
+        ind += '    '
+    return lines, ind
+
+
+def _ranges(z, taps, ind) -> tuple:
+    """Per vectorized variable: bounds projected from the constraints (given the taps); skip empty ones."""
+    lines, ranges = [], {}
+    vector = [v for v in z.vars if v not in taps]
+    for v in vector:
+        mine = [c for c in z.conds if v in c.free_symbols]
+        if any(c.free_symbols & (set(vector) - {v}) for c in mine):
+            raise LoweringError(f'constraint couples {v} with another vectorized variable')
+        lo, hi, _ = _bounds(v, mine, set(vector))
+        name = identifier(v.name)
+        lines += [f'{ind}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}']
+        ranges[v] = (Symbol(f'{name}_lo'), Symbol(f'{name}_hi'))
+    nonempty = ' and '.join(f'{identifier(v.name)}_lo <= {identifier(v.name)}_hi' for v in vector) or 'True'
+    lines.append(f'{ind}if {nonempty}:')
+    return lines, ranges, vector
+
+
+def _slice(e: Expr, vector, ranges) -> tuple:
+    """Basic index for one axis: (printed index, variable or None)."""
+    const, coeffs = _affine(e, vector)
+    if not coeffs:
+        return pr(const), None
+    if len(coeffs) > 1:
+        raise LoweringError(f'index {e} mixes vectorized variables')
+    (v, a), = coeffs.items()
+    if not a.is_positive:
+        raise LoweringError(f'index {e} does not increase with {v}')
+    lo, hi = ranges[v]
+    start = const + a * lo
+    stop = start + a * (hi - lo) + 1
+    return f'{pr(start)}:{pr(stop)}' + ('' if a == 1 else f':{pr(a)}'), v
+
+
+def _sliced(name: str, tensor_name: str, indices, vector, ranges, labels) -> tuple:
+    parts = [_slice(e, vector, ranges) for e in indices]
+    lab = ''.join(labels[v] for _, v in parts if v is not None)
+    return f'{name} = {tensor_name}_r[{", ".join(p for p, _ in parts)}]', lab
+
+
+def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
+    taps, z, where = _taps_and_lattice(rule, z)
+    out = rule.outputs[0]
+    lines = [] if accumulate else [f'{out.name}_r[...] = 0']
+    loops, outer = _tap_loops(taps, z)
+    ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    ind = outer + '    '
+    labels = _labels(vector)
+    out_line, out_labels = _sliced('ov', out.name, [where[f] for f in rule.index], vector, ranges, labels)
+    body = [ind + out_line]
+    tensors = _tensors(rule)
+    factors = Mul.make_args(z.body)
+    contracted = [v for v in vector if labels[v] not in out_labels]
+    if contracted:
+        operands = []
+        for k, f in enumerate(factors):
+            if not isinstance(f, Indexed):
+                raise LoweringError(f'{rule.name}: a contraction needs a product of arrays, got factor {f}')
+            line, lab = _sliced(f'f{k}', tensors[f.base].name, f.indices, vector, ranges, labels)
+            body.append(ind + line)
+            operands.append(f'(f{k}, {lab!r})')
+        body.append(f'{ind}runtime.contract(ov, {out_labels!r}, [{", ".join(operands)}], accumulate=True)')
+    else:
+        body += [ind + line for line in _elementwise_value('value', z.body, vector, ranges, labels, out_labels,
+                                                          tensors, printer)]
+        body.append(f'{ind}ov += value')
+    return lines + loops + ranges_lines + body
+
+
+def _elementwise_value(target: str, expr, vector, ranges, labels, out_labels, tensors, printer) -> list:
+    """Lines computing ``target``: expr with every access a view aligned to out_labels."""
+    order = sorted(vector, key=lambda v: out_labels.index(labels[v]))
+    lines, names = [], {}
+    for k, ix in enumerate(sorted(expr.atoms(Indexed), key=default_sort_key)):
+        line, lab = _sliced(f'a{k}', tensors[ix.base].name, ix.indices, vector, ranges, labels)
+        lines += [line, f'a{k} = runtime.aligned(a{k}, {lab!r}, {out_labels!r})']
+        names[ix] = Symbol(f'a{k}')
+    used = [v for v in order if expr.xreplace(names).has(v)]
+    for v in used:
+        shape = ', '.join('-1' if c == labels[v] else '1' for c in out_labels)
+        lo, hi = ranges[v]
+        lines.append(f'{identifier(v.name)} = numpy.arange({pr(lo)}, {pr(hi)} + 1).reshape(({shape},))')
+    lines.append(f'{target} = {printer.doprint(expr.xreplace(names))}')
+    return lines
+
+
+def _taps_max(rule: KernelRule, printer) -> list:
+    (term, _), = rule.terms
+    z = array_sum(rule, expand_definitions(rule, term))
+    taps, z, where = _taps_and_lattice(rule, z)
+    (delta,) = [f for f in Mul.make_args(z.body) if isinstance(f, KroneckerDelta)]
+    selector = rule.outputs[1].base
+    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == selector))
+    value = z.body / delta
+    out, idx = rule.outputs
+    lines = [f'{out.name}_r[...] = -numpy.inf', f'{idx.name}_r[...] = -1']
+    loops, outer = _tap_loops(taps, z)
+    ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    ind = outer + '    '
+    labels = _labels(vector)
+    out_line, out_labels = _sliced('best', out.name, [where[f] for f in rule.index], vector, ranges, labels)
+    pos_line, _ = _sliced('position', idx.name, [where[f] for f in rule.index], vector, ranges, labels)
+    body = [ind + out_line, ind + pos_line]
+    for target, expr in (('value', value), ('candidate', candidate)):
+        body += [ind + line for line in _elementwise_value(target, expr, vector, ranges, labels, out_labels,
+                                                          _tensors(rule), printer)]
+    body.append(f'{ind}runtime.select_max(best, position, value, candidate)')
+    return lines + loops + ranges_lines + body
+
+
+# ----------------------------------------------------------------------------- elements
+
+def _elements(rule: KernelRule, printer) -> list:
+    (term, _), = rule.terms
+    names = {ix: Symbol(f'{_tensors(rule)[ix.base].name}_r') for ix in term.body.atoms(Indexed)}
+    params = {p: Symbol(identifier(p.name)) for p in rule.real_params}
+    value = term.body.xreplace(names).xreplace(params)
+    return [f'{rule.outputs[0].name}_r[...] = {printer.doprint(value)}']
+

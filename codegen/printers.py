@@ -1,0 +1,190 @@
+"""Printers: small subclasses of SymPy's C99 and NumPy printers, one _print_<Node> per node.
+
+Index arithmetic is int64 in C; the exact and rounding divisions of the
+lowering print as helper calls defined in every generated C file (bp_floordiv,
+bp_ceildiv: correct for negative numerators, unlike C's '/').  Piecewise prints
+as one nested conditional.  Identifiers: a prime (the lecture's i', m') becomes
+a trailing underscore.
+"""
+from __future__ import annotations
+
+from sympy import Integer, expand, fraction, together
+from sympy.codegen.ast import float32, real
+from sympy.printing.c import C99CodePrinter
+from sympy.printing.numpy import NumPyPrinter
+
+
+def identifier(name: str) -> str:
+    return name.replace("'", '_')
+
+
+class CPrinter(C99CodePrinter):
+    """C99 for one real type ('float' or 'double'); integers are int64_t."""
+
+    def __init__(self, real_type: str = 'double'):
+        settings = {'type_aliases': {real: float32}} if real_type == 'float' else {}
+        super().__init__(settings)
+        self.real_type = real_type
+
+    def _print_Symbol(self, expr):
+        return identifier(expr.name)
+
+    def _print_ArrayRef(self, expr):
+        array, flat = expr.args
+        return f'{self._print(array)}[{self._print(flat)}]'
+
+    def _print_FloorDiv(self, expr):
+        return f'bp_floordiv({self._print(expr.args[0])}, {self._print(expr.args[1])})'
+
+    def _print_CeilDiv(self, expr):
+        return f'bp_ceildiv({self._print(expr.args[0])}, {self._print(expr.args[1])})'
+
+    def _print_ExactDiv(self, expr):
+        return f'(({self._print(expr.args[0])}) / {self.parenthesize(expr.args[1], 100)})'
+
+    def _print_Mod(self, expr):
+        return f'(({self._print(expr.args[0])}) % {self.parenthesize(expr.args[1], 100)})'
+
+    def _print_floor(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return f'bp_floordiv({self._print(expand(num))}, {self._print(den)})'
+
+    def _print_ceiling(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return f'bp_ceildiv({self._print(expand(num))}, {self._print(den)})'
+
+    def _print_Min(self, expr):
+        return self._nest('bp_min', expr.args)
+
+    def _print_Max(self, expr):
+        return self._nest('bp_max', expr.args)
+
+    def _nest(self, fn, args):
+        out = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            out = f'{fn}({self._print(a)}, {out})'
+        return out
+
+    def _print_Piecewise(self, expr):
+        *pairs, (last, cond) = expr.args
+        if cond is not True and cond != True:  # noqa: E712 (SymPy true)
+            raise ValueError(f'Piecewise without a default branch: {expr}')
+        out = self._print(last)
+        for value, c in reversed(pairs):
+            out = f'({self._print(c)} ? {self._print(value)} : {out})'
+        return out
+
+    def _print_Pow(self, expr):
+        base, exp = expr.args
+        if exp == 2:
+            b = self.parenthesize(base, 100)
+            return f'({b}*{b})'
+        if exp == -1:
+            return f'(({self.real_type})1/({self.real_type})({self._print(base)}))'
+        return super()._print_Pow(expr)
+
+    def _print_Mul(self, expr):
+        """A quotient divides in the real type (index quotients are ExactDiv, never a Mul)."""
+        num, den = fraction(expr, exact=True)
+        if den != 1:
+            return f'(({self.real_type})({self._print(num)})/({self.real_type})({self._print(den)}))'
+        return super()._print_Mul(expr)
+
+    def _print_IsNaN(self, expr):
+        return f'isnan({self._print(expr.args[0])})'
+
+    def _print_Present(self, expr):
+        return f'({self._print(expr.args[0])} != NULL)'
+
+    def _print_Infinity(self, expr):
+        return 'INFINITY'
+
+    def _print_NegativeInfinity(self, expr):
+        return '(-INFINITY)'
+
+    def _print_Rational(self, expr):
+        if isinstance(expr, Integer):
+            return str(expr.p)
+        suffix = 'F' if self.real_type == 'float' else ''
+        return f'({float(expr.p)!r}{suffix}/{float(expr.q)!r}{suffix})'
+
+
+class NumpyPrinter(NumPyPrinter):
+    """NumPy expressions that work on Python ints and on integer arrays alike.
+
+    ``scalars``: names of symbols known to be Python scalars; a Piecewise whose
+    conditions use only those prints as a Python conditional, so the branch not
+    taken is never evaluated (no 1/0 in an unused divisor).
+    """
+
+    _default_settings = {**NumPyPrinter._default_settings, 'scalars': frozenset()}
+
+    def _print_Symbol(self, expr):
+        return identifier(expr.name)
+
+    def _print_FloorDiv(self, expr):
+        return f'(({self._print(expr.args[0])}) // ({self._print(expr.args[1])}))'
+
+    def _print_CeilDiv(self, expr):
+        return f'(-((-({self._print(expr.args[0])})) // ({self._print(expr.args[1])})))'
+
+    def _print_ExactDiv(self, expr):
+        return f'(({self._print(expr.args[0])}) // ({self._print(expr.args[1])}))'
+
+    def _print_Mod(self, expr):
+        return f'(({self._print(expr.args[0])}) % ({self._print(expr.args[1])}))'
+
+    def _print_floor(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return f'(({self._print(expand(num))}) // ({self._print(den)}))'
+
+    def _print_ceiling(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return f'(-((-({self._print(expand(num))})) // ({self._print(den)})))'
+
+    def _print_KroneckerDelta(self, expr):
+        return f'numpy.equal({self._print(expr.args[0])}, {self._print(expr.args[1])})'
+
+    def _print_Min(self, expr):
+        return self._nest('numpy.minimum', expr.args)
+
+    def _print_Max(self, expr):
+        return self._nest('numpy.maximum', expr.args)
+
+    def _nest(self, fn, args):
+        out = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            out = f'{fn}({self._print(a)}, {out})'
+        return out
+
+    def _print_Piecewise(self, expr):
+        *pairs, (last, cond) = expr.args
+        out = self._print(last)
+        for value, c in reversed(pairs):
+            if {s.name for s in c.free_symbols} <= self._settings['scalars']:
+                out = f'({self._print(value)} if {self._print(c)} else {out})'
+            else:
+                out = f'numpy.where({self._print(c)}, {self._print(value)}, {out})'
+        return out
+
+    def _print_Relational(self, expr):
+        if {s.name for s in expr.free_symbols} <= self._settings['scalars']:
+            return f'({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})'
+        return super()._print_Relational(expr)
+
+    def _print_Pow(self, expr):
+        base, exp = expr.args
+        if exp == 2:
+            b = self.parenthesize(base, 100)
+            return f'({b}*{b})'
+        if exp == -1:
+            return f'(1/{self.parenthesize(base, 100)})'
+        return super()._print_Pow(expr)
+
+    def _print_Rational(self, expr):
+        if isinstance(expr, Integer):
+            return str(expr.p)
+        return f'({expr.p}/{expr.q})'
+
+
+__all__ = ['CPrinter', 'NumpyPrinter', 'identifier']

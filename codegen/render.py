@@ -1,0 +1,122 @@
+"""Rendering: Kernel IR -> printed nodes -> Jinja templates -> file contents.
+
+The Jinja environment is strict (StrictUndefined) and the templates receive
+only printed strings and lists: no arithmetic happens in a template.
+"""
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+
+import jinja2
+import sympy
+
+from .ir import Kernel
+from .lower import lower
+from .printers import CPrinter, identifier
+from .spec import KernelRule
+
+REAL = {'float32': ('float', 'f32'), 'float64': ('double', 'f64')}
+C_FILES = {'conv': 'bpgen_conv', 'max_pool': 'bpgen_pool', 'avg_pool': 'bpgen_pool', 'activation': 'bpgen_activation'}
+MARK = '@' + 'generated'   # spelled in two pieces so this file is not itself taken for generated
+
+
+@cache
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(loader=jinja2.PackageLoader('codegen', 'templates'), undefined=jinja2.StrictUndefined,
+                              keep_trailing_newline=True, autoescape=False)
+
+
+def template_source(name: str) -> str:
+    env = environment()
+    return env.loader.get_source(env, name)[0]
+
+
+def spec_hash(rules, texts) -> str:
+    """Digest of what a file is printed from: its rules and the template (or source) texts."""
+    h = hashlib.sha256()
+    for r in rules:
+        h.update(repr((r.name, r.index, [(str(t), o) for t, o in r.terms], [o.shape for o in r.outputs],
+                       [i.shape for i in r.inputs], r.hyps, r.reduction, r.definitions)).encode())
+    for t in texts:
+        h.update(t.encode())
+    return h.hexdigest()[:16]
+
+
+def header(comment: str, origin: str, rules, texts=()) -> str:
+    """The do-not-edit header: generator, origin (template or copied source), spec hash, SymPy version."""
+    lines = [f'{MARK} by bpgen (codegen) from {origin} -- do not edit.',
+             f'spec hash {spec_hash(rules, texts)}, SymPy {sympy.__version__}; regenerate with `bpgen generate`.']
+    if comment == '/*':
+        return '/* ' + '\n * '.join(lines) + ' */'
+    return '\n'.join(f'# {line}' for line in lines)
+
+
+def template_header(comment: str, template: str, rules, also=()) -> str:
+    return header(comment, f'template {template}', rules, [template_source(t) for t in (template, *also)])
+
+
+# ----------------------------------------------------------------------------- C
+
+def c_symbol(name: str, dtype: str) -> str:
+    return f'bpgen_{name}_{REAL[dtype][1]}'
+
+
+def c_signature(kernel: Kernel, rule: KernelRule, dtype: str) -> str:
+    real = REAL[dtype][0]
+    args = [f'{"int64_t" if idx else real} *restrict {name}' for name, idx in kernel.outputs]
+    args += [f'const {"int64_t" if idx else real} *restrict {name}' for name, idx, _ in kernel.inputs]
+    args += [f'{real if p in rule.real_params else "int64_t"} {identifier(p.name)}' for p in kernel.params]
+    return ', '.join(args)
+
+
+def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
+    out = []
+    for n in nodes:
+        if n.kind == 'loop':
+            out.append(dict(kind='loop', var=printer.doprint(n.var), lower=printer.doprint(n.lower),
+                            upper=printer.doprint(n.upper), body=printed_nodes(n.body, printer, real)))
+        elif n.kind == 'guard':
+            out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
+                            body=printed_nodes(n.body, printer, real)))
+        elif n.kind == 'declare':
+            out.append(dict(kind='declare', name=n.name, ctype=real if n.ctype == 'acc' else 'int64_t',
+                            value=printer.doprint(n.value)))
+        elif n.kind == 'assign':
+            out.append(dict(kind='assign', target=printer.doprint(n.target), op=n.op, value=printer.doprint(n.value)))
+        elif n.kind == 'select_max':
+            out.append(dict(kind='select_max', ctype=real, best=n.best, position=n.position,
+                            value=printer.doprint(n.value), candidate=printer.doprint(n.candidate)))
+        else:
+            raise ValueError(f'unknown node {n}')
+    return out
+
+
+def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
+    kernel = lower(rule)
+    real = REAL[dtype][0]
+    printer = CPrinter(real)
+    checks = [f'{printer.doprint(c)} >= 0' for c in kernel.checks]
+    outs = ', '.join(n for n, _ in kernel.outputs)
+    ins = ', '.join(n + (' (may be NULL)' if opt else '') for n, _, opt in kernel.inputs)
+    return dict(symbol=c_symbol(rule.name, dtype), signature=c_signature(kernel, rule, dtype),
+                checks=checks, check_text='; '.join(checks), body=printed_nodes(kernel.body, printer, real),
+                doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
+
+
+def c_files(rules) -> dict[str, str]:
+    """{relative path: content} for the C sources and headers."""
+    files = {}
+    for base in sorted(set(C_FILES.values())):
+        chosen = [r for r in rules if C_FILES[r.family] == base]
+        kernels = [c_kernel_view(r, dt) for r in chosen for dt in REAL]
+        head = f'{base}.h'
+        for template, name in (('c/kernels.h.j2', head), ('c/kernels.c.j2', f'{base}.c')):
+            text = environment().get_template(template).render(
+                header=template_header('/*', template, chosen, ('c/macros.j2',)), header_name=head, kernels=kernels,
+                guard=f'BPGEN_{base.upper()}_H')
+            files[f'c/{name}'] = text
+    return files
+
+
+__all__ = ['c_files', 'header', 'template_header', 'environment']

@@ -1,0 +1,428 @@
+"""The public functions of bpgen's generated kernels (copied into generated/_api.py).
+
+Signatures and results follow torch.nn.functional and torch.nn.grad: NCHW
+layout, int or tuple parameters, PyTorch's output sizes (printed from derive/
+into _formulas).  Bad input raises TypeError or ValueError naming the
+parameter; nothing reaches a kernel unchecked.  Both backends call this module
+with their own table of low-level kernels, which take every array and every
+size by keyword (the names of derive/'s symbols).
+"""
+from __future__ import annotations
+
+import numbers
+import operator
+
+import numpy as np
+
+from . import _formulas as formulas
+
+REAL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+# ----------------------------------------------------------------------------- argument checks
+
+def real_array(value, name: str, fn: str) -> np.ndarray:
+    if not isinstance(value, np.ndarray):
+        raise TypeError(f'{fn}: {name} must be a numpy.ndarray, got {type(value).__name__}')
+    if value.dtype not in REAL_DTYPES:
+        raise TypeError(f'{fn}: {name} must have dtype float32 or float64, got {value.dtype}')
+    return np.ascontiguousarray(value)
+
+
+def same_dtype(fn: str, reference: str, ref: np.ndarray, **others) -> None:
+    for name, arr in others.items():
+        if arr is not None and arr.dtype != ref.dtype:
+            raise TypeError(f'{fn}: {name} has dtype {arr.dtype} but {reference} has dtype {ref.dtype}')
+
+
+def integer(value, name: str, fn: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f'{fn}: {name} must be an int, got {type(value).__name__} {value!r}')
+    value = operator.index(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f'{fn}: {name} must be >= {minimum}, got {value}')
+    return value
+
+
+def int_tuple(value, name: str, fn: str, dims: int, minimum: int) -> tuple:
+    """An int, or a sequence of 1 or ``dims`` ints (as torch), each >= minimum."""
+    if isinstance(value, (list, tuple)):
+        items = tuple(integer(v, name, fn) for v in value)
+        if len(items) == 1:
+            items *= dims
+        if len(items) != dims:
+            raise ValueError(f'{fn}: {name} must be an int or a sequence of {dims} ints, got {value!r}')
+    else:
+        items = (integer(value, name, fn),) * dims
+    if any(v < minimum for v in items):
+        raise ValueError(f'{fn}: {name} must be >= {minimum} in every dimension, got {value!r}')
+    return items
+
+
+def check_rank(arr: np.ndarray, name: str, fn: str, ranks: tuple) -> None:
+    if arr.ndim not in ranks:
+        expected = ' or '.join(str(r) for r in ranks)
+        raise ValueError(f'{fn}: {name} must have {expected} dimensions, got shape {arr.shape}')
+
+
+def check_shape(arr: np.ndarray, name: str, fn: str, expected: tuple) -> None:
+    if tuple(arr.shape) != tuple(expected):
+        raise ValueError(f'{fn}: {name} must have shape {tuple(expected)}, got {tuple(arr.shape)}')
+
+
+def size_tuple(value, name: str, fn: str, rank: int) -> tuple:
+    if isinstance(value, (str, bytes)) or not hasattr(value, '__len__'):
+        raise TypeError(f'{fn}: {name} must be a sequence of {rank} ints, got {value!r}')
+    items = tuple(integer(v, name, fn, minimum=0) for v in value)
+    if len(items) != rank:
+        raise ValueError(f'{fn}: {name} must have {rank} entries (batch, channels, spatial), got {value!r}')
+    return items
+
+
+def spatial(prefix: str, values) -> dict:
+    return {f'{prefix}{d}': int(v) for d, v in enumerate(values)}
+
+
+# ----------------------------------------------------------------------------- convolution
+
+class ConvGeometry:
+    """Sizes of one convolution call, checked; ``params`` are the kernels' keyword sizes."""
+
+    def __init__(self, fn, dims, input_shape, weight_shape, stride, padding, dilation, groups):
+        self.fn, self.dims = fn, dims
+        stride = int_tuple(stride, 'stride', fn, dims, 1)
+        dilation = int_tuple(dilation, 'dilation', fn, dims, 1)
+        groups = integer(groups, 'groups', fn, minimum=1)
+        kernel = tuple(weight_shape[2:])
+        left, right = conv_padding(padding, fn, dims, stride, dilation, kernel)
+        n, c_in, *size = input_shape
+        c_out = weight_shape[0]
+        if c_out % groups:
+            raise ValueError(f'{fn}: groups={groups} must divide the {c_out} output channels of weight')
+        if weight_shape[1] * groups != c_in:
+            raise ValueError(f'{fn}: input has {c_in} channels but weight expects {weight_shape[1]} per group '
+                             f'x groups={groups} = {weight_shape[1] * groups}')
+        if min(kernel) < 1 or min(size) < 1 or c_in < 1 or c_out < 1:
+            raise ValueError(f'{fn}: channels, spatial sizes and kernel sizes must be >= 1, got input '
+                             f'{tuple(input_shape)} and weight {tuple(weight_shape)}')
+        out = tuple(formulas.conv_output_size(h, k, s, d, pl, pr)
+                    for h, k, s, d, pl, pr in zip(size, kernel, stride, dilation, left, right))
+        if min(out) < 1:
+            span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+            padded = tuple(h + pl + pr for h, pl, pr in zip(size, left, right))
+            raise ValueError(f'{fn}: kernel size {span} (dilated) is larger than the padded input {padded}')
+        self.output_shape = (n, c_out) + out
+        self.params = dict(N=n, G=groups, CG=c_in // groups, KG=c_out // groups, **spatial('H', size),
+                           **spatial('K', kernel), **spatial('O', out), **spatial('S', stride),
+                           **spatial('D', dilation), **spatial('P', left))
+
+
+def conv_padding(padding, fn, dims, stride, dilation, kernel) -> tuple:
+    """(left, right) padding per dimension; 'same' puts the odd element on the right, as torch."""
+    if isinstance(padding, str):
+        if padding == 'valid':
+            return (0,) * dims, (0,) * dims
+        if padding != 'same':
+            raise ValueError(f"{fn}: padding must be an int, a tuple, 'valid' or 'same', got {padding!r}")
+        if any(s != 1 for s in stride):
+            raise ValueError(f"{fn}: padding='same' needs stride 1, got stride={stride}")
+        total = tuple(d * (k - 1) for k, d in zip(kernel, dilation))
+        return tuple(t // 2 for t in total), tuple(t - t // 2 for t in total)
+    pad = int_tuple(padding, 'padding', fn, dims, 0)
+    return pad, pad
+
+
+def conv_forward(dims: int, kernels):
+    fn = f'conv{dims}d'
+    kernel = getattr(kernels, fn)
+
+    def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        x, w = real_array(input, 'input', fn), real_array(weight, 'weight', fn)
+        b = None if bias is None else real_array(bias, 'bias', fn)
+        same_dtype(fn, 'input', x, weight=w, bias=b)
+        check_rank(x, 'input', fn, (dims + 1, dims + 2))
+        check_rank(w, 'weight', fn, (dims + 2,))
+        unbatched = x.ndim == dims + 1
+        x = x[None] if unbatched else x
+        geo = ConvGeometry(fn, dims, x.shape, w.shape, stride, padding, dilation, groups)
+        if b is not None:
+            check_shape(b, 'bias', fn, (w.shape[0],))
+        y = np.empty(geo.output_shape, x.dtype)
+        if x.shape[0]:
+            kernel(output=y, input=x, weight=w, bias=b, **geo.params)
+        return y[0] if unbatched else y
+    conv.__name__ = conv.__qualname__ = fn
+    conv.__doc__ = f'torch.nn.functional.{fn}: cross-correlation of input with weight, plus bias.'
+    return conv
+
+
+def conv_input(dims: int, kernels):
+    fn = f'conv{dims}d_input'
+    kernel = getattr(kernels, fn)
+
+    def grad_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        w, g = real_array(weight, 'weight', fn), real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'weight', w, grad_output=g)
+        check_rank(w, 'weight', fn, (dims + 2,))
+        check_rank(g, 'grad_output', fn, (dims + 2,))
+        shape = size_tuple(input_size, 'input_size', fn, dims + 2)
+        geo = ConvGeometry(fn, dims, shape, w.shape, stride, padding, dilation, groups)
+        check_shape(g, 'grad_output', fn, geo.output_shape)
+        out = np.zeros(shape, w.dtype)
+        if shape[0]:
+            kernel(grad_input=out, weight=w, grad_output=g, **geo.params)
+        return out
+    grad_input.__name__ = grad_input.__qualname__ = fn
+    grad_input.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its input.'
+    return grad_input
+
+
+def conv_weight(dims: int, kernels):
+    fn = f'conv{dims}d_weight'
+    kernel = getattr(kernels, fn)
+
+    def grad_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        x, g = real_array(input, 'input', fn), real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'input', x, grad_output=g)
+        check_rank(x, 'input', fn, (dims + 2,))
+        check_rank(g, 'grad_output', fn, (dims + 2,))
+        shape = size_tuple(weight_size, 'weight_size', fn, dims + 2)
+        geo = ConvGeometry(fn, dims, x.shape, shape, stride, padding, dilation, groups)
+        check_shape(g, 'grad_output', fn, geo.output_shape)
+        out = np.zeros(shape, x.dtype)
+        if x.shape[0]:
+            kernel(grad_weight=out, input=x, grad_output=g, **geo.params)
+        return out
+    grad_weight.__name__ = grad_weight.__qualname__ = fn
+    grad_weight.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its weight.'
+    return grad_weight
+
+
+def conv_bias(dims: int, kernels):
+    fn = f'conv{dims}d_bias'
+    kernel = getattr(kernels, fn)
+
+    def grad_bias(grad_output):
+        g = real_array(grad_output, 'grad_output', fn)
+        check_rank(g, 'grad_output', fn, (dims + 2,))
+        n, c, *size = g.shape
+        out = np.zeros((c,), g.dtype)
+        if n and c and min(size) > 0:
+            kernel(grad_bias=out, grad_output=g, N=n, G=1, KG=c, **spatial('O', size))
+        return out
+    grad_bias.__name__ = grad_bias.__qualname__ = fn
+    grad_bias.__doc__ = f'Gradient of conv{dims}d with respect to its bias: grad_output summed over batch and space.'
+    return grad_bias
+
+
+# ----------------------------------------------------------------------------- pooling
+
+class PoolGeometry:
+    def __init__(self, fn, dims, shape, kernel_size, stride, padding, dilation, ceil_mode):
+        kernel = int_tuple(kernel_size, 'kernel_size', fn, dims, 1)
+        stride = kernel if stride is None or stride == [] or stride == () else int_tuple(stride, 'stride', fn, dims, 1)
+        pad = int_tuple(padding, 'padding', fn, dims, 0)
+        dilation = int_tuple(dilation, 'dilation', fn, dims, 1)
+        if not isinstance(ceil_mode, (bool, np.bool_)):
+            raise TypeError(f'{fn}: ceil_mode must be a bool, got {ceil_mode!r}')
+        if any(2 * p > k for p, k in zip(pad, kernel)):
+            raise ValueError(f'{fn}: padding must be at most half of kernel_size, got padding={pad} and '
+                             f'kernel_size={kernel}')
+        n, c, *size = shape
+        if c < 1 or min(size) < 1:
+            raise ValueError(f'{fn}: input must have channels and spatial sizes >= 1, got shape {tuple(shape)}')
+        size_of = formulas.pool_output_size_ceil if ceil_mode else formulas.pool_output_size_floor
+        out = tuple(int(size_of(h, k, s, d, p)) for h, k, s, d, p in zip(size, kernel, stride, dilation, pad))
+        if min(out) < 1:
+            raise ValueError(f'{fn}: kernel_size {kernel} with dilation {dilation} is larger than the padded '
+                             f'input {tuple(h + 2 * p for h, p in zip(size, pad))}')
+        for h, k, s, d, p, o in zip(size, kernel, stride, dilation, pad, out):
+            if np.min(formulas.pool_window_taps(np.arange(o), h, k, s, d, p)) < 1:
+                raise ValueError(f'{fn}: with dilation={dilation} and padding={pad} some window holds no input '
+                                 'element (only padding); reduce padding or dilation')
+        self.output_shape = (n, c) + out
+        self.params = dict(N=n, C=c, **spatial('H', size), **spatial('K', kernel), **spatial('O', out),
+                           **spatial('S', stride), **spatial('D', dilation), **spatial('P', pad))
+
+
+def pool_input(fn: str, dims: int, input, name: str = 'input'):
+    x = real_array(input, name, fn)
+    check_rank(x, name, fn, (dims + 1, dims + 2))
+    unbatched = x.ndim == dims + 1
+    return (x[None] if unbatched else x), unbatched
+
+
+def max_pool(dims: int, kernels):
+    fn = f'max_pool{dims}d'
+    kernel = getattr(kernels, fn)
+
+    def forward(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
+        x, unbatched = pool_input(fn, dims, input)
+        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        y, idx = np.empty(geo.output_shape, x.dtype), np.empty(geo.output_shape, np.int64)
+        if x.shape[0]:
+            kernel(output=y, indices=idx, input=x, **geo.params)
+        y, idx = (y[0], idx[0]) if unbatched else (y, idx)
+        return (y, idx) if return_indices else y
+    forward.__name__ = forward.__qualname__ = fn
+    forward.__doc__ = (f'torch.nn.functional.{fn}; indices are flat positions in each input plane; ties go to the '
+                       'first maximum in window order, a NaN to the last NaN (PyTorch CPU).')
+    return forward
+
+
+def max_pool_backward(dims: int, kernels):
+    fn = f'max_pool{dims}d_backward'
+    kernel, select = getattr(kernels, fn), getattr(kernels, f'max_pool{dims}d')
+
+    def backward(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                 indices=None):
+        x, unbatched = pool_input(fn, dims, input)
+        g = real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'input', x, grad_output=g)
+        g = g[None] if unbatched and g.ndim == dims + 1 else g
+        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        check_shape(g, 'grad_output', fn, geo.output_shape)
+        if indices is None:
+            idx = np.empty(geo.output_shape, np.int64)
+            if x.shape[0]:
+                select(output=np.empty(geo.output_shape, x.dtype), indices=idx, input=x, **geo.params)
+        else:
+            if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+                raise TypeError(f'{fn}: indices must be an int64 numpy.ndarray (as returned with return_indices)')
+            idx = np.ascontiguousarray(indices)
+            idx = idx[None] if unbatched and idx.ndim == dims + 1 else idx
+            check_shape(idx, 'indices', fn, geo.output_shape)
+        out = np.zeros(x.shape, x.dtype)
+        if x.shape[0]:
+            kernel(grad_input=out, grad_output=g, indices=idx, **geo.params)
+        return out[0] if unbatched else out
+    backward.__name__ = backward.__qualname__ = fn
+    backward.__doc__ = f'Gradient of {fn[:-9]} with respect to its input (indices recomputed unless given).'
+    return backward
+
+
+def avg_options(fn: str, count_include_pad, divisor_override) -> dict:
+    if not isinstance(count_include_pad, (bool, np.bool_)):
+        raise TypeError(f'{fn}: count_include_pad must be a bool, got {count_include_pad!r}')
+    if divisor_override is None:
+        override = 0
+    else:
+        override = integer(divisor_override, 'divisor_override', fn)
+        if override == 0:
+            raise ValueError(f'{fn}: divisor_override must be nonzero (or None), got 0')
+    return dict(count_include_pad=int(bool(count_include_pad)), divisor_override=override)
+
+
+def avg_pool(dims: int, kernels):
+    fn = f'avg_pool{dims}d'
+    kernel = getattr(kernels, fn)
+
+    def forward(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+        x, unbatched = pool_input(fn, dims, input)
+        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+        options = avg_options(fn, count_include_pad, divisor_override)
+        y = np.empty(geo.output_shape, x.dtype)
+        if x.shape[0]:
+            kernel(output=y, input=x, **geo.params, **options)
+        return y[0] if unbatched else y
+    forward.__name__ = forward.__qualname__ = fn
+    forward.__doc__ = f'torch.nn.functional.{fn} (divisor_override accepted for every dimension).'
+    return forward
+
+
+def avg_pool_backward(dims: int, kernels):
+    fn = f'avg_pool{dims}d_backward'
+    kernel = getattr(kernels, fn)
+
+    def backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                 divisor_override=None):
+        x, unbatched = pool_input(fn, dims, input)
+        g = real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'input', x, grad_output=g)
+        g = g[None] if unbatched and g.ndim == dims + 1 else g
+        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+        check_shape(g, 'grad_output', fn, geo.output_shape)
+        options = avg_options(fn, count_include_pad, divisor_override)
+        out = np.zeros(x.shape, x.dtype)
+        if x.shape[0]:
+            kernel(grad_input=out, grad_output=g, **geo.params, **options)
+        return out[0] if unbatched else out
+    backward.__name__ = backward.__qualname__ = fn
+    backward.__doc__ = f'Gradient of avg_pool{dims}d with respect to its input.'
+    return backward
+
+
+# ----------------------------------------------------------------------------- activations
+
+def limits(fn: str, min_val, max_val) -> dict:
+    for name, v in (('min_val', min_val), ('max_val', max_val)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f'{fn}: {name} must be a real number, got {v!r}')
+    if min_val > max_val:
+        raise ValueError(f'{fn}: min_val ({min_val}) must not exceed max_val ({max_val})')
+    return dict(min_val=float(min_val), max_val=float(max_val))
+
+
+def activation_forward(name: str, kernels, x, extra: dict) -> np.ndarray:
+    arr = real_array(x, 'x', name)
+    out = np.empty_like(arr)
+    if arr.size:
+        getattr(kernels, name)(output=out, input=arr, numel=arr.size, **extra)
+    return out
+
+
+def activation_backward(name: str, kernels, grad_output, saved: tuple, extra: dict) -> np.ndarray:
+    """``saved`` = (public name, kernel name, array): the input (relu, hardtanh) or output (sigmoid, tanh)."""
+    fn = f'{name}_backward'
+    public, kernel_name, value = saved
+    g = real_array(grad_output, 'grad_output', fn)
+    s = real_array(value, public, fn)
+    same_dtype(fn, 'grad_output', g, **{public: s})
+    check_shape(s, public, fn, g.shape)
+    out = np.empty_like(g)
+    if g.size:
+        getattr(kernels, fn)(grad_input=out, grad_output=g, numel=g.size, **{kernel_name: s}, **extra)
+    return out
+
+
+def activation_functions(kernels) -> dict:
+    def relu(x):
+        return activation_forward('relu', kernels, x, {})
+
+    def relu_backward(grad_output, x):
+        return activation_backward('relu', kernels, grad_output, ('x', 'input', x), {})
+
+    def sigmoid(x):
+        return activation_forward('sigmoid', kernels, x, {})
+
+    def sigmoid_backward(grad_output, output):
+        return activation_backward('sigmoid', kernels, grad_output, ('output', 'output', output), {})
+
+    def tanh(x):
+        return activation_forward('tanh', kernels, x, {})
+
+    def tanh_backward(grad_output, output):
+        return activation_backward('tanh', kernels, grad_output, ('output', 'output', output), {})
+
+    def hardtanh(x, min_val=-1.0, max_val=1.0):
+        return activation_forward('hardtanh', kernels, x, limits('hardtanh', min_val, max_val))
+
+    def hardtanh_backward(grad_output, x, min_val=-1.0, max_val=1.0):
+        return activation_backward('hardtanh', kernels, grad_output, ('x', 'input', x),
+                                   limits('hardtanh_backward', min_val, max_val))
+
+    return {f.__name__: f for f in (relu, relu_backward, sigmoid, sigmoid_backward, tanh, tanh_backward, hardtanh,
+                                    hardtanh_backward)}
+
+
+def public_functions(kernels) -> dict:
+    """Every public function, built on the backend's low-level ``kernels``."""
+    api = {}
+    for dims in (1, 2, 3):
+        for make in (conv_forward, conv_input, conv_weight, conv_bias, max_pool, max_pool_backward, avg_pool,
+                     avg_pool_backward):
+            f = make(dims, kernels)
+            api[f.__name__] = f
+    api.update(activation_functions(kernels))
+    return api

@@ -1,0 +1,133 @@
+"""Which kernels exist, and the rule each one prints (taken from derive/).
+
+A KernelRule is the data the lowering needs: output and input tensors, the free
+indices of one output element, the Z-sums whose total is that element, how
+they combine (sum, or max with a selector), and the hypotheses the kernel
+checks before it runs.  Everything index-related in it comes from derive/.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from sympy import Indexed, IndexedBase, Symbol
+
+from derive import activations, layer, pool
+from derive.rules import Layer
+from derive.zsum import ZSum
+
+DTYPES = ('float32', 'float64')
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    name: str                 # the public name: input, weight, grad_output, indices, output, grad_input ...
+    base: IndexedBase         # the rule's name for it
+    shape: tuple              # size symbols
+    index_array: bool = False  # int64 positions (max-pool indices) rather than the kernel's real type
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class KernelRule:
+    name: str                 # public kernel name, e.g. conv2d_input
+    family: str               # conv, max_pool, avg_pool, activation
+    role: str                 # forward, input, weight, bias, backward
+    dims: int                 # spatial dimensions (0 for elementwise)
+    outputs: tuple            # TensorArg, the first one receives the rule's value
+    inputs: tuple             # TensorArg
+    index: tuple              # free indices of one element of outputs[0]
+    terms: tuple              # (ZSum, name of the optional input the term needs, or '')
+    reduction: str            # 'sum' or 'max'
+    hyps: tuple               # expressions >= 0 on the size symbols, checked by the kernel
+    window: tuple = ()        # window size symbols: their summation variables are kernel taps
+    definitions: tuple = ()   # (Function, Lambda) pairs expanded in the body
+    real_params: tuple = ()   # real-valued scalar parameters (hardtanh limits)
+    source: str = ''          # where in derive/ the rule comes from
+
+
+def _arg(tensor, name=None, **kw) -> TensorArg:
+    return TensorArg(name or tensor.name, tensor.base, tuple(tensor.shape), **kw)
+
+
+def _bases(expr) -> set:
+    return {ix.base for ix in expr.atoms(Indexed)}
+
+
+def _forward(lay: Layer, family: str, dims: int, window) -> KernelRule:
+    inputs = tuple(_arg(t, optional=t.name == 'bias') for t in lay.inputs)
+    optional = {t.base: t.name for t in inputs if t.optional}
+    outputs = (_arg(lay.output),)
+    if lay.selector is not None:
+        outputs += (_arg(lay.selector, index_array=True),)
+    terms = tuple((t, next((optional[b] for b in _bases(t.body) if b in optional), '')) for t in lay.terms)
+    return KernelRule(lay.name, family, 'forward', dims, outputs, inputs, lay.index, terms, lay.reduction,
+                      lay.hyps, window, lay.definitions, source=f'derive: {lay.name} forward definition')
+
+
+def _backward(lay: Layer, grad, family: str, role: str, name: str, dims: int, window, extra=()) -> KernelRule:
+    tensors = {t.base: t for t in (*lay.inputs, grad.upstream, *extra)}
+    used = _bases(grad.value.body)
+    inputs = tuple(_arg(tensors[b], index_array=tensors[b].name == 'indices')
+                   for b in sorted(used, key=str) if b in tensors)
+    out = TensorArg(f'grad_{grad.wrt.name}', IndexedBase(f'grad_{grad.wrt.name}'), tuple(grad.wrt.shape))
+    return KernelRule(name, family, role, dims, (out,), inputs, grad.index, ((grad.value, ''),), 'sum',
+                      lay.hyps, window, grad.definitions,
+                      source=f'derive: chain rule of {lay.name} w.r.t. {grad.wrt.name}, gather form')
+
+
+@cache
+def kernel_rules() -> tuple:
+    """Every kernel of the project, in a fixed order."""
+    rules = []
+    for dims in (1, 2, 3):
+        conv = layer.conv_layer(dims)
+        window = layer.conv_symbols(dims)['K']
+        grads = layer.conv_gradients(dims)
+        rules.append(_forward(conv, 'conv', dims, window))
+        for role in ('input', 'weight', 'bias'):
+            rules.append(_backward(conv, grads[role], 'conv', role, f'conv{dims}d_{role}', dims, window))
+        pwin = pool.pool_symbols(dims)['K']
+        mx, av = pool.max_pool_layer(dims), pool.avg_pool_layer(dims)
+        pgrads = pool.pool_gradients(dims)
+        rules.append(_forward(mx, 'max_pool', dims, pwin))
+        rules.append(_backward(mx, pgrads['max'], 'max_pool', 'backward', f'max_pool{dims}d_backward', dims, pwin,
+                               extra=(mx.selector,)))
+        rules.append(_forward(av, 'avg_pool', dims, pwin))
+        rules.append(_backward(av, pgrads['avg'], 'avg_pool', 'backward', f'avg_pool{dims}d_backward', dims, pwin))
+    for act in activations.ACTIVATIONS.values():
+        rules += list(activation_rules(act))
+    return tuple(rules)
+
+
+NUMEL = Symbol('numel', integer=True, positive=True)
+FLAT = Symbol('e', integer=True)
+
+
+def activation_rules(act) -> tuple:
+    """Elementwise rules: out[e] = forward(input[e]); grad_input[e] = backward(grad_output[e], saved[e])."""
+    x, y, g = (IndexedBase(n) for n in ('input', 'output', 'grad_output'))
+    shape = (NUMEL,)
+    params = tuple(p for p, _ in act.params)
+    fwd = ZSum.make((), act.forward.xreplace({activations.X: x[FLAT]}))
+    saved = 'input' if act.saved == 'input' else 'output'
+    sym = activations.X if act.saved == 'input' else activations.Y
+    bwd = ZSum.make((), act.backward.xreplace({activations.G: g[FLAT], sym: IndexedBase(saved)[FLAT]}))
+    hyps = (NUMEL - 1,)
+    return (
+        KernelRule(act.name, 'activation', 'forward', 0, (TensorArg('output', y, shape),),
+                   (TensorArg('input', x, shape),), (FLAT,), ((fwd, ''),), 'sum', hyps, real_params=params,
+                   source=f'derive: activations.{act.name} forward'),
+        KernelRule(f'{act.name}_backward', 'activation', 'backward', 0,
+                   (TensorArg('grad_input', IndexedBase('grad_input'), shape),),
+                   (TensorArg('grad_output', g, shape), TensorArg(saved, IndexedBase(saved), shape)),
+                   (FLAT,), ((bwd, ''),), 'sum', hyps, real_params=params,
+                   source=f'derive: activations.{act.name} backward (reads the {saved})'),
+    )
+
+
+def rule(name: str) -> KernelRule:
+    for r in kernel_rules():
+        if r.name == name:
+            return r
+    raise KeyError(f'no kernel {name!r}')
