@@ -31,6 +31,21 @@ def _errata(args) -> int:
     return 0 if all(o.ok for o in outcomes) else 1
 
 
+def _generate(args) -> int:
+    from . import generate
+    if args.check:
+        text = generate.diff()
+        if text:
+            print(text, end='')
+            print('generated/ is stale: run `bpgen generate`', file=sys.stderr)
+            return 1
+        print('generated/ is up to date')
+        return 0
+    changed = generate.write()
+    print('\n'.join(f'wrote generated/{p}' for p in changed) or 'generated/ is up to date')
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='bpgen', description='Machine-checked backpropagation for CNNs.')
     sub = p.add_subparsers(dest='command', required=True)
@@ -42,6 +57,9 @@ def parser() -> argparse.ArgumentParser:
     pr.set_defaults(run=_prove)
     er = sub.add_parser('errata', help='the lecture\'s false statements, corrected, with counterexamples')
     er.set_defaults(run=_errata)
+    ge = sub.add_parser('generate', help='print the kernels into generated/ (only files whose content changed)')
+    ge.add_argument('--check', action='store_true', help='write nothing; exit 1 with a diff if generated/ is stale')
+    ge.set_defaults(run=_generate)
     return p
 
 

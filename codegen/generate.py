@@ -75,14 +75,14 @@ def binding_file(rules) -> str:
             prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
             signature=', '.join(kernel.arrays + kernel.params), first=kernel.arrays[0],
             call=', '.join(call + list(kernel.params))))
-    sources = sorted(f'{b}{ext}' for b in set(C_FILES.values()) for ext in ('.c', '.h'))
+    sources = sorted(f'{b}{ext}' for b in {*C_FILES.values(), 'bpgen_runtime'} for ext in ('.c', '.h'))
     return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,
                   sources=sources)
 
 
-def package_file(rules, doc: str, module: str) -> str:
+def package_file(rules, doc: str, module: str, extra=()) -> str:
     return render('python/package.py.j2', header=template_header('#', 'python/package.py.j2', rules), doc=doc,
-                  kernels_module=module)
+                  kernels_module=module, extra=extra)
 
 
 NUMPY_DOC = ('NumPy backend of bpgen: the public functions (torch.nn.functional / torch.nn.grad signatures) on '
@@ -100,7 +100,7 @@ def files() -> dict[str, str]:
            'numpy/_kernels.py': numpy_kernels_file(rules),
            'numpy/__init__.py': package_file(rules, NUMPY_DOC, '_kernels'),
            'c/_binding.py': binding_file(rules),
-           'c/__init__.py': package_file(rules, C_DOC, '_binding')}
+           'c/__init__.py': package_file(rules, C_DOC, '_binding', ('set_num_threads', 'get_num_threads'))}
     out.update(copies(rules))
     out.update(c_files(rules))
     return dict(sorted(out.items()))

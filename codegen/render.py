@@ -116,6 +116,9 @@ def c_files(rules) -> dict[str, str]:
                 header=template_header('/*', template, chosen, ('c/macros.j2',)), header_name=head, kernels=kernels,
                 guard=f'BPGEN_{base.upper()}_H')
             files[f'c/{name}'] = text
+    for template, name in (('c/runtime.h.j2', 'bpgen_runtime.h'), ('c/runtime.c.j2', 'bpgen_runtime.c')):
+        files[f'c/{name}'] = environment().get_template(template).render(
+            header=template_header('/*', template, ()), header_name='bpgen_runtime.h', guard='BPGEN_RUNTIME_H')
     return files
 
 
