@@ -1,0 +1,269 @@
+"""conv{1,2,3}d and its three gradients against PyTorch autograd: a seeded sweep of configurations, a
+hypothesis property test, and the semantics the torch-semantics report singles out."""
+import warnings
+from functools import cache
+
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close, non_contiguous
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+CHUNKS, PER_CHUNK = 25, 20
+
+
+def conv_output_size(h, k, s, d, left, right) -> int:
+    return (h + left + right - d * (k - 1) - 1) // s + 1
+
+
+def parameter_form(rng, values: tuple):
+    """An int (when all equal), a tuple, or a list, as torch accepts them."""
+    form = rng.integers(3)
+    if form == 0 and len(set(values)) == 1:
+        return int(values[0])
+    return tuple(int(v) for v in values) if form < 2 else [int(v) for v in values]
+
+
+def padding_choice(rng, dims: int, stride: tuple):
+    """(padding argument, left pads, right pads)."""
+    kind = rng.choice(['int', 'tuple', 'same', 'valid'], p=[0.35, 0.35, 0.2, 0.1])
+    if kind == 'same' and max(stride) == 1:
+        return 'same', None, None
+    if kind == 'valid':
+        return 'valid', (0,) * dims, (0,) * dims
+    pads = tuple(int(p) for p in rng.integers(0, 4, size=dims))
+    if kind == 'int':
+        return int(pads[0]), (pads[0],) * dims, (pads[0],) * dims
+    return pads, pads, pads
+
+
+def random_conv_config(rng) -> dict:
+    dims = int(rng.choice([1, 2, 3], p=[0.35, 0.4, 0.25]))
+    groups = int(rng.choice([1, 1, 1, 2, 3]))
+    kernel = tuple(int(k) for k in rng.integers(1, 5 if dims < 3 else 4, size=dims))
+    dilation = tuple(int(d) for d in rng.choice([1, 1, 2, 3], size=dims))
+    stride = tuple(int(s) for s in rng.choice([1, 1, 2, 3, 5], size=dims))
+    padding, left, right = padding_choice(rng, dims, stride)
+    if padding == 'same':
+        left = tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        right = tuple(d * (k - 1) - lf for k, d, lf in zip(kernel, dilation, left))
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    low = tuple(max(1, s - lf - r) for s, lf, r in zip(span, left, right))
+    size = tuple(int(rng.integers(lo, lo + (6 if dims < 3 else 4))) for lo in low)
+    if rng.random() < 0.1 and padding != 'same':          # kernel equal to the input
+        padding, size, dilation = 0, kernel, (1,) * dims
+    return dict(dims=dims, batch=int(rng.integers(1, 4)), unbatched=bool(rng.random() < 0.15),
+                c_in=groups * int(rng.integers(1, 3)), c_out=groups * int(rng.integers(1, 3)), groups=groups,
+                size=size, kernel=kernel, stride=parameter_form(rng, stride), padding=padding,
+                dilation=parameter_form(rng, dilation), bias=bool(rng.random() < 0.7),
+                dtype=DTYPES[int(rng.integers(2))], non_contiguous=bool(rng.random() < 0.2),
+                seed=int(rng.integers(2**31)))
+
+
+@cache
+def sweep() -> tuple:
+    rng = np.random.default_rng(2013)
+    return tuple(random_conv_config(rng) for _ in range(CHUNKS * PER_CHUNK))
+
+
+def arrays_of(config: dict) -> dict:
+    rng = np.random.default_rng(config['seed'])
+    shape = (config['c_in'],) + config['size']
+    if not config['unbatched']:
+        shape = (config['batch'],) + shape
+    dtype = config['dtype']
+    return dict(input=rng.standard_normal(shape).astype(dtype),
+                weight=rng.standard_normal((config['c_out'], config['c_in'] // config['groups']) + config['kernel'])
+                .astype(dtype),
+                bias=rng.standard_normal(config['c_out']).astype(dtype) if config['bias'] else None)
+
+
+def params_of(config: dict) -> dict:
+    return {k: config[k] for k in ('stride', 'padding', 'dilation', 'groups')}
+
+
+def torch_conv(config: dict, x, w, b, g) -> tuple:
+    """(output, grad_input, grad_weight, grad_bias) by autograd; grad_bias None without a bias."""
+    conv = getattr(F, f'conv{config["dims"]}d')
+    tensors = [torch.from_numpy(a).requires_grad_() for a in (x, w) + ((b,) if b is not None else ())]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)      # 'same' with an even kernel
+        y = conv(*tensors[:2], tensors[2] if b is not None else None, **params_of(config))
+    if g is None:
+        return (y.detach().numpy(),)
+    grads = torch.autograd.grad(y, tensors, torch.from_numpy(g))
+    return (y.detach().numpy(),) + tuple(t.numpy() for t in grads) + ((None,) if b is None else ())
+
+
+@cache
+def torch_reference(index: int) -> dict:
+    """Torch's output and gradients, and their magnitudes (the same computation on absolute values)."""
+    config = sweep()[index]
+    arrays = arrays_of(config)
+    x, w, b = arrays['input'], arrays['weight'], arrays['bias']
+    y = torch_conv(config, x, w, b, None)[0]
+    g = np.random.default_rng(config['seed'] + 1).standard_normal(y.shape).astype(config['dtype'])
+    values = torch_conv(config, x, w, b, g)
+    magnitudes = torch_conv(config, np.abs(x), np.abs(w), None if b is None else np.abs(b), np.abs(g))
+    return dict(arrays=arrays, grad_output=g, values=values,
+                scales=[0.0 if m is None else float(np.max(m, initial=0.0)) for m in magnitudes])
+
+
+def ours(backend, config: dict, arrays: dict, g) -> tuple:
+    dims, params = config['dims'], params_of(config)
+    x, w, b = arrays['input'], arrays['weight'], arrays['bias']
+    if config['non_contiguous']:
+        x, w, g = non_contiguous(x), non_contiguous(w), non_contiguous(g)
+    batched_x, batched_g = (x[None], g[None]) if config['unbatched'] else (x, g)
+    grads = (getattr(backend, f'conv{dims}d_input')(batched_x.shape, w, batched_g, **params),
+             getattr(backend, f'conv{dims}d_weight')(batched_x, w.shape, batched_g, **params),
+             getattr(backend, f'conv{dims}d_bias')(batched_g) if b is not None else None)
+    if config['unbatched']:
+        grads = (grads[0][0],) + grads[1:]
+    return (getattr(backend, f'conv{dims}d')(x, w, b, **params),) + grads
+
+
+def check_against_torch(backend, index: int) -> None:
+    config, ref = sweep()[index], torch_reference(index)
+    got = ours(backend, config, ref['arrays'], ref['grad_output'])
+    for name, mine, theirs, scale in zip(('output', 'grad_input', 'grad_weight', 'grad_bias'), got, ref['values'],
+                                         ref['scales']):
+        if theirs is not None:
+            assert_close(mine, theirs, scale=scale, what=f'{name} of config {index}: {config}')
+
+
+@pytest.mark.parametrize('chunk', range(CHUNKS))
+def test_conv_sweep_matches_torch(backend, chunk):
+    for index in range(chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK):
+        check_against_torch(backend, index)
+
+
+def test_conv_sweep_covers_the_required_cases():
+    configs = sweep()
+    stride_one = [c for c in configs if c['stride'] in (1, (1,) * c['dims'], [1] * c['dims'])]
+    assert len(configs) >= 500
+    assert {c['dims'] for c in configs} == {1, 2, 3}
+    assert any(c['padding'] == 'same' and any(k % 2 == 0 for k in c['kernel']) for c in configs)
+    assert any(c['padding'] == 'valid' for c in configs) and stride_one
+    assert any(isinstance(c['padding'], tuple) for c in configs)
+    assert any(c['groups'] > 1 for c in configs) and any(c['unbatched'] for c in configs)
+    assert any(c['size'] == c['kernel'] and c['padding'] == 0 for c in configs)
+    assert any(min(c['kernel']) == 1 for c in configs) and any(c['non_contiguous'] for c in configs)
+    assert {np.dtype(c['dtype']).name for c in configs} == {'float32', 'float64'}
+    assert any(c['batch'] > 1 and not c['unbatched'] for c in configs)
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+@st.composite
+def conv_cases(draw):
+    dims = draw(st.integers(1, 3))
+    kernel = tuple(draw(st.lists(st.integers(1, 3), min_size=dims, max_size=dims)))
+    stride = tuple(draw(st.lists(st.integers(1, 4), min_size=dims, max_size=dims)))
+    dilation = tuple(draw(st.lists(st.integers(1, 3), min_size=dims, max_size=dims)))
+    padding = tuple(draw(st.lists(st.integers(0, 3), min_size=dims, max_size=dims)))
+    size = tuple(max(1, d * (k - 1) + 1 - 2 * p) + draw(st.integers(0, 4))
+                 for k, d, p in zip(kernel, dilation, padding))
+    groups = draw(st.sampled_from([1, 2]))
+    return dict(dims=dims, batch=draw(st.integers(1, 2)), unbatched=False, c_in=groups * draw(st.integers(1, 2)),
+                c_out=groups * draw(st.integers(1, 2)), groups=groups, size=size, kernel=kernel, stride=stride,
+                padding=padding, dilation=dilation, bias=draw(st.booleans()),
+                dtype=draw(st.sampled_from(DTYPES)), non_contiguous=draw(st.booleans()),
+                seed=draw(st.integers(0, 2**31 - 1)))
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(config=conv_cases())
+def test_conv_property_matches_torch(backend, config):
+    arrays = arrays_of(config)
+    x, w, b = arrays['input'], arrays['weight'], arrays['bias']
+    y = torch_conv(config, x, w, b, None)[0]
+    g = np.random.default_rng(config['seed']).standard_normal(y.shape).astype(config['dtype'])
+    expected = torch_conv(config, x, w, b, g)
+    scales = torch_conv(config, np.abs(x), np.abs(w), None if b is None else np.abs(b), np.abs(g))
+    for mine, theirs, scale in zip(ours(backend, config, arrays, g), expected, scales):
+        if theirs is not None:
+            assert_close(mine, theirs, scale=float(np.max(scale)), what=str(config))
+
+
+# ----------------------------------------------------------------------------- named semantics
+
+@pytest.mark.parametrize('kernel,dilation', [(4, 1), (2, 1), (6, 1), (4, 3), (3, 2)])
+def test_same_padding_puts_the_extra_element_on_the_right(backend, kernel, dilation):
+    rng = np.random.default_rng(kernel * 10 + dilation)
+    x, w = rng.standard_normal((1, 2, 9)), rng.standard_normal((3, 2, kernel))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        expected = F.conv1d(torch.from_numpy(x), torch.from_numpy(w), padding='same', dilation=dilation).numpy()
+    got = backend.conv1d(x, w, padding='same', dilation=dilation)
+    assert got.shape == x.shape[:1] + (3, 9)
+    assert_close(got, expected)
+    total = dilation * (kernel - 1)
+    explicit = backend.conv1d(np.pad(x, ((0, 0), (0, 0), (total // 2, total - total // 2))), w, dilation=dilation)
+    assert_close(got, explicit)
+
+
+def test_same_padding_2d_even_kernel_gradients(backend):
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((2, 2, 2, 4))
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        y = F.conv2d(xt, wt, padding='same', dilation=(1, 2))
+    g = rng.standard_normal(y.shape)
+    gx, gw = torch.autograd.grad(y, (xt, wt), torch.from_numpy(g))
+    assert_close(backend.conv2d(x, w, padding='same', dilation=(1, 2)), y.detach().numpy())
+    assert_close(backend.conv2d_input(x.shape, w, g, padding='same', dilation=(1, 2)), gx.numpy())
+    assert_close(backend.conv2d_weight(x, w.shape, g, padding='same', dilation=(1, 2)), gw.numpy())
+
+
+@pytest.mark.parametrize('extra', [0, 1, 2])
+def test_conv_input_accepts_a_larger_input_size(backend, extra):
+    """Any input size whose forward output matches grad_output (an implicit output padding), as torch."""
+    rng = np.random.default_rng(extra)
+    w, g = rng.standard_normal((4, 2, 3, 3)), rng.standard_normal((2, 4, 3, 3))
+    size = (2, 2, 9 + extra, 9 + extra)
+    expected = torch.nn.grad.conv2d_input(size, torch.from_numpy(w), torch.from_numpy(g), stride=3).numpy()
+    got = backend.conv2d_input(size, w, g, stride=3)
+    assert_close(got, expected)
+    if extra:
+        assert np.all(got[..., 9:, :] == 0) and np.all(got[..., :, 9:] == 0)
+
+
+def test_conv_weight_with_a_larger_input(backend):
+    rng = np.random.default_rng(3)
+    x, g = rng.standard_normal((2, 2, 9, 10)), rng.standard_normal((2, 4, 3, 3))
+    expected = torch.nn.grad.conv2d_weight(torch.from_numpy(x), (4, 2, 3, 3), torch.from_numpy(g), stride=3)
+    assert_close(backend.conv2d_weight(x, (4, 2, 3, 3), g, stride=3), expected.numpy())
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+def test_conv_accepts_transposed_and_sliced_arrays(backend, dtype):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((7, 6, 3, 2)).astype(dtype).transpose(3, 2, 1, 0)     # (2, 3, 6, 7), F-ordered
+    w = rng.standard_normal((4, 3, 6, 3)).astype(dtype)[:, :, ::2, :]             # (4, 3, 3, 3), strided
+    b = rng.standard_normal(8).astype(dtype)[::2]
+    assert not (x.flags.c_contiguous or w.flags.c_contiguous or b.flags.c_contiguous)
+    xt, wt, bt = (torch.from_numpy(np.ascontiguousarray(a)) for a in (x, w, b))
+    y = F.conv2d(xt, wt, bt, padding=1)
+    g = rng.standard_normal((4, 4, 7, 6)).astype(dtype).transpose(0, 1, 3, 2)[:2, :]
+    gx, gw = (torch.nn.grad.conv2d_input(x.shape, wt, torch.from_numpy(np.ascontiguousarray(g)), padding=1),
+              torch.nn.grad.conv2d_weight(xt, w.shape, torch.from_numpy(np.ascontiguousarray(g)), padding=1))
+    assert_close(backend.conv2d(x, w, b, padding=1), y.numpy(), scale=30.0)
+    assert_close(backend.conv2d_input(x.shape, w, g, padding=1), gx.numpy(), scale=30.0)
+    assert_close(backend.conv2d_weight(x, w.shape, g, padding=1), gw.numpy(), scale=30.0)
+    assert_close(backend.conv2d_bias(g), np.ascontiguousarray(g).sum(axis=(0, 2, 3)), scale=30.0)
+
+
+def test_outputs_are_new_contiguous_arrays_of_the_input_dtype(backend):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 2, 5, 5)).astype(np.float32).transpose(0, 1, 3, 2)
+    w = rng.standard_normal((3, 2, 2, 2)).astype(np.float32)
+    g = np.ones((1, 3, 4, 4), np.float32)
+    for y in (backend.conv2d(x, w), backend.conv2d_input(x.shape, w, g), backend.conv2d_weight(x, w.shape, g),
+              backend.conv2d_bias(g)):
+        assert y.dtype == np.float32 and y.flags.c_contiguous and y.flags.owndata
+        assert not np.shares_memory(y, x) and not np.shares_memory(y, g)

@@ -1,0 +1,316 @@
+"""max_pool and avg_pool (forward, indices, backward) against PyTorch: seeded sweeps, hypothesis property
+tests, and the semantics of the torch-semantics report (ties, NaN, -inf windows, indices, overlapping
+windows, the ceil_mode divisor, backward from given indices)."""
+from functools import cache
+
+import numpy as np
+import pytest
+from conftest import DTYPES, assert_close, non_contiguous
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+CHUNKS, PER_CHUNK = 25, 20
+
+
+def output_size(h, k, s, p, d, ceil_mode) -> int:
+    o = (h + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    return o - 1 if ceil_mode and (o - 1) * s >= h + p else o
+
+
+def every_window_reads_input(h, k, s, p, d, ceil_mode) -> bool:
+    """At least one output, and every window has a tap inside [0, h) (else torch's indices are garbage)."""
+    o = output_size(h, k, s, p, d, ceil_mode)
+    return o >= 1 and all(any(0 <= s * j + d * m - p < h for m in range(k)) for j in range(o))
+
+
+def pool_values(rng, shape, dtype) -> np.ndarray:
+    """Random data, or many ties (small integers, signed zeros), or NaNs, or -inf regions."""
+    kind = rng.choice(['random', 'ties', 'nan', 'neginf'], p=[0.4, 0.3, 0.15, 0.15])
+    if kind == 'random':
+        return rng.standard_normal(shape).astype(dtype)
+    x = rng.integers(-2, 3, size=shape).astype(dtype)
+    x[x == 0] = rng.choice(np.array([0.0, -0.0], dtype), size=int(np.sum(x == 0)))
+    if kind == 'nan':
+        x[rng.random(shape) < 0.15] = np.nan
+    if kind == 'neginf':
+        x[rng.random(shape) < 0.5] = -np.inf
+    return x
+
+
+def random_window(rng, dims: int, dilated: bool, min_size: bool) -> dict:
+    """Kernel, stride, padding, dilation, ceil_mode and an input size for which every window reads input."""
+    while True:
+        kernel = tuple(int(k) for k in rng.integers(1, 5 if dims < 3 else 4, size=dims))
+        stride = None if rng.random() < 0.2 else tuple(int(s) for s in rng.integers(1, 5, size=dims))
+        padding = tuple(int(rng.integers(0, k // 2 + 1)) for k in kernel)
+        dilation = tuple(int(d) for d in rng.choice([1, 1, 2, 3], size=dims)) if dilated else (1,) * dims
+        ceil_mode = bool(rng.random() < 0.4)
+        span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+        lows = tuple(k if min_size else max(1, s - 2 * p) for k, s, p in zip(kernel, span, padding))
+        size = tuple(int(rng.integers(lo, lo + (6 if dims < 3 else 4))) for lo in lows)
+        if rng.random() < 0.1:          # kernel equal to the input
+            size, padding, dilation, stride = kernel, (0,) * dims, (1,) * dims, None
+        steps = stride or kernel
+        if all(every_window_reads_input(*a, ceil_mode) for a in zip(size, kernel, steps, padding, dilation)):
+            return dict(kernel=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode,
+                        size=size)
+
+
+def compact(rng, values):
+    """An int when all equal (sometimes), else a tuple."""
+    if values is None:
+        return None
+    return int(values[0]) if len(set(values)) == 1 and rng.random() < 0.5 else tuple(values)
+
+
+def random_pool_config(rng, kind: str) -> dict:
+    dims = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
+    window = random_window(rng, dims, dilated=kind == 'max', min_size=kind == 'avg' and dims == 3)
+    config = dict(kind=kind, dims=dims, batch=int(rng.integers(1, 4)), channels=int(rng.integers(1, 4)),
+                  unbatched=bool(rng.random() < 0.15), size=window['size'],
+                  kernel_size=compact(rng, window['kernel']), stride=compact(rng, window['stride']),
+                  padding=compact(rng, window['padding']), ceil_mode=window['ceil_mode'],
+                  dtype=DTYPES[int(rng.integers(2))], non_contiguous=bool(rng.random() < 0.2),
+                  seed=int(rng.integers(2**31)))
+    if kind == 'max':
+        config.update(dilation=compact(rng, window['dilation']), given_indices=bool(rng.random() < 0.5))
+    else:
+        override = int(rng.choice([-3, -1, 1, 2, 5, 7])) if rng.random() < 0.3 else None
+        config.update(count_include_pad=bool(rng.random() < 0.5), divisor_override=override)
+    return config
+
+
+@cache
+def sweep(kind: str) -> tuple:
+    rng = np.random.default_rng({'max': 31, 'avg': 32}[kind])
+    return tuple(random_pool_config(rng, kind) for _ in range(CHUNKS * PER_CHUNK))
+
+
+def input_of(config: dict) -> np.ndarray:
+    rng = np.random.default_rng(config['seed'])
+    shape = (config['channels'],) + config['size']
+    shape = shape if config['unbatched'] else (config['batch'],) + shape
+    if config['kind'] == 'max':
+        return pool_values(rng, shape, config['dtype'])
+    return rng.standard_normal(shape).astype(config['dtype'])
+
+
+def window_params(config: dict) -> dict:
+    keys = ('kernel_size', 'stride', 'padding', 'ceil_mode') + (
+        ('dilation',) if config['kind'] == 'max' else ('count_include_pad', 'divisor_override'))
+    return {k: config[k] for k in keys}
+
+
+def as_2d_window(config: dict) -> dict:
+    """avg_pool1d has no divisor_override in torch: the same pool as a (1, k) avg_pool2d."""
+    one = lambda v: None if v is None else (1,) + ((v,) if isinstance(v, int) else tuple(v))
+    return dict(window_params(config), kernel_size=one(config['kernel_size']), stride=one(config['stride']),
+                padding=(0,) + ((config['padding'],) if isinstance(config['padding'], int) else config['padding']))
+
+
+def torch_pool(config: dict, x: np.ndarray, g=None) -> dict:
+    xt = torch.from_numpy(x).requires_grad_()
+    if config['kind'] == 'max':
+        y, idx = getattr(F, f'max_pool{config["dims"]}d')(xt, return_indices=True, **window_params(config))
+    elif config['dims'] == 1 and config['divisor_override'] is not None:
+        y = F.avg_pool2d(xt.unsqueeze(-2), **as_2d_window(config)).squeeze(-2)
+        idx = None
+    else:
+        params = {k: v for k, v in window_params(config).items() if v is not None or k != 'divisor_override'}
+        y, idx = getattr(F, f'avg_pool{config["dims"]}d')(xt, **params), None
+    out = dict(output=y.detach().numpy(), indices=None if idx is None else idx.numpy())
+    if g is not None:
+        out['grad_input'] = torch.autograd.grad(y, xt, torch.from_numpy(g))[0].numpy()
+    return out
+
+
+@cache
+def torch_reference(kind: str, index: int) -> dict:
+    config = sweep(kind)[index]
+    x = input_of(config)
+    y = torch_pool(config, x)['output']
+    g = np.random.default_rng(config['seed'] + 1).standard_normal(y.shape).astype(config['dtype'])
+    return dict(input=x, grad_output=g, **torch_pool(config, x, g), scale=float(np.max(np.abs(g), initial=0.0)))
+
+
+def check_max_pool(backend, config: dict, ref: dict) -> None:
+    x, g, params, dims = ref['input'], ref['grad_output'], window_params(config), config['dims']
+    if config['non_contiguous']:
+        x, g = non_contiguous(x), non_contiguous(g)
+    y, idx = getattr(backend, f'max_pool{dims}d')(x, return_indices=True, **params)
+    np.testing.assert_array_equal(y, ref['output'], err_msg=str(config))
+    np.testing.assert_array_equal(np.signbit(y), np.signbit(ref['output']), err_msg=f'signed zeros {config}')
+    np.testing.assert_array_equal(idx, ref['indices'], err_msg=str(config))
+    assert np.array_equal(getattr(backend, f'max_pool{dims}d')(x, **params), y, equal_nan=True)
+    extra = dict(indices=idx) if config['given_indices'] else {}
+    grad = getattr(backend, f'max_pool{dims}d_backward')(g, x, **params, **extra)
+    assert_close(grad, ref['grad_input'], scale=ref['scale'], what=str(config))
+
+
+def check_avg_pool(backend, config: dict, ref: dict) -> None:
+    x, g, params, dims = ref['input'], ref['grad_output'], window_params(config), config['dims']
+    if config['non_contiguous']:
+        x, g = non_contiguous(x), non_contiguous(g)
+    assert_close(getattr(backend, f'avg_pool{dims}d')(x, **params), ref['output'],
+                 scale=float(np.max(np.abs(x), initial=0.0)), what=str(config))
+    assert_close(getattr(backend, f'avg_pool{dims}d_backward')(g, x, **params), ref['grad_input'],
+                 scale=ref['scale'], what=str(config))
+
+
+@pytest.mark.parametrize('chunk', range(CHUNKS))
+def test_max_pool_sweep_matches_torch(backend, chunk):
+    for index in range(chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK):
+        check_max_pool(backend, sweep('max')[index], torch_reference('max', index))
+
+
+@pytest.mark.parametrize('chunk', range(CHUNKS))
+def test_avg_pool_sweep_matches_torch(backend, chunk):
+    for index in range(chunk * PER_CHUNK, (chunk + 1) * PER_CHUNK):
+        check_avg_pool(backend, sweep('avg')[index], torch_reference('avg', index))
+
+
+def _tuple(value, dims):
+    return (value,) * dims if isinstance(value, int) else value
+
+
+@pytest.mark.parametrize('kind', ['max', 'avg'])
+def test_pool_sweep_covers_the_required_cases(kind):
+    configs = sweep(kind)
+    assert len(configs) >= 500 and {c['dims'] for c in configs} == {1, 2, 3}
+    assert any(c['ceil_mode'] for c in configs) and any(c['unbatched'] for c in configs)
+    assert any(c['stride'] is None for c in configs) and any(c['non_contiguous'] for c in configs)
+    assert any(c['size'] == _tuple(c['kernel_size'], c['dims']) for c in configs)
+    assert any(min(_tuple(c['kernel_size'], c['dims'])) == 1 for c in configs)
+    assert any(c['stride'] is not None and any(s > k for s, k in zip(_tuple(c['stride'], c['dims']),
+                                                                     _tuple(c['kernel_size'], c['dims'])))
+               for c in configs)
+    assert any(max(_tuple(c['padding'], c['dims'])) > 0 for c in configs)
+    assert {np.dtype(c['dtype']).name for c in configs} == {'float32', 'float64'}
+    if kind == 'max':
+        assert any(max(_tuple(c['dilation'], c['dims'])) > 1 for c in configs)
+        assert any(c['given_indices'] for c in configs)
+    else:
+        assert any(c['divisor_override'] is not None and c['dims'] == 1 for c in configs)
+        assert any(c['divisor_override'] is not None and c['dims'] > 1 for c in configs)
+        assert any(not c['count_include_pad'] for c in configs)
+
+
+# ----------------------------------------------------------------------------- hypothesis
+
+@st.composite
+def pool_cases(draw):
+    kind = draw(st.sampled_from(['max', 'avg']))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))
+    return random_pool_config(rng, kind)
+
+
+@settings(max_examples=40, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(config=pool_cases())
+def test_pool_property_matches_torch(backend, config):
+    x = input_of(config)
+    y = torch_pool(config, x)['output']
+    g = np.random.default_rng(config['seed']).standard_normal(y.shape).astype(config['dtype'])
+    ref = dict(input=x, grad_output=g, **torch_pool(config, x, g), scale=float(np.max(np.abs(g), initial=0.0)))
+    (check_max_pool if config['kind'] == 'max' else check_avg_pool)(backend, config, ref)
+
+
+# ----------------------------------------------------------------------------- named semantics
+
+def torch_max(x: np.ndarray, **params):
+    y, idx = getattr(F, f'max_pool{x.ndim - 2}d')(torch.from_numpy(x), return_indices=True, **params)
+    return y.numpy(), idx.numpy()
+
+
+@pytest.mark.parametrize('row,kernel,stride', [
+    ([1, 3, 3, 0, 3, 3], 3, 1),                          # ties: first maximum
+    ([1, np.nan, 3, np.nan], 4, 1),                      # NaN: the last NaN
+    ([np.nan] * 4, 2, 1),
+    ([-np.inf, np.nan, -np.inf, -np.inf], 4, 1),
+    ([-np.inf] * 4, 2, 2),                               # all -inf: first tap
+    ([0.0, -0.0, -0.0, 0.0], 2, 1),                      # signed zeros compare equal
+])
+def test_max_pool_selection_matches_torch(backend, row, kernel, stride):
+    x = np.array(row, np.float64)[None, None]
+    expected, expected_idx = torch_max(x, kernel_size=kernel, stride=stride)
+    got, idx = backend.max_pool1d(x, kernel, stride, return_indices=True)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
+
+
+def test_max_pool_padded_neg_inf_window_matches_torch(backend):
+    x = np.full((1, 1, 3, 3), -np.inf)
+    expected, expected_idx = torch_max(x, kernel_size=2, stride=1, padding=1)
+    got, idx = backend.max_pool2d(x, 2, 1, 1, return_indices=True)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_max_pool_backward_overlapping_windows_match_torch(backend):
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 5.0
+    g = np.array([[[[1.0, 10.0], [100.0, 1000.0]]]])
+    xt = torch.from_numpy(x).requires_grad_()
+    expected = torch.autograd.grad(F.max_pool2d(xt, 2, 1), xt, torch.from_numpy(g))[0].numpy()
+    got = backend.max_pool2d_backward(g, x, 2, 1)
+    np.testing.assert_array_equal(got, expected)
+    assert got[0, 0, 1, 1] == 1111.0
+
+
+def aten_max_pool_backward(g, x, idx, kernel: int, stride: int, padding: int, dilation: int) -> np.ndarray:
+    """aten::max_pool{2,3}d_with_indices_backward (a 1-d pool as a (1, k) 2-d pool)."""
+    dims = x.ndim - 2
+    if dims == 1:
+        lift = lambda a: torch.from_numpy(np.ascontiguousarray(a[:, :, None]))
+        out = torch.ops.aten.max_pool2d_with_indices_backward(lift(g), lift(x), [1, kernel], [1, stride], [0, padding],
+                                                              [1, dilation], False, lift(idx))
+        return out.numpy()[:, :, 0]
+    op = getattr(torch.ops.aten, f'max_pool{dims}d_with_indices_backward')
+    return op(torch.from_numpy(g), torch.from_numpy(x), [kernel] * dims, [stride] * dims, [padding] * dims,
+              [dilation] * dims, False, torch.from_numpy(idx)).numpy()
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_max_pool_backward_from_given_indices_matches_torch(backend, dims):
+    """Indices of one input applied to the gradient of another, as aten's max_pool*_with_indices_backward."""
+    rng = np.random.default_rng(dims)
+    shape = (2, 2) + (5,) * dims
+    first, second = rng.standard_normal(shape), rng.standard_normal(shape)
+    params = dict(kernel_size=2, stride=1, padding=1, dilation=2)
+    _, idx = getattr(backend, f'max_pool{dims}d')(first, return_indices=True, **params)
+    g = rng.standard_normal(idx.shape)
+    expected = aten_max_pool_backward(g, second, idx, *params.values())
+    got = getattr(backend, f'max_pool{dims}d_backward')(g, second, indices=idx, **params)
+    assert_close(got, expected)
+    recomputed = getattr(backend, f'max_pool{dims}d_backward')(g, second, **params)
+    assert not np.allclose(recomputed, got), 'the given indices are used, not recomputed'
+
+
+def test_avg_pool_ceil_mode_last_window_divisor_matches_torch(backend):
+    x = np.ones((1, 1, 6))
+    for padding, expected in ((0, [1.0, 1.0, 1.0]), (1, [2 / 3, 1.0, 1.0, 0.5])):
+        ref = F.avg_pool1d(torch.from_numpy(x), 3, 2, padding, ceil_mode=True).numpy()
+        got = backend.avg_pool1d(x, 3, 2, padding, ceil_mode=True)
+        assert_close(got, ref)
+        assert_close(got[0, 0], np.array(expected))
+
+
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+def test_pools_accept_transposed_and_sliced_arrays(backend, dtype):
+    rng = np.random.default_rng(17)
+    x = rng.standard_normal((9, 8, 3, 2)).astype(dtype).transpose(3, 2, 1, 0)[:, :, ::2]     # (2, 3, 4, 9)
+    assert not x.flags.c_contiguous
+    contiguous = torch.from_numpy(np.ascontiguousarray(x))
+    y, idx = F.max_pool2d(contiguous, 2, 1, 1, return_indices=True)
+    got, got_idx = backend.max_pool2d(x, 2, 1, 1, return_indices=True)
+    np.testing.assert_array_equal(got, y.numpy())
+    np.testing.assert_array_equal(got_idx, idx.numpy())
+    g = rng.standard_normal((2, 3, 5, 10, 2)).astype(dtype)[..., 0]
+    xt = contiguous.clone().requires_grad_()
+    expected = torch.autograd.grad(F.avg_pool2d(xt, 3, 2, 1, ceil_mode=True), xt,
+                                   torch.from_numpy(np.ascontiguousarray(g[:, :, :3, :5])))[0]
+    got = backend.avg_pool2d_backward(g[:, :, :3, :5], x, 3, 2, 1, ceil_mode=True)
+    assert_close(got, expected.numpy())
