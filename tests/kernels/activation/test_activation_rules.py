@@ -8,6 +8,7 @@ from codegen.spec import rule
 
 SPECIAL = [-np.inf, -2.5, -1.0, -0.5, -0.0, 0.0, 0.5, 1.0, 2.5, np.inf, np.nan, -1e-30, 1e-30, 0.75, -0.75, 3.0]
 LIMITS = [(-1.0, 1.0), (0.0, 6.0), (-0.5, -0.5)]
+CASES = [('relu', None), ('sigmoid', None), ('tanh', None)] + [('hardtanh', limit) for limit in LIMITS]
 SAVED = {'relu': 'input', 'hardtanh': 'input', 'sigmoid': 'output', 'tanh': 'output'}
 
 
@@ -19,8 +20,8 @@ def tolerance(dtype) -> float:
     return RULE_TOLERANCE if np.dtype(dtype) == np.float64 else TOLERANCE[np.dtype(dtype)]
 
 
-def limits_of(name: str, limit) -> dict:
-    return dict(min_val=limit[0], max_val=limit[1]) if name == 'hardtanh' else {}
+def limits_of(limit) -> dict:
+    return {} if limit is None else dict(min_val=limit[0], max_val=limit[1])
 
 
 def forward_expected(name: str, x: np.ndarray, extra: dict) -> np.ndarray:
@@ -29,14 +30,11 @@ def forward_expected(name: str, x: np.ndarray, extra: dict) -> np.ndarray:
 
 
 @pytest.mark.sanitize_subset
-@pytest.mark.parametrize('limit', LIMITS, ids=str)
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize('name', sorted(SAVED))
-def test_activation_forward_equals_rule(backend, name, dtype, limit):
-    if name != 'hardtanh' and limit != LIMITS[0]:
-        pytest.skip('only hardtanh has limits')
+@pytest.mark.parametrize('name,limit', CASES, ids=lambda c: str(c))
+def test_activation_forward_equals_rule(backend, name, limit, dtype):
     x = values(dtype)
-    extra = limits_of(name, limit)
+    extra = limits_of(limit)
     got = getattr(backend, name)(x, **extra)
     expected = forward_expected(name, x, extra)
     assert_close(got, expected, tolerance=tolerance(dtype))
@@ -46,14 +44,11 @@ def test_activation_forward_equals_rule(backend, name, dtype, limit):
 
 
 @pytest.mark.sanitize_subset
-@pytest.mark.parametrize('limit', LIMITS, ids=str)
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
-@pytest.mark.parametrize('name', sorted(SAVED))
-def test_activation_backward_equals_rule(backend, name, dtype, limit):
-    if name != 'hardtanh' and limit != LIMITS[0]:
-        pytest.skip('only hardtanh has limits')
+@pytest.mark.parametrize('name,limit', CASES, ids=lambda c: str(c))
+def test_activation_backward_equals_rule(backend, name, limit, dtype):
     x = values(dtype)
-    extra = limits_of(name, limit)
+    extra = limits_of(limit)
     saved = x if SAVED[name] == 'input' else forward_expected(name, x, extra)
     grad_output = np.linspace(-2, 3, x.size).reshape(x.shape).astype(dtype)
     got = getattr(backend, f'{name}_backward')(grad_output, saved, **extra)
