@@ -7,7 +7,7 @@ output and the summation variables of its rule.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sympy import Function, Integer
 
@@ -43,12 +43,29 @@ class ExactDiv(Function):
             return p
 
 
+class LatticeStart(Function):
+    """The smallest m >= lo with s | a m + b (a huge value when there is none): the first
+    iteration of a loop whose divisibility condition became its step."""
+
+
+class IGcd(Function):
+    """gcd(|a|, |b|) of integers at run time."""
+
+
 class ArrayRef(Function):
     """Element ``flat`` of the array named by the Symbol ``array`` (a printed memory access)."""
 
 
 class IsNaN(Function):
     pass
+
+
+class VLoad(Function):
+    """A vector of LANES elements of ``array`` from ``flat`` on, ``stride`` apart."""
+
+
+class HSum(Function):
+    """The sum of the lanes of a vector."""
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -59,6 +76,8 @@ class Loop:
     lower: object        # Expr, inclusive
     upper: object        # Expr, inclusive
     body: tuple
+    step: object = 1     # Expr > 0
+    parallel: bool = False
     kind: str = 'loop'
 
 
@@ -72,7 +91,7 @@ class Guard:
 @dataclass(frozen=True)
 class Declare:
     name: str
-    ctype: str           # 'acc' (the kernel's scalar type), 'index'
+    ctype: str           # 'acc' (the kernel's scalar type), 'vec' (a vector of it), 'index'
     value: object
     kind: str = 'declare'
 
@@ -97,6 +116,42 @@ class SelectMax:
 
 
 @dataclass(frozen=True)
+class Branch:
+    conds: tuple         # all hold -> then, else otherwise
+    then: tuple
+    otherwise: tuple
+    kind: str = 'branch'
+
+
+@dataclass(frozen=True)
+class IfDef:
+    macro: str           # compile ``then`` when the C macro is defined, else ``otherwise``
+    then: tuple
+    otherwise: tuple
+    kind: str = 'ifdef'
+
+
+@dataclass(frozen=True)
+class VStore:
+    array: object        # Symbol
+    flat: object         # first element
+    stride: object       # elements between lanes
+    value: object
+    kind: str = 'vstore'
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """name[l] = expr with var = start + l, for every lane l."""
+
+    name: str
+    var: object
+    start: object
+    expr: object
+    kind: str = 'lanes'
+
+
+@dataclass(frozen=True)
 class Kernel:
     name: str
     outputs: tuple       # (name, is_index_array) pairs
@@ -104,3 +159,16 @@ class Kernel:
     params: tuple        # integer size / parameter symbols, in signature order
     checks: tuple        # expressions e on the params; the kernel verifies e >= 0 first
     body: tuple
+
+
+def substitute(nodes: tuple, mapping: dict) -> tuple:
+    """The nodes with ``mapping`` applied to every expression they hold (for specialized copies)."""
+    def sub(value):
+        if isinstance(value, tuple):
+            return tuple(sub(v) for v in value)
+        if hasattr(value, 'xreplace'):
+            return value.xreplace(mapping)
+        if hasattr(value, '__dataclass_fields__'):
+            return replace(value, **{f: sub(getattr(value, f)) for f in value.__dataclass_fields__ if f != 'kind'})
+        return value
+    return sub(nodes)

@@ -19,9 +19,10 @@ from functools import cache
 from sympy import (Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
                    together)
 
-from derive.zsum import canon, implied
+from derive.zsum import canon, implied, normalize
 
-from .ir import ArrayRef, Assign, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, Kernel, Loop, SelectMax
+from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, Kernel,
+                 LatticeStart, Loop, SelectMax)
 from .spec import KernelRule
 
 
@@ -37,23 +38,38 @@ ACC, BEST, POSITION = 'acc', 'best', 'position'
 
 
 def lower(rule: KernelRule) -> Kernel:
+    from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
     params = kernel_params(rule)
     first = rule.outputs[0]
-    if rule.reduction == 'sum' and len(rule.terms) == 1 and not rule.terms[0][0].vars:
-        (term, _), = rule.terms
-        inner = _term_nodes(rule, expand_definitions(rule, term), access(first, rule.index), op='=')
-    elif rule.reduction == 'sum':
-        inner = [Declare(ACC, 'acc', S.Zero)]
-        for term, optional in rule.terms:
-            nodes = _term_nodes(rule, expand_definitions(rule, term), Symbol(ACC))
-            inner += [Guard((Present(Symbol(optional)),), tuple(nodes))] if optional else nodes
-        inner.append(Assign(access(first, rule.index), Symbol(ACC)))
-    else:
-        inner = _max_nodes(rule)
-    body = _box_loops(rule.index, first.shape, tuple(inner))
+    steps: dict = {}
+    element = tuple(_element(rule, steps))
+    scalar = _box_loops(rule.index, first.shape, element)
+    tile = choose_tile(rule, expand_definitions(rule, rule.terms[0][0])) if rule.family != 'activation' else None
+    body = scalar
+    if tile is not None:
+        vector = vector_nodes(rule, tile, element, steps)
+        fast = (Branch(tile.special, vector, scalar),) if tile.special else vector
+        body = (IfDef('BP_VECTOR', fast, scalar),)
+    decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
     return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
-                  tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, body)
+                  tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, decls + body)
+
+
+def _element(rule: KernelRule, steps: dict) -> list:
+    """The scalar nodes computing one element of the first output (all its terms)."""
+    first = rule.outputs[0]
+    if rule.reduction == 'max':
+        return _max_nodes(rule, steps)
+    if len(rule.terms) == 1 and not rule.terms[0][0].vars:
+        (term, _), = rule.terms
+        return _term_nodes(rule, expand_definitions(rule, term), access(first, rule.index), steps, op='=')
+    inner = [Declare(ACC, 'acc', S.Zero)]
+    for term, optional in rule.terms:
+        nodes = _term_nodes(rule, expand_definitions(rule, term), Symbol(ACC), steps)
+        inner += [Guard((Present(Symbol(optional)),), tuple(nodes))] if optional else nodes
+    inner.append(Assign(access(first, rule.index), Symbol(ACC)))
+    return inner
 
 
 def kernel_params(rule: KernelRule) -> tuple:
@@ -161,19 +177,38 @@ def _min(exprs):
     return Min(*exprs) if len(exprs) > 1 else exprs[0]
 
 
-def _term_nodes(rule: KernelRule, term, acc, op: str = '+=') -> list:
+def without_output_box(rule: KernelRule, term):
+    """The term without the constraints that the loops over the output's box already guarantee."""
+    box = {normalize(c) for c in first_box(rule.outputs[0], rule.index)}
+    return type(term)(term.vars, term.body, tuple(c for c in term.conds if c not in box), term.divs)
+
+
+def _term_nodes(rule: KernelRule, term, acc, steps: dict, op: str = '+=') -> list:
     check_accesses(rule, term)
+    term = without_output_box(rule, term)
     factors = Mul.make_args(term.body)
     deltas = [f for f in factors if isinstance(f, KroneckerDelta)]
     value = _replace_arrays(rule, Mul(*[f for f in factors if f not in deltas]))
     equalities = [Eq(_replace_arrays(rule, d.args[0]), _replace_arrays(rule, d.args[1])) for d in deltas]
     statement = Assign(acc, value, op)
-    return list(_nest(term, list(term.vars), set(rule.index), list(term.conds), list(term.divs),
-                      equalities, (statement,)))
+    return list(_nest(term, loop_order(term), set(rule.index), list(term.conds), list(term.divs),
+                      equalities, (statement,), steps))
 
 
-def _nest(term, vars, known, conds, divs, equalities, leaf):
-    """Loops over ``vars`` in order; guards as soon as their variables are known."""
+def loop_order(term, taps_inside: bool = False) -> list:
+    """Summation variables with coupled constraints or divisibilities (the taps) outside, those with
+    box constraints only inside: bounds and lattice starts are then computed once per tap.  The
+    vector path wants the opposite (``taps_inside``): consecutive taps read neighbouring memory."""
+    def coupled(v):
+        return any(v in c.free_symbols and len(c.free_symbols & set(term.vars)) > 1 for c in term.conds) or any(
+            v in e.free_symbols for e, _ in term.divs) or any(
+            v in c.free_symbols and (c.free_symbols - {v}) and c.coeff(v) not in (1, -1) for c in term.conds)
+    return sorted(term.vars, key=lambda v: (coupled(v) == taps_inside, term.vars.index(v)))
+
+
+def _nest(term, vars, known, conds, divs, equalities, leaf, steps: dict):
+    """Loops over ``vars`` in order; guards as soon as their variables are known.  A divisibility
+    condition on a loop variable becomes the loop's start and step (recorded in ``steps``)."""
     ready = [c for c in conds if not (c.free_symbols & set(vars))]
     pending = [c for c in conds if c.free_symbols & set(vars)]
     div_ready = [d for d in divs if not (d[0].free_symbols & set(vars))]
@@ -186,12 +221,28 @@ def _nest(term, vars, known, conds, divs, equalities, leaf):
     mine = [c for c in pending if not (c.free_symbols & set(rest_vars))]
     lower_b, upper_b, _ = _bounds(var, mine, set(term.vars))
     later = [c for c in pending if c not in mine]
-    body = _nest(term, rest_vars, known | {var}, later, div_pending, equalities, leaf)
-    loop = (Loop(var, lower_b, upper_b, tuple(body)),)
+    step = _lattice_step(var, rest_vars, div_pending)
+    if step is not None:
+        (e, s), div_pending = step[0], [d for d in div_pending if d != step[0]]
+        a = e.coeff(var)
+        lower_b, step = LatticeStart(lower_b, a, expand(e - a * var), s), Symbol(f'step_{var.name}', integer=True)
+        steps.setdefault(step, ExactDiv(s, IGcd(a, s)))
+    body = _nest(term, rest_vars, known | {var}, later, div_pending, equalities, leaf, steps)
+    loop = (Loop(var, lower_b, upper_b, tuple(body), step if step is not None else S.One),)
     return (Guard(guards, loop),) if guards else loop
 
 
-def _max_nodes(rule: KernelRule) -> list:
+def _lattice_step(var, inner_vars, divs):
+    """A divisibility s | a var + b (b free of inner loop variables) becomes the loop's start and step:
+    the solutions form one residue class modulo s / gcd(a, s)."""
+    for e, s in divs:
+        a = e.coeff(var)
+        if a != 0 and not (e.free_symbols & set(inner_vars)) and not expand(e - a * var).has(var):
+            return ((e, s),)
+    return None
+
+
+def _max_nodes(rule: KernelRule, steps: dict) -> list:
     """The forward of a 'max' layer: the selector keeps the first maximum in window order, a NaN
     always replacing the running maximum (derive.pool: PyTorch's CPU rule)."""
     (term, _), = rule.terms
@@ -202,7 +253,7 @@ def _max_nodes(rule: KernelRule) -> list:
     value = _replace_arrays(rule, term.body / delta)
     leaf = (SelectMax(BEST, POSITION, value, expand(candidate)),)
     nodes = [Declare(BEST, 'acc', -oo), Declare(POSITION, 'index', S.NegativeOne)]
-    nodes += list(_nest(term, list(term.vars), set(rule.index), list(term.conds), list(term.divs), [], leaf))
+    nodes += list(_nest(term, loop_order(term), set(rule.index), list(term.conds), list(term.divs), [], leaf, steps))
     nodes += [Assign(access(rule.outputs[0], rule.index), Symbol(BEST)),
               Assign(access(rule.outputs[1], rule.index), Symbol(POSITION))]
     return nodes

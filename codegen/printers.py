@@ -27,6 +27,8 @@ class CPrinter(C99CodePrinter):
         self.real_type = real_type
 
     def _print_Symbol(self, expr):
+        if expr.name == 'LANES':
+            return f'BP_LANES_{self.suffix.upper()}'
         return identifier(expr.name)
 
     def _print_ArrayRef(self, expr):
@@ -41,6 +43,12 @@ class CPrinter(C99CodePrinter):
 
     def _print_ExactDiv(self, expr):
         return f'(({self._print(expr.args[0])}) / {self.parenthesize(expr.args[1], 100)})'
+
+    def _print_LatticeStart(self, expr):
+        return 'bp_lattice_start(' + ', '.join(self._print(a) for a in expr.args) + ')'
+
+    def _print_IGcd(self, expr):
+        return f'bp_gcd({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
     def _print_Mod(self, expr):
         return f'(({self._print(expr.args[0])}) % {self.parenthesize(expr.args[1], 100)})'
@@ -89,6 +97,17 @@ class CPrinter(C99CodePrinter):
         if den != 1:
             return f'(({self.real_type})({self._print(num)})/({self.real_type})({self._print(den)}))'
         return super()._print_Mul(expr)
+
+    @property
+    def suffix(self) -> str:
+        return 'f' if self.real_type == 'float' else 'd'
+
+    def _print_VLoad(self, expr):
+        array, flat, stride = expr.args
+        return f'bp_vload_{self.suffix}({self._print(array)} + ({self._print(flat)}), {self._print(stride)})'
+
+    def _print_HSum(self, expr):
+        return f'bp_hsum_{self.suffix}({self._print(expr.args[0])})'
 
     def _print_IsNaN(self, expr):
         return f'isnan({self._print(expr.args[0])})'

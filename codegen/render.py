@@ -10,6 +10,7 @@ from functools import cache
 
 import jinja2
 import sympy
+from sympy import Symbol
 
 from .ir import Kernel
 from .lower import lower
@@ -17,6 +18,7 @@ from .printers import CPrinter, identifier
 from .spec import KernelRule
 
 REAL = {'float32': ('float', 'f32'), 'float64': ('double', 'f64')}
+VECTOR = {'float': 'bp_vf', 'double': 'bp_vd'}
 C_FILES = {'conv': 'bpgen_conv', 'max_pool': 'bpgen_pool', 'avg_pool': 'bpgen_pool', 'activation': 'bpgen_activation'}
 MARK = '@' + 'generated'   # spelled in two pieces so this file is not itself taken for generated
 
@@ -74,14 +76,28 @@ def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
     out = []
     for n in nodes:
         if n.kind == 'loop':
-            out.append(dict(kind='loop', var=printer.doprint(n.var), lower=printer.doprint(n.lower),
-                            upper=printer.doprint(n.upper), body=printed_nodes(n.body, printer, real)))
+            var = printer.doprint(n.var)
+            step = f'++{var}' if n.step == 1 else f'{var} += {printer.doprint(n.step)}'
+            out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower), upper=printer.doprint(n.upper),
+                            step=step, parallel=n.parallel, body=printed_nodes(n.body, printer, real)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
                             body=printed_nodes(n.body, printer, real)))
         elif n.kind == 'declare':
-            out.append(dict(kind='declare', name=n.name, ctype=real if n.ctype == 'acc' else 'int64_t',
-                            value=printer.doprint(n.value)))
+            vector = VECTOR[real]
+            ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]
+            value = '{0}' if n.ctype == 'vec' and n.value == 0 else printer.doprint(n.value)
+            out.append(dict(kind='declare', name=n.name, ctype=ctype, value=value))
+        elif n.kind in ('branch', 'ifdef'):
+            cond = n.macro if n.kind == 'ifdef' else ' && '.join(printer.doprint(c) for c in n.conds)
+            out.append(dict(kind=n.kind, cond=cond, then=printed_nodes(n.then, printer, real),
+                            otherwise=printed_nodes(n.otherwise, printer, real)))
+        elif n.kind == 'vstore':
+            out.append(dict(kind='vstore', call=f'bp_vstore_{printer.suffix}({printer.doprint(n.array)} + '
+                            f'({printer.doprint(n.flat)}), {printer.doprint(n.stride)}, {printer.doprint(n.value)})'))
+        elif n.kind == 'lanes':
+            out.append(dict(kind='lanes', name=n.name, vtype=VECTOR[real], lanes=printer.doprint(Symbol('LANES')),
+                            var=printer.doprint(n.var), start=printer.doprint(n.start), expr=printer.doprint(n.expr)))
         elif n.kind == 'assign':
             out.append(dict(kind='assign', target=printer.doprint(n.target), op=n.op, value=printer.doprint(n.value)))
         elif n.kind == 'select_max':

@@ -28,7 +28,7 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-OPTIMIZE = ('-O3', '-march=native', '-std=c99', '-fno-math-errno', '-fopenmp')
+OPTIMIZE = ('-O3', '-march=native', '-std=c99', '-ffp-contract=fast', '-fno-math-errno', '-fopenmp')
 SANITIZE = ('-O1', '-g', '-std=c99', '-fno-omit-frame-pointer', '-fsanitize=address,undefined',
             '-fno-sanitize-recover=undefined')
 

@@ -1,0 +1,332 @@
+"""Vector lowering: the fast path of a sum kernel (tiled, register-blocked, SIMD).
+
+    # [KernelRule] -> [Tile] -> [vector loop nest + scalar remainder]
+
+The schedule is read off the rule's structure; the index arithmetic still comes
+from its proven Z-sum:
+
+* vector variable: the innermost free index of the output when some factor
+  reads it along its innermost axis (conv forward and input gradient, average
+  pooling: vector stores), else the innermost summed variable read that way
+  (weight and bias gradients: horizontal sums at the end);
+* register blocking: free indices read by exactly one factor -- output
+  channels against broadcast weights (8 at a time), or output channels x
+  input channels (4 x 4) when both factors are vectors;
+* interior / boundary split: the vector variable's constraints are projected
+  over the boxes of the other summation variables, so that every lane of every
+  chunk satisfies them; the interior runs without guards, the rest (borders,
+  the last partial chunk, incomplete register blocks) runs the scalar loop nest;
+* a divisibility condition on the vector variable (the stride of a transposed
+  access) is specialized away: the vector path runs when that modulus is 1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sympy import And, Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, Piecewise, S, Symbol, expand
+
+from .ir import Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VStore, substitute
+from .lower import (LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
+                    without_output_box)
+from .spec import KernelRule
+
+LANES = Symbol('LANES', integer=True, positive=True)
+VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
+
+
+@dataclass(frozen=True)
+class Tile:
+    vec: Symbol          # the vectorized variable
+    vec_free: bool       # a free index (vector stores) or summed (horizontal sums)
+    blocks: tuple        # ((var, R), ...) register-blocked free indices
+    term: object         # the main Z-sum, specialized
+    hoisted: Expr        # non-array factors: functions of free indices only (applied at the store)
+    special: tuple       # conditions under which the vector path is valid (Eq(stride, 1))
+
+
+def _taps(rule, term) -> set:
+    return {v for v in term.vars + tuple(rule.index) if any(expand(K - 1 - v) in term.conds for K in rule.window)}
+
+
+def _arrays(term) -> list:
+    return [f for f in Mul.make_args(term.body) if isinstance(f, Indexed)]
+
+
+def _reads_innermost(term, var) -> bool:
+    return any(var in f.indices[-1].free_symbols for f in _arrays(term))
+
+
+def choose_tile(rule: KernelRule, term) -> Tile | None:
+    """The tile schedule of a sum kernel, or None when the fast path does not apply."""
+    factors = Mul.make_args(term.body)
+    hoisted = Mul(*[f for f in factors if not isinstance(f, Indexed)])
+    if rule.reduction != 'sum' or hoisted.has(KroneckerDelta) or hoisted.free_symbols & set(term.vars):
+        return None
+    if not _arrays(term):
+        return None
+    taps = _taps(rule, term)
+    if rule.index[-1] not in taps and _reads_innermost(term, rule.index[-1]):
+        vec, vec_free = rule.index[-1], True
+    else:
+        summed = [v for v in term.vars if v not in taps and _reads_innermost(term, v)]
+        if not summed:
+            return None
+        vec, vec_free = summed[-1], False
+    special, term = _specialize(term, vec)
+    if term is None:
+        return None
+    term = without_output_box(rule, term)
+    tile = Tile(vec, vec_free, _blocks(rule, term, vec, taps, hoisted), term, hoisted, special)
+    return tile if _feasible(rule, tile) else None
+
+
+def _specialize(term, vec):
+    moduli = {s for e, s in term.divs if vec in e.free_symbols}
+    if any(not s.is_Symbol for s in moduli):
+        return (), None
+    values = {s: 1 for s in moduli}
+    special = tuple(Eq(s, 1) for s in sorted(moduli, key=str))
+    return special, type(term).make(term.vars, term.body.xreplace(values), [c.xreplace(values) for c in term.conds],
+                                    [(e.xreplace(values), s.xreplace(values)) for e, s in term.divs])
+
+
+def _blocks(rule, term, vec, taps, hoisted) -> tuple:
+    """Blockable: free indices in no constraint and not in the hoisted factors (one value per block)."""
+    coupled = set().union(*(c.free_symbols for c in term.conds)) | hoisted.free_symbols
+    free = [v for v in rule.index if v != vec and v not in taps and v not in coupled]
+    readers = {v: [f for f in _arrays(term) if any(v in e.free_symbols for e in f.indices)] for v in free}
+    single = [v for v in free if len(readers[v]) == 1]
+    broadcast = [v for v in single if not any(vec in e.free_symbols for e in readers[v][0].indices)]
+    if broadcast:
+        return ((broadcast[-1], 8),)
+    chosen, used = [], []
+    for v in reversed(single):
+        if readers[v][0] not in used:
+            chosen.append((v, 4))
+            used.append(readers[v][0])
+    return tuple(reversed(chosen[:2]))
+
+
+def _feasible(rule, tile) -> bool:
+    """The interior must not depend on blocked indices, and a summed vector variable's constraints
+    must not involve other summation variables (its interior is then its exact range)."""
+    blocked = {v for v, _ in tile.blocks}
+    mine = [c for c in tile.term.conds if tile.vec in c.free_symbols]
+    if any(c.free_symbols & blocked for c in mine):
+        return False
+    if not tile.vec_free and any(c.free_symbols & (set(tile.term.vars) - {tile.vec}) for c in mine):
+        return False
+    return all(e.free_symbols.isdisjoint({tile.vec}) for e, _ in tile.term.divs)
+
+
+# ----------------------------------------------------------------------------- interior
+
+def _box(term, var, index):
+    """(lo, hi) of a summation variable from the constraints on it alone (no other variable or index)."""
+    own = [c for c in term.conds if c.free_symbols & (set(term.vars) | set(index)) == {var}]
+    lo, hi, _ = _bounds(var, own, set(term.vars))
+    return lo, hi
+
+
+def interior(rule, tile: Tile) -> tuple:
+    """(lo, hi) of the vector variable where all its constraints hold for every value of the other
+    summation variables in their boxes (each replaced by the end that minimizes the constraint)."""
+    term, vec = tile.term, tile.vec
+    worst = []
+    for c in (c for c in term.conds if vec in c.free_symbols):
+        for u in sorted(c.free_symbols & set(term.vars) - {vec}, key=str):
+            a = c.coeff(u)
+            if not (a.is_positive or a.is_negative):
+                raise LoweringError(f'coefficient of {u} in {c} has no known sign')
+            lo, hi = _box(term, u, rule.index)
+            c = expand(c.xreplace({u: lo if a.is_positive else hi}))
+        worst.append(c)
+    if tile.vec_free:
+        size = rule.outputs[0].shape[list(rule.index).index(vec)]
+        worst += [vec, size - 1 - vec]
+    lo, hi, _ = _bounds(vec, worst, {vec})
+    return lo, hi
+
+
+# ----------------------------------------------------------------------------- nodes
+
+def _combos(blocks) -> list:
+    combos = [()]
+    for _, r in blocks:
+        combos = [c + (k,) for c in combos for k in range(r)]
+    return combos
+
+
+def _base(var) -> Symbol:
+    return Symbol(f'{var.name}_b', integer=True)
+
+
+def _shift(tile, combo) -> dict:
+    return {var: _base(var) + k for (var, _), k in zip(tile.blocks, combo)}
+
+
+def _name(prefix, combo) -> str:
+    return prefix + ''.join(f'_{k}' for k in combo)
+
+
+def _products(rule, tile, combos, vector: bool, guard=None):
+    """Load declarations and the product to accumulate for each block combination.  With a
+    ``guard`` (a condition on the vector variable), lanes where it fails read 0 and touch no memory."""
+    tensors = _tensors(rule)
+    decls, seen, products = [], {}, []
+    for combo in combos:
+        value = S.One
+        for f in _arrays(tile.term):
+            at = f.xreplace(_shift(tile, combo))
+            if at not in seen:
+                seen[at] = Symbol(f'{"x" if vector else "s"}{len(seen)}')
+                decls.append(_load(tensors[f.base], at, tile.vec if vector else None, seen[at], guard))
+            value *= seen[at]
+        products.append(value)
+    return decls, products
+
+
+def _load(tensor, at: Indexed, vec, name, guard):
+    ref = access(tensor, at.indices)
+    if vec is None or vec not in at.free_symbols:
+        return Declare(name.name, 'acc', ref)
+    if guard is not None:
+        return Lanes(name.name, vec, V0, Piecewise((ref, guard), (0, True)))
+    flat = ref.args[1]
+    if any(vec in q.free_symbols for q in flat.atoms(ExactDiv)):
+        raise LoweringError(f'{at}: a quotient of the vector variable cannot be a vector index')
+    stride = expand(flat.diff(vec))
+    if stride.has(vec):
+        raise LoweringError(f'{at} is not affine in {vec}')
+    return Declare(name.name, 'vec', VLoad(ref.args[0], expand(flat.xreplace({vec: V0})), stride))
+
+
+def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> tuple:
+    """The tiled loop nest; ``element`` is the scalar nest computing one output element; lattice
+    steps are recorded in ``steps``."""
+    check_accesses(rule, tile.term)
+    sizes = dict(zip(rule.index, rule.outputs[0].shape))
+    blocked = [v for v, _ in tile.blocks]
+    body = _blocked(rule, tile, sizes, element, 0, steps)
+    for v in reversed([v for v in rule.index if v not in blocked and not (tile.vec_free and v == tile.vec)]):
+        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    first = body[0]
+    nodes = (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=True),) + body[1:]
+    return _unit_stride_version(nodes)
+
+
+def _unit_stride_version(nodes: tuple) -> tuple:
+    """When the lanes of a vector access are a parameter apart (a stride), emit a copy specialized to
+    that parameter being 1 (contiguous loads and stores) and keep the general one for the rest."""
+    strides = set()
+    for n in _walk(nodes):
+        if isinstance(n, VStore):
+            strides.add(n.stride)
+        elif isinstance(n, Declare) and isinstance(n.value, VLoad):
+            strides.add(n.value.args[2])
+    params = sorted({s for s in strides if s.is_Symbol}, key=str)
+    if not params:
+        return nodes
+    unit = substitute(nodes, {p: S.One for p in params})
+    return (Branch(tuple(Eq(p, 1) for p in params), unit, nodes),)
+
+
+def _walk(nodes):
+    for n in nodes:
+        yield n
+        for field in ('body', 'then', 'otherwise'):
+            yield from _walk(getattr(n, field, ()))
+
+
+def _blocked(rule, tile, sizes, element, k, steps) -> tuple:
+    """Full register blocks of blocked index k (recursively the next ones), then its remainder."""
+    if k == len(tile.blocks):
+        return _tile(rule, tile, sizes, element, steps)
+    var, r = tile.blocks[k]
+    full = Loop(_base(var), S.Zero, sizes[var] - r, _blocked(rule, tile, sizes, element, k + 1, steps), S(r))
+    inner = element
+    for v in reversed([v for v, _ in tile.blocks[k + 1:]] + ([tile.vec] if tile.vec_free else [])):
+        inner = (Loop(v, S.Zero, sizes[v] - 1, inner),)
+    rest = Loop(var, r * FloorDiv(sizes[var], r), sizes[var] - 1, inner)
+    return full, rest
+
+
+def _within_blocks(tile, body) -> tuple:
+    for var, r in reversed(tile.blocks):
+        body = (Loop(var, _base(var), _base(var) + r - 1, body),)
+    return body
+
+
+def _tile(rule, tile, sizes, element, steps) -> tuple:
+    combos = _combos(tile.blocks)
+    lo, hi = interior(rule, tile)
+    bounds = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi))
+    own = And(*[c >= 0 for c in tile.term.conds if tile.vec in c.free_symbols])
+    zero = tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos)
+    summed = [v for v in loop_order(tile.term, taps_inside=False) if v != tile.vec]
+    conds = [c for c in tile.term.conds if tile.vec not in c.free_symbols]
+
+    def accumulate(guard):
+        decls, products = _products(rule, tile, combos, True, guard)
+        return tuple(decls) + tuple(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products))
+
+    if tile.vec_free:
+        def chunk(guard):
+            nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], accumulate(guard),
+                         steps)
+            return zero + tuple(nest) + _finish(rule, tile, combos, vector=True)
+        return bounds + _free_chunks(tile, sizes[tile.vec], chunk(None), chunk(own), element)
+    ahead = (Declare('vend', 'index', VLO + _max([S.Zero, LANES * FloorDiv(VHI - VLO + 1, LANES)])),)
+    chunks = (Loop(V0, VLO, VHI - LANES + 1, accumulate(None), LANES),
+              Guard((VEND <= VHI,), (Loop(V0, VEND, VEND, accumulate(own)),)))
+    nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], bounds + ahead + chunks, steps)
+    return zero + tuple(nest) + _finish(rule, tile, combos, vector=False)
+
+
+def _free_chunks(tile, size, plain, guarded, element) -> tuple:
+    """Chunks of LANES output positions covering [0, size): unguarded inside the interior
+    [vlo, vhi], lane-guarded elsewhere; the last chunk overlaps its neighbour (a store rewrites the
+    same values); rows shorter than a vector run the scalar element."""
+    inside = (V0 >= VLO, V0 + LANES - 1 <= VHI)
+    chunk = (Branch(inside, plain, guarded),)
+    rows = (Loop(V0, S.Zero, size - LANES, chunk, LANES),
+            Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk),)))
+    short = _within_blocks(tile, (Loop(tile.vec, S.Zero, size - 1, element),))
+    return (Branch((size >= LANES,), rows, short),)
+
+
+def _finish(rule, tile, combos, vector: bool) -> tuple:
+    """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums)."""
+    out = rule.outputs[0]
+    nodes = []
+    if vector and tile.hoisted != 1:
+        nodes.append(Lanes('h', tile.vec, V0, tile.hoisted))
+    for combo in combos:
+        shift = _shift(tile, combo)
+        acc = Symbol(_name('v', combo))
+        value = acc if vector else HSum(acc)
+        if tile.hoisted != 1:
+            value = value * (Symbol('h') if vector else tile.hoisted.xreplace(shift))
+        total = Symbol(_name('t', combo))
+        nodes.append(Declare(total.name, 'vec' if vector else 'acc', value))
+        nodes += _other_terms(rule, tile, total, shift)
+        ref = access(out, [e.xreplace(shift) for e in rule.index])
+        if vector:
+            flat = ref.args[1]
+            nodes.append(VStore(ref.args[0], expand(flat.xreplace({tile.vec: V0})), expand(flat.diff(tile.vec)),
+                                total))
+        else:
+            nodes.append(Assign(ref, total))
+    return tuple(nodes)
+
+
+def _other_terms(rule, tile, total, shift) -> list:
+    nodes = []
+    for term, optional in rule.terms[1:]:
+        part = term.body.xreplace(shift)
+        if term.vars or tile.vec in part.free_symbols:
+            raise LoweringError(f'{rule.name}: a further term must be a function of non-vector free indices')
+        part = part.xreplace({ix: access(_tensors(rule)[ix.base], ix.indices) for ix in part.atoms(Indexed)})
+        add = Assign(total, part, '+=')
+        nodes.append(Guard((Present(Symbol(optional)),), (add,)) if optional else add)
+    return nodes
