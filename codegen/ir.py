@@ -64,6 +64,11 @@ class VLoad(Function):
     """A vector of LANES elements of ``array`` from ``flat`` on, ``stride`` apart."""
 
 
+class VLoadRange(Function):
+    """VLoad(array, flat, stride) restricted to the lanes first..last (clamped to the vector): the
+    other lanes are 0 and their memory is not touched."""
+
+
 class HSum(Function):
     """The sum of the lanes of a vector."""
 
@@ -77,7 +82,7 @@ class Loop:
     upper: object        # Expr, inclusive
     body: tuple
     step: object = 1     # Expr > 0
-    parallel: bool = False
+    parallel: int = 0     # OpenMP over this loop and the next parallel - 1 nested ones (collapse)
     kind: str = 'loop'
 
 

@@ -44,12 +44,13 @@ def lower(rule: KernelRule) -> Kernel:
     steps: dict = {}
     element = tuple(_element(rule, steps))
     scalar = _box_loops(rule.index, first.shape, element)
-    tile = choose_tile(rule, expand_definitions(rule, rule.terms[0][0])) if rule.family != 'activation' else None
-    body = scalar
-    if tile is not None:
+    main = expand_definitions(rule, rule.terms[0][0])
+    tiles = [] if rule.family == 'activation' else [choose_tile(rule, main), choose_tile(rule, main, all_unit=True)]
+    fast = scalar
+    for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
         vector = vector_nodes(rule, tile, element, steps)
-        fast = (Branch(tile.special, vector, scalar),) if tile.special else vector
-        body = (IfDef('BP_VECTOR', fast, scalar),)
+        fast = (Branch(tile.special, vector, fast),) if tile.special else vector
+    body = (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
     return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sympy import And, Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, Piecewise, S, Symbol, expand
+from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand
 
-from .ir import Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VStore, substitute
+from .ir import Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore, substitute
 from .lower import (LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
                     without_output_box)
 from .spec import KernelRule
@@ -45,7 +45,10 @@ class Tile:
 
 
 def _taps(rule, term) -> set:
-    return {v for v in term.vars + tuple(rule.index) if any(expand(K - 1 - v) in term.conds for K in rule.window)}
+    """Variables that run over a window (kernel taps): summed ones bounded by a window size, free
+    ones indexing an output axis of window size."""
+    summed = {v for v in term.vars if any(expand(K - 1 - v) in term.conds for K in rule.window)}
+    return summed | {v for v, n in zip(rule.index, rule.outputs[0].shape) if n in rule.window}
 
 
 def _arrays(term) -> list:
@@ -56,8 +59,10 @@ def _reads_innermost(term, var) -> bool:
     return any(var in f.indices[-1].free_symbols for f in _arrays(term))
 
 
-def choose_tile(rule: KernelRule, term) -> Tile | None:
-    """The tile schedule of a sum kernel, or None when the fast path does not apply."""
+def choose_tile(rule: KernelRule, term, all_unit: bool = False) -> Tile | None:
+    """The tile schedule of a sum kernel, or None when the fast path does not apply.  With
+    ``all_unit``, every divisibility modulus (every stride of a transposed access) is specialized
+    to 1, not only the vector variable's."""
     factors = Mul.make_args(term.body)
     hoisted = Mul(*[f for f in factors if not isinstance(f, Indexed)])
     if rule.reduction != 'sum' or hoisted.has(KroneckerDelta) or hoisted.free_symbols & set(term.vars):
@@ -72,7 +77,7 @@ def choose_tile(rule: KernelRule, term) -> Tile | None:
         if not summed:
             return None
         vec, vec_free = summed[-1], False
-    special, term = _specialize(term, vec)
+    special, term = _specialize(term, vec, all_unit)
     if term is None:
         return None
     term = without_output_box(rule, term)
@@ -80,8 +85,8 @@ def choose_tile(rule: KernelRule, term) -> Tile | None:
     return tile if _feasible(rule, tile) else None
 
 
-def _specialize(term, vec):
-    moduli = {s for e, s in term.divs if vec in e.free_symbols}
+def _specialize(term, vec, all_unit: bool):
+    moduli = {s for e, s in term.divs if all_unit or vec in e.free_symbols}
     if any(not s.is_Symbol for s in moduli):
         return (), None
     values = {s: 1 for s in moduli}
@@ -171,7 +176,7 @@ def _name(prefix, combo) -> str:
 
 def _products(rule, tile, combos, vector: bool, guard=None):
     """Load declarations and the product to accumulate for each block combination.  With a
-    ``guard`` (a condition on the vector variable), lanes where it fails read 0 and touch no memory."""
+    ``guard`` = (first, last) lane, the other lanes read 0 and touch no memory."""
     tensors = _tensors(rule)
     decls, seen, products = [], {}, []
     for combo in combos:
@@ -180,25 +185,34 @@ def _products(rule, tile, combos, vector: bool, guard=None):
             at = f.xreplace(_shift(tile, combo))
             if at not in seen:
                 seen[at] = Symbol(f'{"x" if vector else "s"}{len(seen)}')
-                decls.append(_load(tensors[f.base], at, tile.vec if vector else None, seen[at], guard))
+                decls += _load(tensors[f.base], at, tile.vec if vector else None, seen[at], guard)
             value *= seen[at]
         products.append(value)
     return decls, products
 
 
-def _load(tensor, at: Indexed, vec, name, guard):
+def _load(tensor, at: Indexed, vec, name, lanes) -> list:
+    """The loaded value: a scalar, a vector, or a vector of the lanes in ``lanes`` = (first, last)
+    (the others 0, their memory untouched)."""
     ref = access(tensor, at.indices)
     if vec is None or vec not in at.free_symbols:
-        return Declare(name.name, 'acc', ref)
-    if guard is not None:
-        return Lanes(name.name, vec, V0, Piecewise((ref, guard), (0, True)))
+        return [Declare(name.name, 'acc', ref)]
     flat = ref.args[1]
     if any(vec in q.free_symbols for q in flat.atoms(ExactDiv)):
         raise LoweringError(f'{at}: a quotient of the vector variable cannot be a vector index')
     stride = expand(flat.diff(vec))
     if stride.has(vec):
         raise LoweringError(f'{at} is not affine in {vec}')
-    return Declare(name.name, 'vec', VLoad(ref.args[0], expand(flat.xreplace({vec: V0})), stride))
+    start = expand(flat.xreplace({vec: V0}))
+    if lanes is None:
+        return [Declare(name.name, 'vec', VLoad(ref.args[0], start, stride))]
+    return [Declare(name.name, 'vec', VLoadRange(ref.args[0], start, stride, *lanes))]
+
+
+def _lanes(tile, conds) -> tuple:
+    """(first, last) lane of a chunk at v0 where the constraints on the vector variable hold."""
+    lo, hi, _ = _bounds(tile.vec, [c for c in conds if tile.vec in c.free_symbols], {tile.vec})
+    return expand(lo - V0), expand(hi - V0)
 
 
 def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> tuple:
@@ -207,12 +221,28 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
     check_accesses(rule, tile.term)
     sizes = dict(zip(rule.index, rule.outputs[0].shape))
     blocked = [v for v, _ in tile.blocks]
-    body = _blocked(rule, tile, sizes, element, 0, steps)
-    for v in reversed([v for v in rule.index if v not in blocked and not (tile.vec_free and v == tile.vec)]):
+    inner = _inner_free(rule, tile)
+    body = _blocked(rule, tile, sizes, element, 0, steps, inner)
+    for v in reversed([v for v in rule.index if v not in blocked + inner and not (tile.vec_free and v == tile.vec)]):
         body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    return _unit_stride_version(_parallel(body))
+
+
+def _inner_free(rule, tile) -> list:
+    """Free window indices looped inside the register blocks of a reduction tile: consecutive taps
+    then stream the same rows of both factors (cache reuse across taps)."""
+    return [] if tile.vec_free else [v for v in rule.index if v in _taps(rule, tile.term)]
+
+
+def _parallel(body: tuple) -> tuple:
+    """OpenMP over the outermost perfectly nested loops (collapsed, up to three)."""
+    depth, node = 0, body
+    while depth < 3 and len(node) == 1 and isinstance(node[0], Loop):
+        depth, node = depth + 1, node[0].body
+    if depth == 0:
+        return body
     first = body[0]
-    nodes = (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=True),) + body[1:]
-    return _unit_stride_version(nodes)
+    return (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=depth),) + body[1:]
 
 
 def _unit_stride_version(nodes: tuple) -> tuple:
@@ -238,17 +268,26 @@ def _walk(nodes):
             yield from _walk(getattr(n, field, ()))
 
 
-def _blocked(rule, tile, sizes, element, k, steps) -> tuple:
-    """Full register blocks of blocked index k (recursively the next ones), then its remainder."""
+def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
+    """Register blocks of blocked index k: a full block runs the next level (finally the tile), the
+    last partial block runs the scalar element.  The block loops stay perfectly nested (OpenMP
+    collapses them)."""
     if k == len(tile.blocks):
-        return _tile(rule, tile, sizes, element, steps)
+        body = _tile(rule, tile, sizes, element, steps)
+        for v in reversed(inner_free):
+            body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+        return body
     var, r = tile.blocks[k]
-    full = Loop(_base(var), S.Zero, sizes[var] - r, _blocked(rule, tile, sizes, element, k + 1, steps), S(r))
-    inner = element
-    for v in reversed([v for v, _ in tile.blocks[k + 1:]] + ([tile.vec] if tile.vec_free else [])):
-        inner = (Loop(v, S.Zero, sizes[v] - 1, inner),)
-    rest = Loop(var, r * FloorDiv(sizes[var], r), sizes[var] - 1, inner)
-    return full, rest
+    partial = element
+    later = [v for v, _ in tile.blocks[k + 1:]] + inner_free + ([tile.vec] if tile.vec_free else [])
+    for v in reversed(later):
+        partial = (Loop(v, S.Zero, sizes[v] - 1, partial),)
+    partial = (Loop(var, _base(var), sizes[var] - 1, partial),)
+    for outer, q in reversed(tile.blocks[:k]):
+        partial = (Loop(outer, _base(outer), _base(outer) + q - 1, partial),)
+    full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
+    return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
+                 S(r)),)
 
 
 def _within_blocks(tile, body) -> tuple:
@@ -261,9 +300,9 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
     combos = _combos(tile.blocks)
     lo, hi = interior(rule, tile)
     bounds = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi))
-    own = And(*[c >= 0 for c in tile.term.conds if tile.vec in c.free_symbols])
+    own = _lanes(tile, tile.term.conds)
     zero = tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos)
-    summed = [v for v in loop_order(tile.term, taps_inside=False) if v != tile.vec]
+    summed = [v for v in loop_order(tile.term, taps_inside=not tile.vec_free) if v != tile.vec]
     conds = [c for c in tile.term.conds if tile.vec not in c.free_symbols]
 
     def accumulate(guard):
@@ -277,18 +316,18 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
             return zero + tuple(nest) + _finish(rule, tile, combos, vector=True)
         return bounds + _free_chunks(tile, sizes[tile.vec], chunk(None), chunk(own), element)
     ahead = (Declare('vend', 'index', VLO + _max([S.Zero, LANES * FloorDiv(VHI - VLO + 1, LANES)])),)
+    tail = (S.Zero, VHI - V0)   # [vlo, vhi] is the exact range: past vend only the upper end can fail
     chunks = (Loop(V0, VLO, VHI - LANES + 1, accumulate(None), LANES),
-              Guard((VEND <= VHI,), (Loop(V0, VEND, VEND, accumulate(own)),)))
+              Guard((VEND <= VHI,), (Loop(V0, VEND, VEND, accumulate(tail)),)))
     nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], bounds + ahead + chunks, steps)
     return zero + tuple(nest) + _finish(rule, tile, combos, vector=False)
 
 
 def _free_chunks(tile, size, plain, guarded, element) -> tuple:
-    """Chunks of LANES output positions covering [0, size): unguarded inside the interior
+    """Chunks of LANES output positions covering the row [0, size): unguarded inside the interior
     [vlo, vhi], lane-guarded elsewhere; the last chunk overlaps its neighbour (a store rewrites the
     same values); rows shorter than a vector run the scalar element."""
-    inside = (V0 >= VLO, V0 + LANES - 1 <= VHI)
-    chunk = (Branch(inside, plain, guarded),)
+    chunk = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), plain, guarded),)
     rows = (Loop(V0, S.Zero, size - LANES, chunk, LANES),
             Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk),)))
     short = _within_blocks(tile, (Loop(tile.vec, S.Zero, size - 1, element),))
