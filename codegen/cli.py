@@ -60,6 +60,11 @@ def parser() -> argparse.ArgumentParser:
     ge = sub.add_parser('generate', help='print the kernels into generated/ (only files whose content changed)')
     ge.add_argument('--check', action='store_true', help='write nothing; exit 1 with a diff if generated/ is stale')
     ge.set_defaults(run=_generate)
+    be = sub.add_parser('bench', help='time the kernels against a NumPy reference, PyTorch and the machine '
+                                      'ceilings, side by side in one run')
+    from . import bench
+    bench.add_arguments(be)
+    be.set_defaults(run=bench.run)
     return p
 
 
