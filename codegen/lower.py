@@ -37,6 +37,7 @@ class Present(Function):
 ACC, BEST, POSITION = 'acc', 'best', 'position'
 
 
+@cache
 def lower(rule: KernelRule) -> Kernel:
     from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
     params = kernel_params(rule)

@@ -18,6 +18,7 @@ batch or channels; the only Python loops run over kernel taps).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_key, expand, Max
 
@@ -43,6 +44,7 @@ class NumpyKernel:
     lines: tuple       # body lines, indented relative to the function body
 
 
+@cache
 def lower_numpy(rule: KernelRule) -> NumpyKernel:
     params = kernel_params(rule)
     body_printer = NumpyPrinter({'scalars': frozenset(p.name for p in params)})

@@ -108,6 +108,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
     return out
 
 
+@cache
 def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     kernel = lower(rule)
     real = REAL[dtype][0]
