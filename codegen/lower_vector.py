@@ -21,7 +21,7 @@ from its proven Z-sum:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand
 
@@ -270,22 +270,22 @@ def _walk(nodes):
 
 def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
     """Register blocks of blocked index k: a full block runs the next level (finally the tile), the
-    last partial block runs the scalar element.  The block loops stay perfectly nested (OpenMP
-    collapses them)."""
+    values past the last full block run the same tile with a block of 1.  The block loops stay
+    perfectly nested (OpenMP collapses them)."""
     if k == len(tile.blocks):
         body = _tile(rule, tile, sizes, element, steps)
         for v in reversed(inner_free):
             body = (Loop(v, S.Zero, sizes[v] - 1, body),)
         return body
     var, r = tile.blocks[k]
-    partial = element
-    later = [v for v, _ in tile.blocks[k + 1:]] + inner_free + ([tile.vec] if tile.vec_free else [])
-    for v in reversed(later):
-        partial = (Loop(v, S.Zero, sizes[v] - 1, partial),)
-    partial = (Loop(var, _base(var), sizes[var] - 1, partial),)
-    for outer, q in reversed(tile.blocks[:k]):
-        partial = (Loop(outer, _base(outer), _base(outer) + q - 1, partial),)
     full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
+    if r == 1:
+        return full
+    single = replace(tile, blocks=tile.blocks[:k] + ((var, 1),) + tile.blocks[k + 1:])
+    one = Symbol(f'{_base(var).name}1', integer=True)
+    partial = (Loop(one, _base(var), sizes[var] - 1,
+                    (Declare(_base(var).name, 'index', one),) + _blocked(rule, single, sizes, element, k + 1, steps,
+                                                                         inner_free)),)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
 

@@ -87,7 +87,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
             vector = VECTOR[real]
             ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]
             value = '{0}' if n.ctype == 'vec' and n.value == 0 else printer.doprint(n.value)
-            out.append(dict(kind='declare', name=n.name, ctype=ctype, value=value))
+            out.append(dict(kind='declare', name=identifier(n.name), ctype=ctype, value=value))
         elif n.kind in ('branch', 'ifdef'):
             cond = n.macro if n.kind == 'ifdef' else ' && '.join(printer.doprint(c) for c in n.conds)
             out.append(dict(kind=n.kind, cond=cond, then=printed_nodes(n.then, printer, real),

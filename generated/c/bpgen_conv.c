@@ -435,18 +435,90 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                             }
                         }
                     } else {
-                        for (int64_t k = k_b; k <= KG - 1; ++k) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0)); ++m0) {
-                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                        acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                        for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            int64_t vlo = P0;
+                            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, -D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                                if ((bias != NULL)) {
-                                    acc += bias[KG*g + k];
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, -D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
-                                output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                            } else {
+                                for (int64_t k = k_b; k <= k_b; ++k) {
+                                    for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0)); ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                                            }
+                                        }
+                                        if ((bias != NULL)) {
+                                            acc += bias[KG*g + k];
+                                        }
+                                        output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -767,18 +839,90 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                             }
                         }
                     } else {
-                        for (int64_t k = k_b; k <= KG - 1; ++k) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                        acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                        for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                            if (O0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, -v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                                if ((bias != NULL)) {
-                                    acc += bias[KG*g + k];
+                                if (((O0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, -v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
-                                output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                            } else {
+                                for (int64_t k = k_b; k <= k_b; ++k) {
+                                    for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                                            }
+                                        }
+                                        if ((bias != NULL)) {
+                                            acc += bias[KG*g + k];
+                                        }
+                                        output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1135,18 +1279,90 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                             }
                         }
                     } else {
-                        for (int64_t k = k_b; k <= KG - 1; ++k) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0)); ++m0) {
-                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                        acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                        for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            int64_t vlo = P0;
+                            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, -D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                                if ((bias != NULL)) {
-                                    acc += bias[KG*g + k];
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, -D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
-                                output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                            } else {
+                                for (int64_t k = k_b; k <= k_b; ++k) {
+                                    for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - o0 - 1, D0)); ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                                            }
+                                        }
+                                        if ((bias != NULL)) {
+                                            acc += bias[KG*g + k];
+                                        }
+                                        output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1467,18 +1683,90 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                             }
                         }
                     } else {
-                        for (int64_t k = k_b; k <= KG - 1; ++k) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                        acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                        for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                            if (O0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, -v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                     }
                                 }
-                                if ((bias != NULL)) {
-                                    acc += bias[KG*g + k];
+                                if (((O0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, -v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                        }
+                                    }
                                 }
-                                output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                            } else {
+                                for (int64_t k = k_b; k <= k_b; ++k) {
+                                    for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                acc += input[D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0]*weight[K0*(CG*(KG*g + k) + c) + m0];
+                                            }
+                                        }
+                                        if ((bias != NULL)) {
+                                            acc += bias[KG*g + k];
+                                        }
+                                        output[O0*(KG*(G*n + g) + k) + o0] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1737,15 +2025,75 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                             }
                         }
                     } else {
-                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                        acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
+                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
+                            if (H0 >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
                                     }
                                 }
-                                grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                if (((H0) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                            }
+                                        }
+                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1968,15 +2316,75 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                 }
                             }
                         } else {
-                            for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
+                                int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
+                                if (H0 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
                                         }
                                     }
-                                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                    if (((H0) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -2249,15 +2657,75 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                             }
                         }
                     } else {
-                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                        acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
+                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
+                            if (H0 >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
                                     }
                                 }
-                                grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                if (((H0) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                            }
+                                        }
+                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -2480,15 +2948,75 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
+                                int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
+                                if (H0 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
                                         }
                                     }
-                                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                    if (((H0) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -2662,32 +3190,128 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
                                             }
                                         }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                float acc = 0;
-                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_0_3 = {0};
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    float t_0_3 = bp_hsum_f(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vf v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -2811,32 +3435,128 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
                                             }
                                         }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                float acc = 0;
-                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_0_3 = {0};
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    float t_0_3 = bp_hsum_f(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vf v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -2993,32 +3713,128 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
                                             }
                                         }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                double acc = 0;
-                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_0_3 = {0};
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    double t_0_3 = bp_hsum_d(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vd v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -3142,32 +3958,128 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
                                             }
                                         }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                double acc = 0;
-                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_0_3 = {0};
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    double t_0_3 = bp_hsum_d(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vd v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -3247,14 +4159,26 @@ int bpgen_conv1d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    float acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0];
+                        int64_t vlo = 0;
+                        int64_t vhi = O0 - 1;
+                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                            v_0 += x0;
+                        }
+                        if (vend <= vhi) {
+                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                v_0 += x0;
+                            }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    float t_0 = bp_hsum_f(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }
@@ -3327,14 +4251,26 @@ int bpgen_conv1d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    double acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0];
+                        int64_t vlo = 0;
+                        int64_t vhi = O0 - 1;
+                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                            v_0 += x0;
+                        }
+                        if (vend <= vhi) {
+                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                v_0 += x0;
+                            }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    double t_0 = bp_hsum_d(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }
@@ -3696,20 +4632,100 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                                 }
                             }
                         } else {
-                            for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1)); ++m1) {
-                                            for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                            for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                int64_t k_b = k_b1;
+                                int64_t vlo = P1;
+                                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                                if (O1 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, -D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O1) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, -D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    if ((bias != NULL)) {
-                                        acc += bias[KG*g + k];
+                                } else {
+                                    for (int64_t k = k_b; k <= k_b; ++k) {
+                                        for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1)); ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            if ((bias != NULL)) {
+                                                acc += bias[KG*g + k];
+                                            }
+                                            output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
+                                        }
                                     }
-                                    output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
                                 }
                             }
                         }
@@ -4042,20 +5058,100 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                                 }
                             }
                         } else {
-                            for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                            for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                            for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                int64_t k_b = k_b1;
+                                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+                                if (O1 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, -v0 + bp_ceildiv(-D1*m1 + P1, S1), -v0 + bp_floordiv(-D1*m1 + H1 + P1 - 1, S1));
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O1) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, -v0 + bp_ceildiv(-D1*m1 + P1, S1), -v0 + bp_floordiv(-D1*m1 + H1 + P1 - 1, S1));
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    if ((bias != NULL)) {
-                                        acc += bias[KG*g + k];
+                                } else {
+                                    for (int64_t k = k_b; k <= k_b; ++k) {
+                                        for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            if ((bias != NULL)) {
+                                                acc += bias[KG*g + k];
+                                            }
+                                            output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
+                                        }
                                     }
-                                    output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
                                 }
                             }
                         }
@@ -4432,20 +5528,100 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                                 }
                             }
                         } else {
-                            for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1)); ++m1) {
-                                            for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                            for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                int64_t k_b = k_b1;
+                                int64_t vlo = P1;
+                                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                                if (O1 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, -D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O1) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, -D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    if ((bias != NULL)) {
-                                        acc += bias[KG*g + k];
+                                } else {
+                                    for (int64_t k = k_b; k <= k_b; ++k) {
+                                        for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - o1 - 1, D1)); ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            if ((bias != NULL)) {
+                                                acc += bias[KG*g + k];
+                                            }
+                                            output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
+                                        }
                                     }
-                                    output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
                                 }
                             }
                         }
@@ -4778,20 +5954,100 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                                 }
                             }
                         } else {
-                            for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                            for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                            for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                int64_t k_b = k_b1;
+                                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
+                                if (O1 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, -v0 + bp_ceildiv(-D1*m1 + P1, S1), -v0 + bp_floordiv(-D1*m1 + H1 + P1 - 1, S1));
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O1) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                            double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, -v0 + bp_ceildiv(-D1*m1 + P1, S1), -v0 + bp_floordiv(-D1*m1 + H1 + P1 - 1, S1));
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    if ((bias != NULL)) {
-                                        acc += bias[KG*g + k];
+                                } else {
+                                    for (int64_t k = k_b; k <= k_b; ++k) {
+                                        for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                        acc += input[D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1]*weight[K1*(K0*(CG*(KG*g + k) + c) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            if ((bias != NULL)) {
+                                                acc += bias[KG*g + k];
+                                            }
+                                            output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
+                                        }
                                     }
-                                    output[O1*(O0*(KG*(G*n + g) + k) + o0) + o1] = acc;
                                 }
                             }
                         }
@@ -5071,17 +6327,85 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                                 }
                             }
                         } else {
-                            for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
+                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
+                                if (H1 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H1) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -5316,17 +6640,85 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
+                                    int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
+                                    if (H1 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -5624,17 +7016,85 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
+                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
+                                if (H1 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H1) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                    }
+                                                }
+                                            }
+                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -5869,17 +7329,85 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
+                                    int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
+                                    if (H1 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -6070,39 +7598,139 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            float acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
                                                     }
                                                 }
                                             }
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    float acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                }
                                             }
                                         }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vf v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -6231,39 +7859,139 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            float acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
                                                     }
                                                 }
                                             }
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    float acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                }
                                             }
                                         }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vf v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -6433,39 +8161,139 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            double acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
                                                     }
                                                 }
                                             }
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    double acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                }
                                             }
                                         }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vd v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -6594,39 +8422,139 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            double acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
                                                     }
                                                 }
                                             }
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    double acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                }
                                             }
                                         }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vd v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -6714,16 +8642,28 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    float acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1];
+                            int64_t vlo = 0;
+                            int64_t vhi = O1 - 1;
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                v_0 += x0;
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                    v_0 += x0;
+                                }
                             }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    float t_0 = bp_hsum_f(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }
@@ -6801,16 +8741,28 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    double acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1];
+                            int64_t vlo = 0;
+                            int64_t vhi = O1 - 1;
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                v_0 += x0;
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                    v_0 += x0;
+                                }
                             }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    double t_0 = bp_hsum_d(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }
@@ -7189,22 +9141,110 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
                                     }
                                 }
                             } else {
-                                for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2)); ++m2) {
-                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                        acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                    int64_t k_b = k_b1;
+                                    int64_t vlo = P2;
+                                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                                    if (O2 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, -D2*m2 + P2 - v0, -D2*m2 + H2 + P2 - v0 - 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((O2) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, -D2*m2 + P2 - v0, -D2*m2 + H2 + P2 - v0 - 1);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        if ((bias != NULL)) {
-                                            acc += bias[KG*g + k];
+                                    } else {
+                                        for (int64_t k = k_b; k <= k_b; ++k) {
+                                            for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2)); ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                if ((bias != NULL)) {
+                                                    acc += bias[KG*g + k];
+                                                }
+                                                output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
+                                            }
                                         }
-                                        output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
                                     }
                                 }
                             }
@@ -7549,22 +9589,110 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
                                     }
                                 }
                             } else {
-                                for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
-                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                        acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                    int64_t k_b = k_b1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
+                                    if (O2 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, -v0 + bp_ceildiv(-D2*m2 + P2, S2), -v0 + bp_floordiv(-D2*m2 + H2 + P2 - 1, S2));
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((O2) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    float x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, -v0 + bp_ceildiv(-D2*m2 + P2, S2), -v0 + bp_floordiv(-D2*m2 + H2 + P2 - 1, S2));
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        if ((bias != NULL)) {
-                                            acc += bias[KG*g + k];
+                                    } else {
+                                        for (int64_t k = k_b; k <= k_b; ++k) {
+                                            for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                if ((bias != NULL)) {
+                                                    acc += bias[KG*g + k];
+                                                }
+                                                output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
+                                            }
                                         }
-                                        output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
                                     }
                                 }
                             }
@@ -7961,22 +10089,110 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
                                     }
                                 }
                             } else {
-                                for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2)); ++m2) {
-                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                        acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                    int64_t k_b = k_b1;
+                                    int64_t vlo = P2;
+                                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
+                                    if (O2 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, -D2*m2 + P2 - v0, -D2*m2 + H2 + P2 - v0 - 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((O2) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, -D2*m2 + P2 - v0, -D2*m2 + H2 + P2 - v0 - 1);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        if ((bias != NULL)) {
-                                            acc += bias[KG*g + k];
+                                    } else {
+                                        for (int64_t k = k_b; k <= k_b; ++k) {
+                                            for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - o2 - 1, D2)); ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                if ((bias != NULL)) {
+                                                    acc += bias[KG*g + k];
+                                                }
+                                                output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
+                                            }
                                         }
-                                        output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
                                     }
                                 }
                             }
@@ -8321,22 +10537,110 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
                                     }
                                 }
                             } else {
-                                for (int64_t k = k_b; k <= KG - 1; ++k) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
-                                                    for (int64_t c = 0; c <= CG - 1; ++c) {
-                                                        acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
+                                    int64_t k_b = k_b1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
+                                    if (O2 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, -v0 + bp_ceildiv(-D2*m2 + P2, S2), -v0 + bp_floordiv(-D2*m2 + H2 + P2 - 1, S2));
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((O2) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                    double x0 = weight[K2*(K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1) + m2];
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, -v0 + bp_ceildiv(-D2*m2 + P2, S2), -v0 + bp_floordiv(-D2*m2 + H2 + P2 - 1, S2));
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        if ((bias != NULL)) {
-                                            acc += bias[KG*g + k];
+                                    } else {
+                                        for (int64_t k = k_b; k <= k_b; ++k) {
+                                            for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                                                        for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
+                                                            for (int64_t c = 0; c <= CG - 1; ++c) {
+                                                                acc += input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(CG*(G*n + g) + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2]*weight[K2*(K1*(K0*(CG*(KG*g + k) + c) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                if ((bias != NULL)) {
+                                                    acc += bias[KG*g + k];
+                                                }
+                                                output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
+                                            }
                                         }
-                                        output[O2*(O1*(O0*(KG*(G*n + g) + k) + o0) + o1) + o2] = acc;
                                     }
                                 }
                             }
@@ -8637,19 +10941,95 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
+                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
+                                    if (H2 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
+                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H2) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
+                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -8896,19 +11276,95 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                            float acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
+                                        int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
+                                        if (H2 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
+                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
                                                         }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H2) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
+                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
                                                     }
                                                 }
                                             }
-                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+                                                    float acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                                }
+                                            }
                                         }
                                     }
                                 }
@@ -9231,19 +11687,95 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
+                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
+                                    if (H2 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
+                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
                                                     }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H2) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
+                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
                                                 }
                                             }
                                         }
-                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -9490,19 +12022,95 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                            double acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
+                                        int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
+                                        if (H2 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
+                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
                                                         }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H2) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
+                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
+                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
                                                     }
                                                 }
                                             }
-                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+                                                    double acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
+                                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
+                                                }
+                                            }
                                         }
                                     }
                                 }
@@ -9710,23 +12318,56 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                float acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
                                                             }
                                                         }
                                                     }
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -9734,22 +12375,93 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vf v_0_0 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -9883,23 +12595,56 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                float acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
                                                             }
                                                         }
                                                     }
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -9907,22 +12652,93 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vf v_0_0 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -10105,23 +12921,56 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                double acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
                                                             }
                                                         }
                                                     }
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -10129,22 +12978,93 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vd v_0_0 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -10278,23 +13198,56 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                double acc = 0;
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
                                                             }
                                                         }
                                                     }
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -10302,22 +13255,93 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vd v_0_0 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            }
+                                        }
                                     }
                                 }
                             }
@@ -10413,18 +13437,30 @@ int bpgen_conv3d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    float acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                             for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2];
+                                int64_t vlo = 0;
+                                int64_t vhi = O2 - 1;
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                    v_0 += x0;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                        v_0 += x0;
+                                    }
                                 }
                             }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    float t_0 = bp_hsum_f(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }
@@ -10507,18 +13543,30 @@ int bpgen_conv3d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
-                for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                    double acc = 0;
+                for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                             for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2];
+                                int64_t vlo = 0;
+                                int64_t vhi = O2 - 1;
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                    v_0 += x0;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                        v_0 += x0;
+                                    }
                                 }
                             }
                         }
                     }
-                    grad_bias[KG*g_ + k_] = acc;
+                    double t_0 = bp_hsum_d(v_0);
+                    grad_bias[KG*g_ + k__b] = t_0;
                 }
             }
         }

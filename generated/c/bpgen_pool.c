@@ -383,13 +383,81 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                         }
                     }
                 } else {
-                    for (int64_t c = c_b; c <= C - 1; ++c) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            float acc = 0;
-                            for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
-                                acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        int64_t vlo = P0;
+                        int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
+                        if (O0 >= BP_LANES_F) {
+                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
+                                        v_0 += x0;
+                                    }
+                                    bp_vf h;
+                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
+                                        v_0 += x0;
+                                    }
+                                    bp_vf h;
+                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                }
                             }
-                            output[O0*(C*n + c) + o0] = acc;
+                            if (((O0) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
+                                            v_0 += x0;
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
+                                            v_0 += x0;
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c = c_b; c <= c_b; ++c) {
+                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                    float acc = 0;
+                                    for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                        acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    output[O0*(C*n + c) + o0] = acc;
+                                }
+                            }
                         }
                     }
                 }
@@ -535,13 +603,81 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                         }
                     }
                 } else {
-                    for (int64_t c = c_b; c <= C - 1; ++c) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            float acc = 0;
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        if (O0 >= BP_LANES_F) {
+                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
+                                        v_0 += x0;
+                                    }
+                                    bp_vf h;
+                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
+                                        v_0 += x0;
+                                    }
+                                    bp_vf h;
+                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                }
                             }
-                            output[O0*(C*n + c) + o0] = acc;
+                            if (((O0) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
+                                            v_0 += x0;
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
+                                            v_0 += x0;
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c = c_b; c <= c_b; ++c) {
+                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                    float acc = 0;
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                        acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    output[O0*(C*n + c) + o0] = acc;
+                                }
+                            }
                         }
                     }
                 }
@@ -716,13 +852,81 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                         }
                     }
                 } else {
-                    for (int64_t c = c_b; c <= C - 1; ++c) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            double acc = 0;
-                            for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
-                                acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        int64_t vlo = P0;
+                        int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
+                        if (O0 >= BP_LANES_D) {
+                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
+                                        v_0 += x0;
+                                    }
+                                    bp_vd h;
+                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
+                                        v_0 += x0;
+                                    }
+                                    bp_vd h;
+                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                }
                             }
-                            output[O0*(C*n + c) + o0] = acc;
+                            if (((O0) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
+                                            v_0 += x0;
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
+                                            v_0 += x0;
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c = c_b; c <= c_b; ++c) {
+                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                    double acc = 0;
+                                    for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                        acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                                    }
+                                    output[O0*(C*n + c) + o0] = acc;
+                                }
+                            }
                         }
                     }
                 }
@@ -868,13 +1072,81 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                         }
                     }
                 } else {
-                    for (int64_t c = c_b; c <= C - 1; ++c) {
-                        for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            double acc = 0;
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        if (O0 >= BP_LANES_D) {
+                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
+                                        v_0 += x0;
+                                    }
+                                    bp_vd h;
+                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
+                                        v_0 += x0;
+                                    }
+                                    bp_vd h;
+                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                        const int64_t o0 = v0 + lane;
+                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                }
                             }
-                            output[O0*(C*n + c) + o0] = acc;
+                            if (((O0) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
+                                            v_0 += x0;
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
+                                            v_0 += x0;
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o0 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c = c_b; c <= c_b; ++c) {
+                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                    double acc = 0;
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                        acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                                    }
+                                    output[O0*(C*n + c) + o0] = acc;
+                                }
+                            }
                         }
                     }
                 }
@@ -1282,15 +1554,91 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= C - 1; ++c) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
-                                        acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            int64_t vlo = P1;
+                            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                            if (O1 >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     }
                                 }
-                                output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                if (((O1) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c = c_b; c <= c_b; ++c) {
+                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                                acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                        }
+                                        output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1448,15 +1796,91 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= C - 1; ++c) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                        acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                            if (O1 >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vf h;
+                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                        }
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     }
                                 }
-                                output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                if (((O1) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c = c_b; c <= c_b; ++c) {
+                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                        }
+                                        output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1653,15 +2077,91 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= C - 1; ++c) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
-                                        acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            int64_t vlo = P1;
+                            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                            if (O1 >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     }
                                 }
-                                output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                if (((O1) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c = c_b; c <= c_b; ++c) {
+                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                                acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                            }
+                                        }
+                                        output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -1819,15 +2319,91 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= C - 1; ++c) {
-                            for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                        acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                            if (O1 >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                v_0 += x0;
+                                            }
+                                        }
+                                        bp_vd h;
+                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                            const int64_t o1 = v0 + lane;
+                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                        }
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     }
                                 }
-                                output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                if (((O1) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o1 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c = c_b; c <= c_b; ++c) {
+                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                            }
+                                        }
+                                        output[O1*(O0*(C*n + c) + o0) + o1] = acc;
+                                    }
+                                }
                             }
                         }
                     }
@@ -2321,17 +2897,101 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= C - 1; ++c) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
-                                                acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                                int64_t c_b = c_b1;
+                                int64_t vlo = P2;
+                                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                                if (O2 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O2) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf h;
+                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                }
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf h;
+                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                }
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                } else {
+                                    for (int64_t c = c_b; c <= c_b; ++c) {
+                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                                        acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                    }
+                                                }
+                                            }
+                                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -2501,17 +3161,101 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= C - 1; ++c) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
-                                                acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                                int64_t c_b = c_b1;
+                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                                if (O2 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf h;
+                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                            }
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O2) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf h;
+                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                }
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf h;
+                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                }
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                } else {
+                                    for (int64_t c = c_b; c <= c_b; ++c) {
+                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                                        acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                    }
+                                                }
+                                            }
+                                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -2730,17 +3474,101 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= C - 1; ++c) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
-                                                acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                                int64_t c_b = c_b1;
+                                int64_t vlo = P2;
+                                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                                if (O2 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O2) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd h;
+                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                }
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd h;
+                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                }
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                } else {
+                                    for (int64_t c = c_b; c <= c_b; ++c) {
+                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                                        acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                                    }
+                                                }
+                                            }
+                                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
@@ -2910,17 +3738,101 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= C - 1; ++c) {
-                                for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
-                                                acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                                int64_t c_b = c_b1;
+                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                                if (O2 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                        bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd h;
+                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                const int64_t o2 = v0 + lane;
+                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                            }
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((O2) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd h;
+                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                }
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                            bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                            v_0 += x0;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd h;
+                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
+                                                    const int64_t o2 = v0 + lane;
+                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                }
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             }
                                         }
                                     }
-                                    output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                } else {
+                                    for (int64_t c = c_b; c <= c_b; ++c) {
+                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                                        acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                                    }
+                                                }
+                                            }
+                                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = acc;
+                                        }
+                                    }
                                 }
                             }
                         }
