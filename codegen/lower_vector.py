@@ -270,8 +270,8 @@ def _walk(nodes):
 
 def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
     """Register blocks of blocked index k: a full block runs the next level (finally the tile), the
-    values past the last full block run the same tile with a block of 1.  The block loops stay
-    perfectly nested (OpenMP collapses them)."""
+    values past the last full block run the same tile with a block of 1 (or, with two blocked
+    indices, the scalar element).  The block loops stay perfectly nested (OpenMP collapses them)."""
     if k == len(tile.blocks):
         body = _tile(rule, tile, sizes, element, steps)
         for v in reversed(inner_free):
@@ -281,13 +281,27 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
     full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
     if r == 1:
         return full
-    single = replace(tile, blocks=tile.blocks[:k] + ((var, 1),) + tile.blocks[k + 1:])
-    one = Symbol(f'{_base(var).name}1', integer=True)
-    partial = (Loop(one, _base(var), sizes[var] - 1,
-                    (Declare(_base(var).name, 'index', one),) + _blocked(rule, single, sizes, element, k + 1, steps,
-                                                                         inner_free)),)
+    if len(tile.blocks) == 1:   # the tile again with a block of 1 (one more tile: the code stays compact)
+        single = replace(tile, blocks=((var, 1),))
+        one = Symbol(f'{_base(var).name}1', integer=True)
+        partial = (Loop(one, _base(var), sizes[var] - 1, (Declare(_base(var).name, 'index', one),)
+                        + _blocked(rule, single, sizes, element, k + 1, steps, inner_free)),)
+    else:   # two blocked indices: the rare partial blocks run the scalar element
+        partial = _partial_elements(tile, sizes, element, k, inner_free)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
+
+
+def _partial_elements(tile, sizes, element, k, inner_free) -> tuple:
+    var = tile.blocks[k][0]
+    partial = element
+    later = [v for v, _ in tile.blocks[k + 1:]] + inner_free + ([tile.vec] if tile.vec_free else [])
+    for v in reversed(later):
+        partial = (Loop(v, S.Zero, sizes[v] - 1, partial),)
+    partial = (Loop(var, _base(var), sizes[var] - 1, partial),)
+    for outer, q in reversed(tile.blocks[:k]):
+        partial = (Loop(outer, _base(outer), _base(outer) + q - 1, partial),)
+    return partial
 
 
 def _within_blocks(tile, body) -> tuple:

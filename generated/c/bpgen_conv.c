@@ -3190,128 +3190,32 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_1_0 += x1*x2;
-                                            v_2_0 += x1*x3;
-                                            v_3_0 += x1*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
                                             }
                                         }
+                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    float t_1_0 = bp_hsum_f(v_1_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                    float t_2_0 = bp_hsum_f(v_2_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                    float t_3_0 = bp_hsum_f(v_3_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    bp_vf v_0_3 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                float acc = 0;
+                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
-                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                            }
-                                        }
-                                    }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                    float t_0_2 = bp_hsum_f(v_0_2);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                    float t_0_3 = bp_hsum_f(v_0_3);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        bp_vf v_0_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
                                     }
                                 }
+                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -3435,128 +3339,32 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_1_0 += x1*x2;
-                                            v_2_0 += x1*x3;
-                                            v_3_0 += x1*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
                                             }
                                         }
+                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    float t_1_0 = bp_hsum_f(v_1_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                    float t_2_0 = bp_hsum_f(v_2_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                    float t_3_0 = bp_hsum_f(v_3_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    bp_vf v_0_3 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                float acc = 0;
+                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
-                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
-                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                            }
-                                        }
-                                    }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                    float t_0_2 = bp_hsum_f(v_0_2);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                    float t_0_3 = bp_hsum_f(v_0_3);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        bp_vf v_0_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                v_0_0 += x0*x1;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
                                     }
                                 }
+                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -3713,128 +3521,32 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_1_0 += x1*x2;
-                                            v_2_0 += x1*x3;
-                                            v_3_0 += x1*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
                                             }
                                         }
+                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    double t_1_0 = bp_hsum_d(v_1_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                    double t_2_0 = bp_hsum_d(v_2_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                    double t_3_0 = bp_hsum_d(v_3_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    bp_vd v_0_3 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                double acc = 0;
+                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
-                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                            }
-                                        }
-                                    }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                    double t_0_2 = bp_hsum_d(v_0_2);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                    double t_0_3 = bp_hsum_d(v_0_3);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        bp_vd v_0_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
                                     }
                                 }
+                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -3958,128 +3670,32 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                 grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                            v_0_0 += x0*x1;
-                                            v_1_0 += x1*x2;
-                                            v_2_0 += x1*x3;
-                                            v_3_0 += x1*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
                                             }
                                         }
+                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                     }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    double t_1_0 = bp_hsum_d(v_1_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                    double t_2_0 = bp_hsum_d(v_2_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                    double t_3_0 = bp_hsum_d(v_3_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    bp_vd v_0_3 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                double acc = 0;
+                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
-                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
-                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
-                                            v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                        }
-                                        if (vend <= vhi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                            }
-                                        }
-                                    }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                    double t_0_2 = bp_hsum_d(v_0_2);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                    double t_0_3 = bp_hsum_d(v_0_3);
-                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        bp_vd v_0_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                v_0_0 += x0*x1;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
                                     }
                                 }
+                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                             }
                         }
                     }
@@ -7598,139 +7214,39 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            float acc = 0;
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
+                                                for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
                                                     }
                                                 }
                                             }
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        bp_vf v_0_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        float t_0_1 = bp_hsum_f(v_0_1);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                        float t_0_2 = bp_hsum_f(v_0_2);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                        float t_0_3 = bp_hsum_f(v_0_3);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            bp_vf v_0_0 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    float acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                            v_0_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
+                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
                                         }
                                     }
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                 }
                             }
                         }
@@ -7859,139 +7375,39 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            float acc = 0;
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
                                                     }
                                                 }
                                             }
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        bp_vf v_0_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        float t_0_1 = bp_hsum_f(v_0_1);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                        float t_0_2 = bp_hsum_f(v_0_2);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                        float t_0_3 = bp_hsum_f(v_0_3);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            bp_vf v_0_0 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    float acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                            v_0_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
+                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
                                         }
                                     }
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                 }
                             }
                         }
@@ -8161,139 +7577,39 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            double acc = 0;
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
+                                                for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
                                                     }
                                                 }
                                             }
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        bp_vd v_0_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        double t_0_1 = bp_hsum_d(v_0_1);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                        double t_0_2 = bp_hsum_d(v_0_2);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                        double t_0_3 = bp_hsum_d(v_0_3);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            bp_vd v_0_0 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    double acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                            v_0_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
+                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
                                         }
                                     }
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                 }
                             }
                         }
@@ -8422,139 +7738,39 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            double acc = 0;
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
                                                     }
                                                 }
                                             }
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                         }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
                                 }
                             }
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        bp_vd v_0_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                        double t_0_1 = bp_hsum_d(v_0_1);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                        double t_0_2 = bp_hsum_d(v_0_2);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                        double t_0_3 = bp_hsum_d(v_0_3);
-                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            bp_vd v_0_0 = {0};
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    double acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                            v_0_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
+                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
                                         }
                                     }
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                 }
                             }
                         }
@@ -12318,56 +11534,23 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                float acc = 0;
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_1_0 += x1*x2;
-                                                            v_2_0 += x1*x3;
-                                                            v_3_0 += x1*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
+                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
                                                             }
                                                         }
                                                     }
                                                 }
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -12375,93 +11558,22 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            bp_vf v_0_2 = {0};
-                                            bp_vf v_0_3 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_0_2 += x0*x3;
-                                                                v_0_3 += x0*x4;
-                                                            }
-                                                        }
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
                                                     }
                                                 }
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                            float t_0_2 = bp_hsum_f(v_0_2);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                            float t_0_3 = bp_hsum_f(v_0_3);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                    v_0_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            }
-                                        }
+                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                     }
                                 }
                             }
@@ -12595,56 +11707,23 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                float acc = 0;
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_1_0 += x1*x2;
-                                                            v_2_0 += x1*x3;
-                                                            v_3_0 += x1*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
+                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                                             }
                                                         }
                                                     }
                                                 }
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -12652,93 +11731,22 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            bp_vf v_0_2 = {0};
-                                            bp_vf v_0_3 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_0_2 += x0*x3;
-                                                                v_0_3 += x0*x4;
-                                                            }
-                                                        }
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                                     }
                                                 }
                                             }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                            float t_0_2 = bp_hsum_f(v_0_2);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                            float t_0_3 = bp_hsum_f(v_0_3);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                    v_0_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            }
-                                        }
+                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                     }
                                 }
                             }
@@ -12921,56 +11929,23 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                double acc = 0;
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_1_0 += x1*x2;
-                                                            v_2_0 += x1*x3;
-                                                            v_3_0 += x1*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
+                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
                                                             }
                                                         }
                                                     }
                                                 }
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -12978,93 +11953,22 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            bp_vd v_0_2 = {0};
-                                            bp_vd v_0_3 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_0_2 += x0*x3;
-                                                                v_0_3 += x0*x4;
-                                                            }
-                                                        }
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
                                                     }
                                                 }
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                            double t_0_2 = bp_hsum_d(v_0_2);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                            double t_0_3 = bp_hsum_d(v_0_3);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                                    v_0_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            }
-                                        }
+                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                     }
                                 }
                             }
@@ -13198,56 +12102,23 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                 }
                             }
                         } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                double acc = 0;
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_1_0 += x1*x2;
-                                                            v_2_0 += x1*x3;
-                                                            v_3_0 += x1*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
+                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                                             }
                                                         }
                                                     }
                                                 }
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
                                     }
                                 }
@@ -13255,93 +12126,22 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
-                    for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
-                        int64_t k__b = k__b1;
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                            if (c__b + 4 <= CG) {
-                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            bp_vd v_0_2 = {0};
-                                            bp_vd v_0_3 = {0};
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_0_2 += x0*x3;
-                                                                v_0_3 += x0*x4;
-                                                            }
-                                                        }
+                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                                     }
                                                 }
                                             }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                            double t_0_2 = bp_hsum_d(v_0_2);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                            double t_0_3 = bp_hsum_d(v_0_3);
-                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
                                         }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                                    v_0_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                            }
-                                        }
+                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                     }
                                 }
                             }
