@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 torch = pytest.importorskip('torch')
+torch.set_num_threads(1)      # tiny problems: waking a thread pool would cost more than the work
 F = torch.nn.functional
 
 CHUNKS, PER_CHUNK = 25, 20
