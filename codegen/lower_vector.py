@@ -217,9 +217,22 @@ def _lanes(tile, conds) -> tuple:
 
 def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> tuple:
     """The tiled loop nest; ``element`` is the scalar nest computing one output element; lattice
-    steps are recorded in ``steps``."""
+    steps are recorded in ``steps``.  With two blocked indices, a blocked index shorter than its
+    block selects (at run time) a variant with a block of 1 for it, in its own loop nest."""
     check_accesses(rule, tile.term)
     sizes = dict(zip(rule.index, rule.outputs[0].shape))
+    if len(tile.blocks) < 2:
+        return _nest_for(rule, tile, sizes, element, steps)
+    (a, ra), (b, rb) = tile.blocks
+    variants = [((a, ra), (b, rb)), ((a, ra), (b, 1)), ((a, 1), (b, rb)), ((a, 1), (b, 1))]
+    conds = [(sizes[a] >= ra, sizes[b] >= rb), (sizes[a] >= ra,), (sizes[b] >= rb,), ()]
+    body = _nest_for(rule, replace(tile, blocks=variants[-1]), sizes, element, steps)
+    for blocks, cond in reversed(list(zip(variants[:-1], conds[:-1]))):
+        body = (Branch(cond, _nest_for(rule, replace(tile, blocks=blocks), sizes, element, steps), body),)
+    return body
+
+
+def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     blocked = [v for v, _ in tile.blocks]
     inner = _inner_free(rule, tile)
     body = _blocked(rule, tile, sizes, element, 0, steps, inner)
@@ -280,7 +293,7 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
     var, r = tile.blocks[k]
     full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
     if r == 1:
-        return full
+        return (Loop(_base(var), S.Zero, sizes[var] - 1, full),)
     if len(tile.blocks) == 1:   # the tile again with a block of 1 (one more tile: the code stays compact)
         single = replace(tile, blocks=((var, 1),))
         one = Symbol(f'{_base(var).name}1', integer=True)

@@ -3073,70 +3073,44 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                bp_vf v_0_0 = {0};
-                                bp_vf v_0_1 = {0};
-                                bp_vf v_0_2 = {0};
-                                bp_vf v_0_3 = {0};
-                                bp_vf v_1_0 = {0};
-                                bp_vf v_1_1 = {0};
-                                bp_vf v_1_2 = {0};
-                                bp_vf v_1_3 = {0};
-                                bp_vf v_2_0 = {0};
-                                bp_vf v_2_1 = {0};
-                                bp_vf v_2_2 = {0};
-                                bp_vf v_2_3 = {0};
-                                bp_vf v_3_0 = {0};
-                                bp_vf v_3_1 = {0};
-                                bp_vf v_3_2 = {0};
-                                bp_vf v_3_3 = {0};
-                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
-                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
-                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_0_2 += x0*x3;
-                                        v_0_3 += x0*x4;
-                                        v_1_0 += x1*x5;
-                                        v_1_1 += x2*x5;
-                                        v_1_2 += x3*x5;
-                                        v_1_3 += x4*x5;
-                                        v_2_0 += x1*x6;
-                                        v_2_1 += x2*x6;
-                                        v_2_2 += x3*x6;
-                                        v_2_3 += x4*x6;
-                                        v_3_0 += x1*x7;
-                                        v_3_1 += x2*x7;
-                                        v_3_2 += x3*x7;
-                                        v_3_3 += x4*x7;
-                                    }
-                                    if (vend <= vhi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S0 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_0_3 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_1_3 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_2_3 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    bp_vf v_3_3 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
                                             v_0_0 += x0*x1;
                                             v_0_1 += x0*x2;
                                             v_0_2 += x0*x3;
@@ -3154,44 +3128,306 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             v_3_2 += x3*x7;
                                             v_3_3 += x4*x7;
                                         }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                                v_1_0 += x1*x5;
+                                                v_1_1 += x2*x5;
+                                                v_1_2 += x3*x5;
+                                                v_1_3 += x4*x5;
+                                                v_2_0 += x1*x6;
+                                                v_2_1 += x2*x6;
+                                                v_2_2 += x3*x6;
+                                                v_2_3 += x4*x6;
+                                                v_3_0 += x1*x7;
+                                                v_3_1 += x2*x7;
+                                                v_3_2 += x3*x7;
+                                                v_3_3 += x4*x7;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    float t_0_3 = bp_hsum_f(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    float t_1_2 = bp_hsum_f(v_1_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                                    float t_1_3 = bp_hsum_f(v_1_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    float t_2_2 = bp_hsum_f(v_2_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                                    float t_2_3 = bp_hsum_f(v_2_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    float t_3_2 = bp_hsum_f(v_3_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                                    float t_3_3 = bp_hsum_f(v_3_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            float acc = 0;
+                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                                }
+                                            }
+                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                        }
                                     }
                                 }
-                                float t_0_0 = bp_hsum_f(v_0_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                float t_0_1 = bp_hsum_f(v_0_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                float t_0_2 = bp_hsum_f(v_0_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                float t_0_3 = bp_hsum_f(v_0_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                float t_1_0 = bp_hsum_f(v_1_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                float t_1_1 = bp_hsum_f(v_1_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                float t_1_2 = bp_hsum_f(v_1_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
-                                float t_1_3 = bp_hsum_f(v_1_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
-                                float t_2_0 = bp_hsum_f(v_2_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                float t_2_1 = bp_hsum_f(v_2_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                float t_2_2 = bp_hsum_f(v_2_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
-                                float t_2_3 = bp_hsum_f(v_2_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
-                                float t_3_0 = bp_hsum_f(v_3_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                float t_3_1 = bp_hsum_f(v_3_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                float t_3_2 = bp_hsum_f(v_3_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
-                                float t_3_3 = bp_hsum_f(v_3_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    float acc = 0;
+                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        }
+                                    }
+                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_0_3 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_1_3 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_2_3 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    bp_vf v_3_3 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                            v_1_0 += x1*x5;
+                                            v_1_1 += x2*x5;
+                                            v_1_2 += x3*x5;
+                                            v_1_3 += x4*x5;
+                                            v_2_0 += x1*x6;
+                                            v_2_1 += x2*x6;
+                                            v_2_2 += x3*x6;
+                                            v_2_3 += x4*x6;
+                                            v_3_0 += x1*x7;
+                                            v_3_1 += x2*x7;
+                                            v_3_2 += x3*x7;
+                                            v_3_3 += x4*x7;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                                v_1_0 += x1*x5;
+                                                v_1_1 += x2*x5;
+                                                v_1_2 += x3*x5;
+                                                v_1_3 += x4*x5;
+                                                v_2_0 += x1*x6;
+                                                v_2_1 += x2*x6;
+                                                v_2_2 += x3*x6;
+                                                v_2_3 += x4*x6;
+                                                v_3_0 += x1*x7;
+                                                v_3_1 += x2*x7;
+                                                v_3_2 += x3*x7;
+                                                v_3_3 += x4*x7;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    float t_0_3 = bp_hsum_f(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    float t_1_2 = bp_hsum_f(v_1_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                                    float t_1_3 = bp_hsum_f(v_1_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    float t_2_2 = bp_hsum_f(v_2_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                                    float t_2_3 = bp_hsum_f(v_2_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    float t_3_2 = bp_hsum_f(v_3_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                                    float t_3_3 = bp_hsum_f(v_3_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            float acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                                }
+                                            }
+                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    float acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        }
+                                    }
+                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S0 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         float acc = 0;
                                         for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
@@ -3205,142 +3441,60 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                float acc = 0;
-                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                    }
-                                }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                bp_vf v_0_0 = {0};
-                                bp_vf v_0_1 = {0};
-                                bp_vf v_0_2 = {0};
-                                bp_vf v_0_3 = {0};
-                                bp_vf v_1_0 = {0};
-                                bp_vf v_1_1 = {0};
-                                bp_vf v_1_2 = {0};
-                                bp_vf v_1_3 = {0};
-                                bp_vf v_2_0 = {0};
-                                bp_vf v_2_1 = {0};
-                                bp_vf v_2_2 = {0};
-                                bp_vf v_2_3 = {0};
-                                bp_vf v_3_0 = {0};
-                                bp_vf v_3_1 = {0};
-                                bp_vf v_3_2 = {0};
-                                bp_vf v_3_3 = {0};
-                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
-                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
-                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
-                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_0_2 += x0*x3;
-                                        v_0_3 += x0*x4;
-                                        v_1_0 += x1*x5;
-                                        v_1_1 += x2*x5;
-                                        v_1_2 += x3*x5;
-                                        v_1_3 += x4*x5;
-                                        v_2_0 += x1*x6;
-                                        v_2_1 += x2*x6;
-                                        v_2_2 += x3*x6;
-                                        v_2_3 += x4*x6;
-                                        v_3_0 += x1*x7;
-                                        v_3_1 += x2*x7;
-                                        v_3_2 += x3*x7;
-                                        v_3_3 += x4*x7;
-                                    }
-                                    if (vend <= vhi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                            v_1_0 += x1*x5;
-                                            v_1_1 += x2*x5;
-                                            v_1_2 += x3*x5;
-                                            v_1_3 += x4*x5;
-                                            v_2_0 += x1*x6;
-                                            v_2_1 += x2*x6;
-                                            v_2_2 += x3*x6;
-                                            v_2_3 += x4*x6;
-                                            v_3_0 += x1*x7;
-                                            v_3_1 += x2*x7;
-                                            v_3_2 += x3*x7;
-                                            v_3_3 += x4*x7;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
                                         }
                                     }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
-                                float t_0_0 = bp_hsum_f(v_0_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                float t_0_1 = bp_hsum_f(v_0_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                float t_0_2 = bp_hsum_f(v_0_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                float t_0_3 = bp_hsum_f(v_0_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                float t_1_0 = bp_hsum_f(v_1_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                float t_1_1 = bp_hsum_f(v_1_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                float t_1_2 = bp_hsum_f(v_1_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
-                                float t_1_3 = bp_hsum_f(v_1_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
-                                float t_2_0 = bp_hsum_f(v_2_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                float t_2_1 = bp_hsum_f(v_2_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                float t_2_2 = bp_hsum_f(v_2_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
-                                float t_2_3 = bp_hsum_f(v_2_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
-                                float t_3_0 = bp_hsum_f(v_3_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                float t_3_1 = bp_hsum_f(v_3_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                float t_3_2 = bp_hsum_f(v_3_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
-                                float t_3_3 = bp_hsum_f(v_3_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         float acc = 0;
                                         for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
@@ -3354,17 +3508,203 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                float acc = 0;
-                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S0 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                float acc = 0;
+                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                                    }
+                                                }
+                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                            }
+                                        }
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                float acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                                    }
+                                                }
+                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S0 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
                             }
                         }
                     }
@@ -3404,70 +3744,44 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                bp_vd v_0_0 = {0};
-                                bp_vd v_0_1 = {0};
-                                bp_vd v_0_2 = {0};
-                                bp_vd v_0_3 = {0};
-                                bp_vd v_1_0 = {0};
-                                bp_vd v_1_1 = {0};
-                                bp_vd v_1_2 = {0};
-                                bp_vd v_1_3 = {0};
-                                bp_vd v_2_0 = {0};
-                                bp_vd v_2_1 = {0};
-                                bp_vd v_2_2 = {0};
-                                bp_vd v_2_3 = {0};
-                                bp_vd v_3_0 = {0};
-                                bp_vd v_3_1 = {0};
-                                bp_vd v_3_2 = {0};
-                                bp_vd v_3_3 = {0};
-                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
-                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
-                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_0_2 += x0*x3;
-                                        v_0_3 += x0*x4;
-                                        v_1_0 += x1*x5;
-                                        v_1_1 += x2*x5;
-                                        v_1_2 += x3*x5;
-                                        v_1_3 += x4*x5;
-                                        v_2_0 += x1*x6;
-                                        v_2_1 += x2*x6;
-                                        v_2_2 += x3*x6;
-                                        v_2_3 += x4*x6;
-                                        v_3_0 += x1*x7;
-                                        v_3_1 += x2*x7;
-                                        v_3_2 += x3*x7;
-                                        v_3_3 += x4*x7;
-                                    }
-                                    if (vend <= vhi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S0 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_0_3 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_1_3 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_2_3 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    bp_vd v_3_3 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
                                             v_0_0 += x0*x1;
                                             v_0_1 += x0*x2;
                                             v_0_2 += x0*x3;
@@ -3485,44 +3799,306 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             v_3_2 += x3*x7;
                                             v_3_3 += x4*x7;
                                         }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                                v_1_0 += x1*x5;
+                                                v_1_1 += x2*x5;
+                                                v_1_2 += x3*x5;
+                                                v_1_3 += x4*x5;
+                                                v_2_0 += x1*x6;
+                                                v_2_1 += x2*x6;
+                                                v_2_2 += x3*x6;
+                                                v_2_3 += x4*x6;
+                                                v_3_0 += x1*x7;
+                                                v_3_1 += x2*x7;
+                                                v_3_2 += x3*x7;
+                                                v_3_3 += x4*x7;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    double t_0_3 = bp_hsum_d(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    double t_1_2 = bp_hsum_d(v_1_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                                    double t_1_3 = bp_hsum_d(v_1_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    double t_2_2 = bp_hsum_d(v_2_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                                    double t_2_3 = bp_hsum_d(v_2_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    double t_3_2 = bp_hsum_d(v_3_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                                    double t_3_3 = bp_hsum_d(v_3_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            double acc = 0;
+                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                                }
+                                            }
+                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                        }
                                     }
                                 }
-                                double t_0_0 = bp_hsum_d(v_0_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                double t_0_1 = bp_hsum_d(v_0_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                double t_0_2 = bp_hsum_d(v_0_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                double t_0_3 = bp_hsum_d(v_0_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                double t_1_0 = bp_hsum_d(v_1_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                double t_1_1 = bp_hsum_d(v_1_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                double t_1_2 = bp_hsum_d(v_1_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
-                                double t_1_3 = bp_hsum_d(v_1_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
-                                double t_2_0 = bp_hsum_d(v_2_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                double t_2_1 = bp_hsum_d(v_2_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                double t_2_2 = bp_hsum_d(v_2_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
-                                double t_2_3 = bp_hsum_d(v_2_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
-                                double t_3_0 = bp_hsum_d(v_3_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                double t_3_1 = bp_hsum_d(v_3_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                double t_3_2 = bp_hsum_d(v_3_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
-                                double t_3_3 = bp_hsum_d(v_3_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    double acc = 0;
+                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        }
+                                    }
+                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_0_3 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_1_3 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_2_3 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    bp_vd v_3_3 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_0_3 += x0*x4;
+                                            v_1_0 += x1*x5;
+                                            v_1_1 += x2*x5;
+                                            v_1_2 += x3*x5;
+                                            v_1_3 += x4*x5;
+                                            v_2_0 += x1*x6;
+                                            v_2_1 += x2*x6;
+                                            v_2_2 += x3*x6;
+                                            v_2_3 += x4*x6;
+                                            v_3_0 += x1*x7;
+                                            v_3_1 += x2*x7;
+                                            v_3_2 += x3*x7;
+                                            v_3_3 += x4*x7;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                                v_1_0 += x1*x5;
+                                                v_1_1 += x2*x5;
+                                                v_1_2 += x3*x5;
+                                                v_1_3 += x4*x5;
+                                                v_2_0 += x1*x6;
+                                                v_2_1 += x2*x6;
+                                                v_2_2 += x3*x6;
+                                                v_2_3 += x4*x6;
+                                                v_3_0 += x1*x7;
+                                                v_3_1 += x2*x7;
+                                                v_3_2 += x3*x7;
+                                                v_3_3 += x4*x7;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                    double t_0_3 = bp_hsum_d(v_0_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    double t_1_2 = bp_hsum_d(v_1_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                                    double t_1_3 = bp_hsum_d(v_1_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    double t_2_2 = bp_hsum_d(v_2_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                                    double t_2_3 = bp_hsum_d(v_2_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    double t_3_2 = bp_hsum_d(v_3_2);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                                    double t_3_3 = bp_hsum_d(v_3_3);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            double acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                                }
+                                            }
+                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    double acc = 0;
+                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        }
+                                    }
+                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S0 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         double acc = 0;
                                         for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
@@ -3536,142 +4112,60 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                double acc = 0;
-                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                    }
-                                }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                bp_vd v_0_0 = {0};
-                                bp_vd v_0_1 = {0};
-                                bp_vd v_0_2 = {0};
-                                bp_vd v_0_3 = {0};
-                                bp_vd v_1_0 = {0};
-                                bp_vd v_1_1 = {0};
-                                bp_vd v_1_2 = {0};
-                                bp_vd v_1_3 = {0};
-                                bp_vd v_2_0 = {0};
-                                bp_vd v_2_1 = {0};
-                                bp_vd v_2_2 = {0};
-                                bp_vd v_2_3 = {0};
-                                bp_vd v_3_0 = {0};
-                                bp_vd v_3_1 = {0};
-                                bp_vd v_3_2 = {0};
-                                bp_vd v_3_3 = {0};
-                                for (int64_t n = 0; n <= N - 1; ++n) {
-                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
-                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
-                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
-                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                        v_0_0 += x0*x1;
-                                        v_0_1 += x0*x2;
-                                        v_0_2 += x0*x3;
-                                        v_0_3 += x0*x4;
-                                        v_1_0 += x1*x5;
-                                        v_1_1 += x2*x5;
-                                        v_1_2 += x3*x5;
-                                        v_1_3 += x4*x5;
-                                        v_2_0 += x1*x6;
-                                        v_2_1 += x2*x6;
-                                        v_2_2 += x3*x6;
-                                        v_2_3 += x4*x6;
-                                        v_3_0 += x1*x7;
-                                        v_3_1 += x2*x7;
-                                        v_3_2 += x3*x7;
-                                        v_3_3 += x4*x7;
-                                    }
-                                    if (vend <= vhi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
-                                            bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
-                                            bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
                                             v_0_0 += x0*x1;
-                                            v_0_1 += x0*x2;
-                                            v_0_2 += x0*x3;
-                                            v_0_3 += x0*x4;
-                                            v_1_0 += x1*x5;
-                                            v_1_1 += x2*x5;
-                                            v_1_2 += x3*x5;
-                                            v_1_3 += x4*x5;
-                                            v_2_0 += x1*x6;
-                                            v_2_1 += x2*x6;
-                                            v_2_2 += x3*x6;
-                                            v_2_3 += x4*x6;
-                                            v_3_0 += x1*x7;
-                                            v_3_1 += x2*x7;
-                                            v_3_2 += x3*x7;
-                                            v_3_3 += x4*x7;
+                                            v_1_0 += x1*x2;
+                                            v_2_0 += x1*x3;
+                                            v_3_0 += x1*x4;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
                                         }
                                     }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
                                 }
-                                double t_0_0 = bp_hsum_d(v_0_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                double t_0_1 = bp_hsum_d(v_0_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                double t_0_2 = bp_hsum_d(v_0_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
-                                double t_0_3 = bp_hsum_d(v_0_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
-                                double t_1_0 = bp_hsum_d(v_1_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                double t_1_1 = bp_hsum_d(v_1_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                double t_1_2 = bp_hsum_d(v_1_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
-                                double t_1_3 = bp_hsum_d(v_1_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_] = t_1_3;
-                                double t_2_0 = bp_hsum_d(v_2_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                double t_2_1 = bp_hsum_d(v_2_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                double t_2_2 = bp_hsum_d(v_2_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
-                                double t_2_3 = bp_hsum_d(v_2_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_] = t_2_3;
-                                double t_3_0 = bp_hsum_d(v_3_0);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                double t_3_1 = bp_hsum_d(v_3_1);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                double t_3_2 = bp_hsum_d(v_3_2);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
-                                double t_3_3 = bp_hsum_d(v_3_3);
-                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_] = t_3_3;
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         double acc = 0;
                                         for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
@@ -3685,17 +4179,203 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                double acc = 0;
-                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S0 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + v0, 1, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                double acc = 0;
+                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0); o0 <= bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); ++o0) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                                    }
+                                                }
+                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                            }
+                                        }
                                     }
                                 }
-                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_0_3 += x0*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 3*H0 - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_] = t_0_3;
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                double acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                                    }
+                                                }
+                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S0 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, 0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, 0, -v0 + vhi);
+                                                v_0_0 += x0*x1;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
                             }
                         }
                     }
@@ -7093,72 +7773,46 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    bp_vf v_0_3 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_1_1 = {0};
-                                    bp_vf v_1_2 = {0};
-                                    bp_vf v_1_3 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_2_1 = {0};
-                                    bp_vf v_2_2 = {0};
-                                    bp_vf v_2_3 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    bp_vf v_3_1 = {0};
-                                    bp_vf v_3_2 = {0};
-                                    bp_vf v_3_3 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                                v_1_0 += x1*x5;
-                                                v_1_1 += x2*x5;
-                                                v_1_2 += x3*x5;
-                                                v_1_3 += x4*x5;
-                                                v_2_0 += x1*x6;
-                                                v_2_1 += x2*x6;
-                                                v_2_2 += x3*x6;
-                                                v_2_3 += x4*x6;
-                                                v_3_0 += x1*x7;
-                                                v_3_1 += x2*x7;
-                                                v_3_2 += x3*x7;
-                                                v_3_3 += x4*x7;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S1 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_1_3 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_2_3 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        bp_vf v_3_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                     v_0_2 += x0*x3;
@@ -7176,46 +7830,332 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                     v_3_2 += x3*x7;
                                                     v_3_3 += x4*x7;
                                                 }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                        v_1_0 += x1*x5;
+                                                        v_1_1 += x2*x5;
+                                                        v_1_2 += x3*x5;
+                                                        v_1_3 += x4*x5;
+                                                        v_2_0 += x1*x6;
+                                                        v_2_1 += x2*x6;
+                                                        v_2_2 += x3*x6;
+                                                        v_2_3 += x4*x6;
+                                                        v_3_0 += x1*x7;
+                                                        v_3_1 += x2*x7;
+                                                        v_3_2 += x3*x7;
+                                                        v_3_3 += x4*x7;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_1_1 = bp_hsum_f(v_1_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                        float t_1_2 = bp_hsum_f(v_1_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                        float t_1_3 = bp_hsum_f(v_1_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_2_1 = bp_hsum_f(v_2_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                        float t_2_2 = bp_hsum_f(v_2_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                        float t_2_3 = bp_hsum_f(v_2_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                        float t_3_1 = bp_hsum_f(v_3_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                        float t_3_2 = bp_hsum_f(v_3_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                                        float t_3_3 = bp_hsum_f(v_3_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                float acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                             }
                                         }
                                     }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                    float t_0_2 = bp_hsum_f(v_0_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                    float t_0_3 = bp_hsum_f(v_0_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    float t_1_0 = bp_hsum_f(v_1_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                    float t_1_1 = bp_hsum_f(v_1_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
-                                    float t_1_2 = bp_hsum_f(v_1_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
-                                    float t_1_3 = bp_hsum_f(v_1_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
-                                    float t_2_0 = bp_hsum_f(v_2_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                    float t_2_1 = bp_hsum_f(v_2_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
-                                    float t_2_2 = bp_hsum_f(v_2_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
-                                    float t_2_3 = bp_hsum_f(v_2_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
-                                    float t_3_0 = bp_hsum_f(v_3_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
-                                    float t_3_1 = bp_hsum_f(v_3_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
-                                    float t_3_2 = bp_hsum_f(v_3_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
-                                    float t_3_3 = bp_hsum_f(v_3_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                }
+                                            }
+                                        }
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_0_3 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_1_3 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_2_3 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        bp_vf v_3_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                    v_1_0 += x1*x5;
+                                                    v_1_1 += x2*x5;
+                                                    v_1_2 += x3*x5;
+                                                    v_1_3 += x4*x5;
+                                                    v_2_0 += x1*x6;
+                                                    v_2_1 += x2*x6;
+                                                    v_2_2 += x3*x6;
+                                                    v_2_3 += x4*x6;
+                                                    v_3_0 += x1*x7;
+                                                    v_3_1 += x2*x7;
+                                                    v_3_2 += x3*x7;
+                                                    v_3_3 += x4*x7;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                        v_1_0 += x1*x5;
+                                                        v_1_1 += x2*x5;
+                                                        v_1_2 += x3*x5;
+                                                        v_1_3 += x4*x5;
+                                                        v_2_0 += x1*x6;
+                                                        v_2_1 += x2*x6;
+                                                        v_2_2 += x3*x6;
+                                                        v_2_3 += x4*x6;
+                                                        v_3_0 += x1*x7;
+                                                        v_3_1 += x2*x7;
+                                                        v_3_2 += x3*x7;
+                                                        v_3_3 += x4*x7;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        float t_0_2 = bp_hsum_f(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        float t_0_3 = bp_hsum_f(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_1_1 = bp_hsum_f(v_1_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                        float t_1_2 = bp_hsum_f(v_1_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                        float t_1_3 = bp_hsum_f(v_1_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_2_1 = bp_hsum_f(v_2_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                        float t_2_2 = bp_hsum_f(v_2_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                        float t_2_3 = bp_hsum_f(v_2_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                        float t_3_1 = bp_hsum_f(v_3_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                        float t_3_2 = bp_hsum_f(v_3_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                                        float t_3_3 = bp_hsum_f(v_3_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                float acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        float acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                }
+                                            }
+                                        }
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S1 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                    }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             float acc = 0;
@@ -7233,150 +8173,64 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    float acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
-                                            }
-                                        }
-                                    }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
-                                }
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    bp_vf v_0_0 = {0};
-                                    bp_vf v_0_1 = {0};
-                                    bp_vf v_0_2 = {0};
-                                    bp_vf v_0_3 = {0};
-                                    bp_vf v_1_0 = {0};
-                                    bp_vf v_1_1 = {0};
-                                    bp_vf v_1_2 = {0};
-                                    bp_vf v_1_3 = {0};
-                                    bp_vf v_2_0 = {0};
-                                    bp_vf v_2_1 = {0};
-                                    bp_vf v_2_2 = {0};
-                                    bp_vf v_2_3 = {0};
-                                    bp_vf v_3_0 = {0};
-                                    bp_vf v_3_1 = {0};
-                                    bp_vf v_3_2 = {0};
-                                    bp_vf v_3_3 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                                v_1_0 += x1*x5;
-                                                v_1_1 += x2*x5;
-                                                v_1_2 += x3*x5;
-                                                v_1_3 += x4*x5;
-                                                v_2_0 += x1*x6;
-                                                v_2_1 += x2*x6;
-                                                v_2_2 += x3*x6;
-                                                v_2_3 += x4*x6;
-                                                v_3_0 += x1*x7;
-                                                v_3_1 += x2*x7;
-                                                v_3_2 += x3*x7;
-                                                v_3_3 += x4*x7;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
                                                     v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                    v_1_0 += x1*x5;
-                                                    v_1_1 += x2*x5;
-                                                    v_1_2 += x3*x5;
-                                                    v_1_3 += x4*x5;
-                                                    v_2_0 += x1*x6;
-                                                    v_2_1 += x2*x6;
-                                                    v_2_2 += x3*x6;
-                                                    v_2_3 += x4*x6;
-                                                    v_3_0 += x1*x7;
-                                                    v_3_1 += x2*x7;
-                                                    v_3_2 += x3*x7;
-                                                    v_3_3 += x4*x7;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
                                                 }
                                             }
                                         }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
-                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                    float t_0_2 = bp_hsum_f(v_0_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                    float t_0_3 = bp_hsum_f(v_0_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    float t_1_0 = bp_hsum_f(v_1_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                    float t_1_1 = bp_hsum_f(v_1_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
-                                    float t_1_2 = bp_hsum_f(v_1_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
-                                    float t_1_3 = bp_hsum_f(v_1_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
-                                    float t_2_0 = bp_hsum_f(v_2_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                    float t_2_1 = bp_hsum_f(v_2_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
-                                    float t_2_2 = bp_hsum_f(v_2_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
-                                    float t_2_3 = bp_hsum_f(v_2_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
-                                    float t_3_0 = bp_hsum_f(v_3_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
-                                    float t_3_1 = bp_hsum_f(v_3_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
-                                    float t_3_2 = bp_hsum_f(v_3_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
-                                    float t_3_3 = bp_hsum_f(v_3_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             float acc = 0;
@@ -7394,20 +8248,226 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    float acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S1 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                                }
                                             }
                                         }
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S1 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
                                 }
                             }
                         }
@@ -7456,72 +8516,46 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    bp_vd v_0_3 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_1_1 = {0};
-                                    bp_vd v_1_2 = {0};
-                                    bp_vd v_1_3 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_2_1 = {0};
-                                    bp_vd v_2_2 = {0};
-                                    bp_vd v_2_3 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    bp_vd v_3_1 = {0};
-                                    bp_vd v_3_2 = {0};
-                                    bp_vd v_3_3 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                                v_1_0 += x1*x5;
-                                                v_1_1 += x2*x5;
-                                                v_1_2 += x3*x5;
-                                                v_1_3 += x4*x5;
-                                                v_2_0 += x1*x6;
-                                                v_2_1 += x2*x6;
-                                                v_2_2 += x3*x6;
-                                                v_2_3 += x4*x6;
-                                                v_3_0 += x1*x7;
-                                                v_3_1 += x2*x7;
-                                                v_3_2 += x3*x7;
-                                                v_3_3 += x4*x7;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S1 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_1_3 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_2_3 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        bp_vd v_3_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                     v_0_2 += x0*x3;
@@ -7539,46 +8573,332 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                     v_3_2 += x3*x7;
                                                     v_3_3 += x4*x7;
                                                 }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                        v_1_0 += x1*x5;
+                                                        v_1_1 += x2*x5;
+                                                        v_1_2 += x3*x5;
+                                                        v_1_3 += x4*x5;
+                                                        v_2_0 += x1*x6;
+                                                        v_2_1 += x2*x6;
+                                                        v_2_2 += x3*x6;
+                                                        v_2_3 += x4*x6;
+                                                        v_3_0 += x1*x7;
+                                                        v_3_1 += x2*x7;
+                                                        v_3_2 += x3*x7;
+                                                        v_3_3 += x4*x7;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_1_1 = bp_hsum_d(v_1_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                        double t_1_2 = bp_hsum_d(v_1_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                        double t_1_3 = bp_hsum_d(v_1_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_2_1 = bp_hsum_d(v_2_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                        double t_2_2 = bp_hsum_d(v_2_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                        double t_2_3 = bp_hsum_d(v_2_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                        double t_3_1 = bp_hsum_d(v_3_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                        double t_3_2 = bp_hsum_d(v_3_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                                        double t_3_3 = bp_hsum_d(v_3_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                double acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
                                             }
                                         }
                                     }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                    double t_0_2 = bp_hsum_d(v_0_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                    double t_0_3 = bp_hsum_d(v_0_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    double t_1_0 = bp_hsum_d(v_1_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                    double t_1_1 = bp_hsum_d(v_1_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
-                                    double t_1_2 = bp_hsum_d(v_1_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
-                                    double t_1_3 = bp_hsum_d(v_1_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
-                                    double t_2_0 = bp_hsum_d(v_2_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                    double t_2_1 = bp_hsum_d(v_2_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
-                                    double t_2_2 = bp_hsum_d(v_2_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
-                                    double t_2_3 = bp_hsum_d(v_2_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
-                                    double t_3_0 = bp_hsum_d(v_3_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
-                                    double t_3_1 = bp_hsum_d(v_3_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
-                                    double t_3_2 = bp_hsum_d(v_3_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
-                                    double t_3_3 = bp_hsum_d(v_3_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                }
+                                            }
+                                        }
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_0_3 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_1_3 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_2_3 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        bp_vd v_3_3 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_0_3 += x0*x4;
+                                                    v_1_0 += x1*x5;
+                                                    v_1_1 += x2*x5;
+                                                    v_1_2 += x3*x5;
+                                                    v_1_3 += x4*x5;
+                                                    v_2_0 += x1*x6;
+                                                    v_2_1 += x2*x6;
+                                                    v_2_2 += x3*x6;
+                                                    v_2_3 += x4*x6;
+                                                    v_3_0 += x1*x7;
+                                                    v_3_1 += x2*x7;
+                                                    v_3_2 += x3*x7;
+                                                    v_3_3 += x4*x7;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                        v_1_0 += x1*x5;
+                                                        v_1_1 += x2*x5;
+                                                        v_1_2 += x3*x5;
+                                                        v_1_3 += x4*x5;
+                                                        v_2_0 += x1*x6;
+                                                        v_2_1 += x2*x6;
+                                                        v_2_2 += x3*x6;
+                                                        v_2_3 += x4*x6;
+                                                        v_3_0 += x1*x7;
+                                                        v_3_1 += x2*x7;
+                                                        v_3_2 += x3*x7;
+                                                        v_3_3 += x4*x7;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                        double t_0_2 = bp_hsum_d(v_0_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                        double t_0_3 = bp_hsum_d(v_0_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_1_1 = bp_hsum_d(v_1_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                        double t_1_2 = bp_hsum_d(v_1_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                        double t_1_3 = bp_hsum_d(v_1_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_2_1 = bp_hsum_d(v_2_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                        double t_2_2 = bp_hsum_d(v_2_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                        double t_2_3 = bp_hsum_d(v_2_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                        double t_3_1 = bp_hsum_d(v_3_1);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                        double t_3_2 = bp_hsum_d(v_3_2);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                                        double t_3_3 = bp_hsum_d(v_3_3);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                double acc = 0;
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        double acc = 0;
+                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                }
+                                            }
+                                        }
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S1 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                    }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             double acc = 0;
@@ -7596,150 +8916,64 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    double acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
-                                            for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
-                                            }
-                                        }
-                                    }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
-                                }
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    bp_vd v_0_0 = {0};
-                                    bp_vd v_0_1 = {0};
-                                    bp_vd v_0_2 = {0};
-                                    bp_vd v_0_3 = {0};
-                                    bp_vd v_1_0 = {0};
-                                    bp_vd v_1_1 = {0};
-                                    bp_vd v_1_2 = {0};
-                                    bp_vd v_1_3 = {0};
-                                    bp_vd v_2_0 = {0};
-                                    bp_vd v_2_1 = {0};
-                                    bp_vd v_2_2 = {0};
-                                    bp_vd v_2_3 = {0};
-                                    bp_vd v_3_0 = {0};
-                                    bp_vd v_3_1 = {0};
-                                    bp_vd v_3_2 = {0};
-                                    bp_vd v_3_3 = {0};
-                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_0_1 += x0*x2;
-                                                v_0_2 += x0*x3;
-                                                v_0_3 += x0*x4;
-                                                v_1_0 += x1*x5;
-                                                v_1_1 += x2*x5;
-                                                v_1_2 += x3*x5;
-                                                v_1_3 += x4*x5;
-                                                v_2_0 += x1*x6;
-                                                v_2_1 += x2*x6;
-                                                v_2_2 += x3*x6;
-                                                v_2_3 += x4*x6;
-                                                v_3_0 += x1*x7;
-                                                v_3_1 += x2*x7;
-                                                v_3_2 += x3*x7;
-                                                v_3_3 += x4*x7;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
-                                                    bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
-                                                    bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
                                                     v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_0_2 += x0*x3;
-                                                    v_0_3 += x0*x4;
-                                                    v_1_0 += x1*x5;
-                                                    v_1_1 += x2*x5;
-                                                    v_1_2 += x3*x5;
-                                                    v_1_3 += x4*x5;
-                                                    v_2_0 += x1*x6;
-                                                    v_2_1 += x2*x6;
-                                                    v_2_2 += x3*x6;
-                                                    v_2_3 += x4*x6;
-                                                    v_3_0 += x1*x7;
-                                                    v_3_1 += x2*x7;
-                                                    v_3_2 += x3*x7;
-                                                    v_3_3 += x4*x7;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
                                                 }
                                             }
                                         }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
                                     }
-                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
-                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
-                                    double t_0_2 = bp_hsum_d(v_0_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
-                                    double t_0_3 = bp_hsum_d(v_0_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
-                                    double t_1_0 = bp_hsum_d(v_1_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
-                                    double t_1_1 = bp_hsum_d(v_1_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
-                                    double t_1_2 = bp_hsum_d(v_1_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
-                                    double t_1_3 = bp_hsum_d(v_1_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_] = t_1_3;
-                                    double t_2_0 = bp_hsum_d(v_2_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
-                                    double t_2_1 = bp_hsum_d(v_2_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
-                                    double t_2_2 = bp_hsum_d(v_2_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
-                                    double t_2_3 = bp_hsum_d(v_2_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_] = t_2_3;
-                                    double t_3_0 = bp_hsum_d(v_3_0);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
-                                    double t_3_1 = bp_hsum_d(v_3_1);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
-                                    double t_3_2 = bp_hsum_d(v_3_2);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
-                                    double t_3_3 = bp_hsum_d(v_3_3);
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_] = t_3_3;
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             double acc = 0;
@@ -7757,20 +8991,226 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    double acc = 0;
-                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S1 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
                                             for (int64_t n = 0; n <= N - 1; ++n) {
-                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, -D1*m1_ + P1); o1 <= bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1); ++o1) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + o1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                                }
                                             }
                                         }
                                     }
-                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_0_3 += x0*x4;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 3*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_] = t_0_3;
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1]*input[D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S1 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, 0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, 0, -v0 + vhi);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
                                 }
                             }
                         }
@@ -11409,74 +12849,48 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(P1 >= 0)) return 15;
     if (!(P2 >= 0)) return 16;
 #ifdef BP_VECTOR
-    if (S2 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        bp_vf v_0_3 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_1_1 = {0};
-                                        bp_vf v_1_2 = {0};
-                                        bp_vf v_1_3 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_2_1 = {0};
-                                        bp_vf v_2_2 = {0};
-                                        bp_vf v_2_3 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        bp_vf v_3_1 = {0};
-                                        bp_vf v_3_2 = {0};
-                                        bp_vf v_3_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                        v_1_0 += x1*x5;
-                                                        v_1_1 += x2*x5;
-                                                        v_1_2 += x3*x5;
-                                                        v_1_3 += x4*x5;
-                                                        v_2_0 += x1*x6;
-                                                        v_2_1 += x2*x6;
-                                                        v_2_2 += x3*x6;
-                                                        v_2_3 += x4*x6;
-                                                        v_3_0 += x1*x7;
-                                                        v_3_1 += x2*x7;
-                                                        v_3_2 += x3*x7;
-                                                        v_3_3 += x4*x7;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S2 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_1_3 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_2_3 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            bp_vf v_3_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_0_2 += x0*x3;
@@ -11494,48 +12908,358 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                             v_3_2 += x3*x7;
                                                             v_3_3 += x4*x7;
                                                         }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                                v_1_0 += x1*x5;
+                                                                v_1_1 += x2*x5;
+                                                                v_1_2 += x3*x5;
+                                                                v_1_3 += x4*x5;
+                                                                v_2_0 += x1*x6;
+                                                                v_2_1 += x2*x6;
+                                                                v_2_2 += x3*x6;
+                                                                v_2_3 += x4*x6;
+                                                                v_3_0 += x1*x7;
+                                                                v_3_1 += x2*x7;
+                                                                v_3_2 += x3*x7;
+                                                                v_3_3 += x4*x7;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_1_1 = bp_hsum_f(v_1_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                            float t_1_2 = bp_hsum_f(v_1_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
+                                            float t_1_3 = bp_hsum_f(v_1_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_2_1 = bp_hsum_f(v_2_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                            float t_2_2 = bp_hsum_f(v_2_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
+                                            float t_2_3 = bp_hsum_f(v_2_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                            float t_3_1 = bp_hsum_f(v_3_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                            float t_3_2 = bp_hsum_f(v_3_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
+                                            float t_3_3 = bp_hsum_f(v_3_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
                                         }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                        float t_0_1 = bp_hsum_f(v_0_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                        float t_0_2 = bp_hsum_f(v_0_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                        float t_0_3 = bp_hsum_f(v_0_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                        float t_1_1 = bp_hsum_f(v_1_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                        float t_1_2 = bp_hsum_f(v_1_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
-                                        float t_1_3 = bp_hsum_f(v_1_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                        float t_2_1 = bp_hsum_f(v_2_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                        float t_2_2 = bp_hsum_f(v_2_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
-                                        float t_2_3 = bp_hsum_f(v_2_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                        float t_3_1 = bp_hsum_f(v_3_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                        float t_3_2 = bp_hsum_f(v_3_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
-                                        float t_3_3 = bp_hsum_f(v_3_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            float acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_0_3 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_1_3 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_2_3 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            bp_vf v_3_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                            v_1_0 += x1*x5;
+                                                            v_1_1 += x2*x5;
+                                                            v_1_2 += x3*x5;
+                                                            v_1_3 += x4*x5;
+                                                            v_2_0 += x1*x6;
+                                                            v_2_1 += x2*x6;
+                                                            v_2_2 += x3*x6;
+                                                            v_2_3 += x4*x6;
+                                                            v_3_0 += x1*x7;
+                                                            v_3_1 += x2*x7;
+                                                            v_3_2 += x3*x7;
+                                                            v_3_3 += x4*x7;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                                v_1_0 += x1*x5;
+                                                                v_1_1 += x2*x5;
+                                                                v_1_2 += x3*x5;
+                                                                v_1_3 += x4*x5;
+                                                                v_2_0 += x1*x6;
+                                                                v_2_1 += x2*x6;
+                                                                v_2_2 += x3*x6;
+                                                                v_2_3 += x4*x6;
+                                                                v_3_0 += x1*x7;
+                                                                v_3_1 += x2*x7;
+                                                                v_3_2 += x3*x7;
+                                                                v_3_3 += x4*x7;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            float t_0_2 = bp_hsum_f(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            float t_0_3 = bp_hsum_f(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_1_1 = bp_hsum_f(v_1_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                            float t_1_2 = bp_hsum_f(v_1_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
+                                            float t_1_3 = bp_hsum_f(v_1_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_2_1 = bp_hsum_f(v_2_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                            float t_2_2 = bp_hsum_f(v_2_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
+                                            float t_2_3 = bp_hsum_f(v_2_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                            float t_3_1 = bp_hsum_f(v_3_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                            float t_3_2 = bp_hsum_f(v_3_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
+                                            float t_3_3 = bp_hsum_f(v_3_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            float acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S2 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                        }
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
@@ -11557,158 +13281,68 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_0_1 = {0};
-                                        bp_vf v_0_2 = {0};
-                                        bp_vf v_0_3 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_1_1 = {0};
-                                        bp_vf v_1_2 = {0};
-                                        bp_vf v_1_3 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_2_1 = {0};
-                                        bp_vf v_2_2 = {0};
-                                        bp_vf v_2_3 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        bp_vf v_3_1 = {0};
-                                        bp_vf v_3_2 = {0};
-                                        bp_vf v_3_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                        v_1_0 += x1*x5;
-                                                        v_1_1 += x2*x5;
-                                                        v_1_2 += x3*x5;
-                                                        v_1_3 += x4*x5;
-                                                        v_2_0 += x1*x6;
-                                                        v_2_1 += x2*x6;
-                                                        v_2_2 += x3*x6;
-                                                        v_2_3 += x4*x6;
-                                                        v_3_0 += x1*x7;
-                                                        v_3_1 += x2*x7;
-                                                        v_3_2 += x3*x7;
-                                                        v_3_3 += x4*x7;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vf x5 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x6 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vf x7 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                             v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                            v_1_0 += x1*x5;
-                                                            v_1_1 += x2*x5;
-                                                            v_1_2 += x3*x5;
-                                                            v_1_3 += x4*x5;
-                                                            v_2_0 += x1*x6;
-                                                            v_2_1 += x2*x6;
-                                                            v_2_2 += x3*x6;
-                                                            v_2_3 += x4*x6;
-                                                            v_3_0 += x1*x7;
-                                                            v_3_1 += x2*x7;
-                                                            v_3_2 += x3*x7;
-                                                            v_3_3 += x4*x7;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
+                                                            }
                                                         }
                                                     }
                                                 }
                                             }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                        float t_0_1 = bp_hsum_f(v_0_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                        float t_0_2 = bp_hsum_f(v_0_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                        float t_0_3 = bp_hsum_f(v_0_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                        float t_1_1 = bp_hsum_f(v_1_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                        float t_1_2 = bp_hsum_f(v_1_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
-                                        float t_1_3 = bp_hsum_f(v_1_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                        float t_2_1 = bp_hsum_f(v_2_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                        float t_2_2 = bp_hsum_f(v_2_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
-                                        float t_2_3 = bp_hsum_f(v_2_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                        float t_3_1 = bp_hsum_f(v_3_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                        float t_3_2 = bp_hsum_f(v_3_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
-                                        float t_3_3 = bp_hsum_f(v_3_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
@@ -11730,23 +13364,249 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S2 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_0_3 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_0_2 += x0*x3;
+                                                                    v_0_3 += x0*x4;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                float t_0_1 = bp_hsum_f(v_0_1);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                float t_0_2 = bp_hsum_f(v_0_2);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                                float t_0_3 = bp_hsum_f(v_0_3);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                     }
                                                 }
                                             }
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_0_3 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vf x4 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vf x2 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vf x3 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vf x4 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_0_2 += x0*x3;
+                                                                    v_0_3 += x0*x4;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                float t_0_1 = bp_hsum_f(v_0_1);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                float t_0_2 = bp_hsum_f(v_0_2);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                                float t_0_3 = bp_hsum_f(v_0_3);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S2 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vf v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_range_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                        }
                                     }
                                 }
                             }
@@ -11804,74 +13664,48 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(P1 >= 0)) return 15;
     if (!(P2 >= 0)) return 16;
 #ifdef BP_VECTOR
-    if (S2 == 1) {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        bp_vd v_0_3 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_1_1 = {0};
-                                        bp_vd v_1_2 = {0};
-                                        bp_vd v_1_3 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_2_1 = {0};
-                                        bp_vd v_2_2 = {0};
-                                        bp_vd v_2_3 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        bp_vd v_3_1 = {0};
-                                        bp_vd v_3_2 = {0};
-                                        bp_vd v_3_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                        v_1_0 += x1*x5;
-                                                        v_1_1 += x2*x5;
-                                                        v_1_2 += x3*x5;
-                                                        v_1_3 += x4*x5;
-                                                        v_2_0 += x1*x6;
-                                                        v_2_1 += x2*x6;
-                                                        v_2_2 += x3*x6;
-                                                        v_2_3 += x4*x6;
-                                                        v_3_0 += x1*x7;
-                                                        v_3_1 += x2*x7;
-                                                        v_3_2 += x3*x7;
-                                                        v_3_3 += x4*x7;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+    if (KG >= 4 && CG >= 4) {
+        if (S2 == 1) {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_1_3 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_2_3 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            bp_vd v_3_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_0_2 += x0*x3;
@@ -11889,48 +13723,358 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                             v_3_2 += x3*x7;
                                                             v_3_3 += x4*x7;
                                                         }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                                v_1_0 += x1*x5;
+                                                                v_1_1 += x2*x5;
+                                                                v_1_2 += x3*x5;
+                                                                v_1_3 += x4*x5;
+                                                                v_2_0 += x1*x6;
+                                                                v_2_1 += x2*x6;
+                                                                v_2_2 += x3*x6;
+                                                                v_2_3 += x4*x6;
+                                                                v_3_0 += x1*x7;
+                                                                v_3_1 += x2*x7;
+                                                                v_3_2 += x3*x7;
+                                                                v_3_3 += x4*x7;
+                                                            }
+                                                        }
                                                     }
                                                 }
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_1_1 = bp_hsum_d(v_1_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                            double t_1_2 = bp_hsum_d(v_1_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
+                                            double t_1_3 = bp_hsum_d(v_1_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_2_1 = bp_hsum_d(v_2_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                            double t_2_2 = bp_hsum_d(v_2_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
+                                            double t_2_3 = bp_hsum_d(v_2_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                            double t_3_1 = bp_hsum_d(v_3_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                            double t_3_2 = bp_hsum_d(v_3_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
+                                            double t_3_3 = bp_hsum_d(v_3_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
                                         }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                        double t_0_1 = bp_hsum_d(v_0_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                        double t_0_2 = bp_hsum_d(v_0_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                        double t_0_3 = bp_hsum_d(v_0_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                        double t_1_1 = bp_hsum_d(v_1_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                        double t_1_2 = bp_hsum_d(v_1_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
-                                        double t_1_3 = bp_hsum_d(v_1_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                        double t_2_1 = bp_hsum_d(v_2_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                        double t_2_2 = bp_hsum_d(v_2_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
-                                        double t_2_3 = bp_hsum_d(v_2_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                        double t_3_1 = bp_hsum_d(v_3_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                        double t_3_2 = bp_hsum_d(v_3_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
-                                        double t_3_3 = bp_hsum_d(v_3_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            double acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            #pragma omp parallel for schedule(static) collapse(2)
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                            if (c__b + 4 <= CG) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_0_3 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_1_3 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_2_3 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            bp_vd v_3_3 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_0_2 += x0*x3;
+                                                            v_0_3 += x0*x4;
+                                                            v_1_0 += x1*x5;
+                                                            v_1_1 += x2*x5;
+                                                            v_1_2 += x3*x5;
+                                                            v_1_3 += x4*x5;
+                                                            v_2_0 += x1*x6;
+                                                            v_2_1 += x2*x6;
+                                                            v_2_2 += x3*x6;
+                                                            v_2_3 += x4*x6;
+                                                            v_3_0 += x1*x7;
+                                                            v_3_1 += x2*x7;
+                                                            v_3_2 += x3*x7;
+                                                            v_3_3 += x4*x7;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                                v_1_0 += x1*x5;
+                                                                v_1_1 += x2*x5;
+                                                                v_1_2 += x3*x5;
+                                                                v_1_3 += x4*x5;
+                                                                v_2_0 += x1*x6;
+                                                                v_2_1 += x2*x6;
+                                                                v_2_2 += x3*x6;
+                                                                v_2_3 += x4*x6;
+                                                                v_3_0 += x1*x7;
+                                                                v_3_1 += x2*x7;
+                                                                v_3_2 += x3*x7;
+                                                                v_3_3 += x4*x7;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                            double t_0_2 = bp_hsum_d(v_0_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                            double t_0_3 = bp_hsum_d(v_0_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_1_1 = bp_hsum_d(v_1_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                            double t_1_2 = bp_hsum_d(v_1_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
+                                            double t_1_3 = bp_hsum_d(v_1_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_2_1 = bp_hsum_d(v_2_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                            double t_2_2 = bp_hsum_d(v_2_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
+                                            double t_2_3 = bp_hsum_d(v_2_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                            double t_3_1 = bp_hsum_d(v_3_1);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                            double t_3_2 = bp_hsum_d(v_3_2);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
+                                            double t_3_3 = bp_hsum_d(v_3_3);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
+                                    for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                            for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            double acc = 0;
+                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                        for (int64_t n = 0; n <= N - 1; ++n) {
+                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (KG >= 4) {
+            if (S2 == 1) {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                        }
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
@@ -11952,158 +14096,68 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
-                                                    }
-                                                }
-                                            }
-                                        }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
                 }
-            }
-        }
-    } else {
-        #pragma omp parallel for schedule(static) collapse(2)
-        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
-                if (k__b + 4 <= KG) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
-                        if (c__b + 4 <= CG) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_0_1 = {0};
-                                        bp_vd v_0_2 = {0};
-                                        bp_vd v_0_3 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_1_1 = {0};
-                                        bp_vd v_1_2 = {0};
-                                        bp_vd v_1_3 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_2_1 = {0};
-                                        bp_vd v_2_2 = {0};
-                                        bp_vd v_2_3 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        bp_vd v_3_1 = {0};
-                                        bp_vd v_3_2 = {0};
-                                        bp_vd v_3_3 = {0};
-                                        for (int64_t n = 0; n <= N - 1; ++n) {
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_0_2 += x0*x3;
-                                                        v_0_3 += x0*x4;
-                                                        v_1_0 += x1*x5;
-                                                        v_1_1 += x2*x5;
-                                                        v_1_2 += x3*x5;
-                                                        v_1_3 += x4*x5;
-                                                        v_2_0 += x1*x6;
-                                                        v_2_1 += x2*x6;
-                                                        v_2_2 += x3*x6;
-                                                        v_2_3 += x4*x6;
-                                                        v_3_0 += x1*x7;
-                                                        v_3_1 += x2*x7;
-                                                        v_3_2 += x3*x7;
-                                                        v_3_3 += x4*x7;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
-                                                            bp_vd x5 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x6 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
-                                                            bp_vd x7 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+            } else {
+                #pragma omp parallel for schedule(static) collapse(2)
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                        if (k__b + 4 <= KG) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                             v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_0_2 += x0*x3;
-                                                            v_0_3 += x0*x4;
-                                                            v_1_0 += x1*x5;
-                                                            v_1_1 += x2*x5;
-                                                            v_1_2 += x3*x5;
-                                                            v_1_3 += x4*x5;
-                                                            v_2_0 += x1*x6;
-                                                            v_2_1 += x2*x6;
-                                                            v_2_2 += x3*x6;
-                                                            v_2_3 += x4*x6;
-                                                            v_3_0 += x1*x7;
-                                                            v_3_1 += x2*x7;
-                                                            v_3_2 += x3*x7;
-                                                            v_3_3 += x4*x7;
+                                                            v_1_0 += x1*x2;
+                                                            v_2_0 += x1*x3;
+                                                            v_3_0 += x1*x4;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                                v_1_0 += x1*x2;
+                                                                v_2_0 += x1*x3;
+                                                                v_3_0 += x1*x4;
+                                                            }
                                                         }
                                                     }
                                                 }
                                             }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
                                         }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                        double t_0_1 = bp_hsum_d(v_0_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                        double t_0_2 = bp_hsum_d(v_0_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
-                                        double t_0_3 = bp_hsum_d(v_0_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                        double t_1_1 = bp_hsum_d(v_1_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                        double t_1_2 = bp_hsum_d(v_1_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_) + m2_] = t_1_2;
-                                        double t_1_3 = bp_hsum_d(v_1_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 3) + m0_) + m1_) + m2_] = t_1_3;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                        double t_2_1 = bp_hsum_d(v_2_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                        double t_2_2 = bp_hsum_d(v_2_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_) + m2_] = t_2_2;
-                                        double t_2_3 = bp_hsum_d(v_2_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 3) + m0_) + m1_) + m2_] = t_2_3;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                        double t_3_1 = bp_hsum_d(v_3_1);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                        double t_3_2 = bp_hsum_d(v_3_2);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_) + m2_] = t_3_2;
-                                        double t_3_3 = bp_hsum_d(v_3_3);
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 3) + m0_) + m1_) + m2_] = t_3_3;
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t k_ = k__b; k_ <= k__b + 3; ++k_) {
-                                for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                            for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
+                                for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
                                     for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                         for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                             for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
@@ -12125,23 +14179,249 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     }
-                } else {
-                    for (int64_t k_ = k__b; k_ <= KG - 1; ++k_) {
-                        for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
-                                                    for (int64_t n = 0; n <= N - 1; ++n) {
-                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                }
+            }
+        } else {
+            if (CG >= 4) {
+                if (S2 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_0_3 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_0_2 += x0*x3;
+                                                                    v_0_3 += x0*x4;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                double t_0_1 = bp_hsum_d(v_0_1);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                double t_0_2 = bp_hsum_d(v_0_2);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                                double t_0_3 = bp_hsum_d(v_0_3);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2); o2 <= bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); ++o2) {
+                                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                     }
                                                 }
                                             }
                                         }
-                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 4) {
+                                if (c__b + 4 <= CG) {
+                                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                        for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                            for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_0_3 = {0};
+                                                for (int64_t n = 0; n <= N - 1; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                bp_vd x4 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_0_2 += x0*x3;
+                                                                v_0_3 += x0*x4;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                    bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vd x2 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vd x3 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    bp_vd x4 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_0_2 += x0*x3;
+                                                                    v_0_3 += x0*x4;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                double t_0_1 = bp_hsum_d(v_0_1);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                double t_0_2 = bp_hsum_d(v_0_2);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_) + m2_] = t_0_2;
+                                                double t_0_3 = bp_hsum_d(v_0_3);
+                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 3) + m0_) + m1_) + m2_] = t_0_3;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                        for (int64_t c_ = c__b; c_ <= CG - 1; ++c_) {
+                                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                                for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                                    for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2)); o2 <= bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2)); ++o2) {
+                                                                    for (int64_t n = 0; n <= N - 1; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S2 == 1) {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+                    #pragma omp parallel for schedule(static) collapse(3)
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                                    for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                                        for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
+                                            bp_vd v_0_0 = {0};
+                                            for (int64_t n = 0; n <= N - 1; ++n) {
+                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
+                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, 0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_range_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2, 0, -v0 + vhi);
+                                                                v_0_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                        }
                                     }
                                 }
                             }
