@@ -143,7 +143,7 @@ def test_dropping_the_stride_divisibility_changes_the_printed_kernels():
     assert base.terms[0][0].divs, 'the proven input gradient carries the condition S | i + P - D m'
     dropped = with_term(base, base.name, lambda t: ZSum(t.vars, t.body, t.conds, ()))
     for dtype in ('float32', 'float64'):
-        body = lambda r: c_kernel_view(r, dtype)['body']
+        body = lambda r, dtype=dtype: c_kernel_view(r, dtype)['body']
         assert printed_or_refused(body, dropped) != printed_or_refused(body, base)
     lines = lambda r: lower_numpy(r).lines
     assert printed_or_refused(lines, dropped) != printed_or_refused(lines, base)

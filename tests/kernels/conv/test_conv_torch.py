@@ -54,6 +54,8 @@ def random_conv_config(rng) -> dict:
     span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
     low = tuple(max(1, s - lf - r) for s, lf, r in zip(span, left, right))
     size = tuple(int(rng.integers(lo, lo + (6 if dims < 3 else 4))) for lo in low)
+    if rng.random() < 0.2:                                 # wide rows: the C kernels' vector tiles and edges
+        size = size[:-1] + (int(rng.integers(max(low[-1], 15), 45)),)
     if rng.random() < 0.1 and padding != 'same':          # kernel equal to the input
         padding, size, dilation = 0, kernel, (1,) * dims
     return dict(dims=dims, batch=int(rng.integers(1, 4)), unbatched=bool(rng.random() < 0.15),
@@ -155,6 +157,9 @@ def test_conv_sweep_covers_the_required_cases():
     assert any(min(c['kernel']) == 1 for c in configs) and any(c['non_contiguous'] for c in configs)
     assert {np.dtype(c['dtype']).name for c in configs} == {'float32', 'float64'}
     assert any(c['batch'] > 1 and not c['unbatched'] for c in configs)
+    assert sum(c['size'][-1] >= 16 for c in configs) >= 50, 'rows as wide as a vector of floats'
+    strides = [(c['stride'],) * c['dims'] if isinstance(c['stride'], int) else c['stride'] for c in configs]
+    assert any(s > k for st, c in zip(strides, configs) for s, k in zip(st, c['kernel']))
 
 
 # ----------------------------------------------------------------------------- hypothesis

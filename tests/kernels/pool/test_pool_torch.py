@@ -52,6 +52,8 @@ def random_window(rng, dims: int, dilated: bool, min_size: bool) -> dict:
         span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
         lows = tuple(k if min_size else max(1, s - 2 * p) for k, s, p in zip(kernel, span, padding))
         size = tuple(int(rng.integers(lo, lo + (6 if dims < 3 else 4))) for lo in lows)
+        if rng.random() < 0.2:                             # wide rows: the C kernels' vector tiles and edges
+            size = size[:-1] + (int(rng.integers(max(lows[-1], 15), 45)),)
         if rng.random() < 0.1:          # kernel equal to the input
             size, padding, dilation, stride = kernel, (0,) * dims, (1,) * dims, None
         steps = stride or kernel
@@ -190,6 +192,7 @@ def test_pool_sweep_covers_the_required_cases(kind):
                for c in configs)
     assert any(max(_tuple(c['padding'], c['dims'])) > 0 for c in configs)
     assert {np.dtype(c['dtype']).name for c in configs} == {'float32', 'float64'}
+    assert sum(c['size'][-1] >= 16 for c in configs) >= 50, 'rows as wide as a vector of floats'
     if kind == 'max':
         assert any(max(_tuple(c['dilation'], c['dims'])) > 1 for c in configs)
         assert any(c['given_indices'] for c in configs)
