@@ -3,6 +3,7 @@ names the offending parameter (both backends).  Includes the checks torch lacks 
 against grad_output, max-pool windows that hold no input element)."""
 import numpy as np
 import pytest
+from conftest import BACKENDS
 
 X = np.zeros((1, 2, 5, 5))
 W = np.zeros((4, 2, 3, 3))
@@ -188,6 +189,26 @@ def test_bad_input_is_refused_naming_the_parameter(backend, case):
 ], ids=['input_size', 'weight_size'])
 def test_zero_sizes_name_input_size_and_weight_size(backend, call, name):
     assert name in raised(backend, call, ValueError)
+
+
+@pytest.mark.xfail(strict=True, reason='a 0-d bias is accepted when weight has one output channel (torch: '
+                                       "'expected bias to be 1-dimensional with 1 elements'): api.real_array's "
+                                       'np.ascontiguousarray turns it into shape (1,) before the shape check')
+def test_conv_refuses_a_zero_dimensional_bias(backend):
+    message = raised(backend, lambda K: K.conv2d(np.ones((1, 2, 3, 3)), np.ones((1, 2, 2, 2)), np.array(0.5)),
+                     ValueError)
+    assert 'bias' in message
+
+
+@pytest.mark.parametrize('threads', [0, -1, 1.5, True, '2'])
+def test_set_num_threads_refuses_non_positive_and_non_int(threads):
+    if 'c' not in BACKENDS:
+        pytest.skip('C backend not selected')
+    import generated.c as KC
+    before = KC.get_num_threads()
+    with pytest.raises((ValueError, TypeError), match='threads'):
+        KC.set_num_threads(threads)
+    assert KC.get_num_threads() == before
 
 
 @pytest.mark.xfail(strict=True, reason='max_pool*_backward silently drops grad_output at given indices outside '

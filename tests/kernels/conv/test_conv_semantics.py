@@ -3,7 +3,7 @@ conv*_input accepts any input size whose output matches (unreached rows get 0), 
 independence, the bias gradient."""
 import numpy as np
 import pytest
-from conftest import assert_close, assert_inner_equal, inner
+from conftest import BACKENDS, assert_close, assert_inner_equal, inner
 
 pytestmark = pytest.mark.sanitize_subset
 
@@ -74,3 +74,25 @@ def test_groups_do_not_mix_channels(backend):
     y_second = backend.conv2d(x_second, w, groups=2)
     np.testing.assert_array_equal(y[:, :3], y_second[:, :3])
     assert not np.allclose(y[:, 3:], y_second[:, 3:])
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64])
+def test_c_conv_results_do_not_depend_on_the_thread_count(dtype):
+    if 'c' not in BACKENDS:
+        pytest.skip('C backend not selected')
+    import generated.c as KC
+    rng = np.random.default_rng(9)
+    x, w = rng.standard_normal((4, 8, 33, 29)).astype(dtype), rng.standard_normal((16, 4, 3, 3)).astype(dtype)
+    g = rng.standard_normal((4, 16, 17, 15)).astype(dtype)
+    params = dict(stride=2, padding=1, groups=2)
+    results, before = [], KC.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            KC.set_num_threads(threads)
+            results.append((KC.conv2d(x, w, **params), KC.conv2d_input(x.shape, w, g, **params),
+                            KC.conv2d_weight(x, w.shape, g, **params)))
+    finally:
+        KC.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)

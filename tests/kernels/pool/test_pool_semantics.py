@@ -2,7 +2,7 @@
 without torch: ties, NaN, -inf windows, indices, overlapping windows, the ceil_mode divisor, unbatched input."""
 import numpy as np
 import pytest
-from conftest import DTYPES, assert_close
+from conftest import BACKENDS, DTYPES, assert_close
 
 pytestmark = pytest.mark.sanitize_subset
 
@@ -116,3 +116,24 @@ def test_unbatched_pool_equals_the_batch_of_one(backend, kind, dims):
     if kind == 'max':
         _, idx = forward(x, 3, 2, 1, return_indices=True)
         assert idx.shape == y.shape
+
+
+def test_c_pool_results_do_not_depend_on_the_thread_count():
+    if 'c' not in BACKENDS:
+        pytest.skip('C backend not selected')
+    import generated.c as KC
+    rng = np.random.default_rng(10)
+    x = rng.integers(-3, 4, size=(3, 5, 31, 27)).astype(np.float32)
+    g = rng.standard_normal((3, 5, 16, 14)).astype(np.float32)
+    results, before = [], KC.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            KC.set_num_threads(threads)
+            results.append(KC.max_pool2d(x, 3, 2, 1, return_indices=True)
+                           + (KC.max_pool2d_backward(g, x, 3, 2, 1), KC.avg_pool2d(x, 3, 2, 1, ceil_mode=True),
+                              KC.avg_pool2d_backward(g, x, 3, 2, 1, ceil_mode=True)))
+    finally:
+        KC.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
