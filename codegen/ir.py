@@ -83,6 +83,7 @@ class Loop:
     body: tuple
     step: object = 1     # Expr > 0
     parallel: int = 0     # OpenMP over this loop and the next parallel - 1 nested ones (collapse)
+    work: object = 0      # elements touched: threads start only when it is large enough
     kind: str = 'loop'
 
 

@@ -22,7 +22,7 @@ from sympy import (Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Sym
 from derive.zsum import canon, implied, normalize
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, Kernel,
-                 LatticeStart, Loop, SelectMax)
+                 LatticeStart, Loop, SelectMax, substitute)
 from .spec import KernelRule
 
 
@@ -35,6 +35,8 @@ class Present(Function):
 
 
 ACC, BEST, POSITION = 'acc', 'best', 'position'
+WORK = Symbol('work', integer=True)   # elements of all arrays: threads only pay off above PARALLEL_WORK
+PARALLEL_WORK = 1 << 15
 
 
 @cache
@@ -53,9 +55,18 @@ def lower(rule: KernelRule) -> Kernel:
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector
     body = (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
+    body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
     return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
                   tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, decls + body)
+
+
+def walk(nodes):
+    """Every node of a loop nest, depth first."""
+    for n in nodes:
+        yield n
+        for field in ('body', 'then', 'otherwise'):
+            yield from walk(getattr(n, field, ()))
 
 
 def _element(rule: KernelRule, steps: dict) -> list:

@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand
 
 from .ir import Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore, substitute
-from .lower import (LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
-                    without_output_box)
+from .lower import (WORK, LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
+                    walk, without_output_box)
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
@@ -255,14 +255,14 @@ def _parallel(body: tuple) -> tuple:
     if depth == 0:
         return body
     first = body[0]
-    return (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=depth),) + body[1:]
+    return (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=depth, work=WORK),) + body[1:]
 
 
 def _unit_stride_version(nodes: tuple) -> tuple:
     """When the lanes of a vector access are a parameter apart (a stride), emit a copy specialized to
     that parameter being 1 (contiguous loads and stores) and keep the general one for the rest."""
     strides = set()
-    for n in _walk(nodes):
+    for n in walk(nodes):
         if isinstance(n, VStore):
             strides.add(n.stride)
         elif isinstance(n, Declare) and isinstance(n.value, VLoad):
@@ -272,13 +272,6 @@ def _unit_stride_version(nodes: tuple) -> tuple:
         return nodes
     unit = substitute(nodes, {p: S.One for p in params})
     return (Branch(tuple(Eq(p, 1) for p in params), unit, nodes),)
-
-
-def _walk(nodes):
-    for n in nodes:
-        yield n
-        for field in ('body', 'then', 'otherwise'):
-            yield from _walk(getattr(n, field, ()))
 
 
 def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:

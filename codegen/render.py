@@ -13,7 +13,7 @@ import sympy
 from sympy import Symbol
 
 from .ir import Kernel
-from .lower import lower
+from .lower import PARALLEL_WORK, lower
 from .printers import CPrinter, identifier
 from .spec import KernelRule
 
@@ -79,7 +79,8 @@ def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
             var = printer.doprint(n.var)
             step = f'++{var}' if n.step == 1 else f'{var} += {printer.doprint(n.step)}'
             out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower), upper=printer.doprint(n.upper),
-                            step=step, parallel=n.parallel, body=printed_nodes(n.body, printer, real)))
+                            step=step, parallel=n.parallel, work=printer.doprint(n.work),
+                            body=printed_nodes(n.body, printer, real)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
                             body=printed_nodes(n.body, printer, real)))
@@ -131,6 +132,7 @@ def c_files(rules) -> dict[str, str]:
         for template, name in (('c/kernels.h.j2', head), ('c/kernels.c.j2', f'{base}.c')):
             text = environment().get_template(template).render(
                 header=template_header('/*', template, chosen, ('c/macros.j2',)), header_name=head, kernels=kernels,
+                parallel_work=PARALLEL_WORK,
                 guard=f'BPGEN_{base.upper()}_H')
             files[f'c/{name}'] = text
     for template, name in (('c/runtime.h.j2', 'bpgen_runtime.h'), ('c/runtime.c.j2', 'bpgen_runtime.c')):
