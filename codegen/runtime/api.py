@@ -9,6 +9,7 @@ size by keyword (the names of derive/'s symbols).
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import operator
 
@@ -79,6 +80,22 @@ def size_tuple(value, name: str, fn: str, rank: int) -> tuple:
     return items
 
 
+def geometry(kind, *args):
+    """kind(*args), cached when the arguments are hashable (lists become tuples): repeated calls with
+    the same shapes and parameters skip the checks, which cost more than a small kernel."""
+    key = (kind,) + tuple(tuple(a) if isinstance(a, list) else a for a in args)
+    try:
+        return _cached_geometry(key)
+    except TypeError:   # an unhashable argument: check it without the cache
+        return kind(*args)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cached_geometry(key):
+    kind, *args = key
+    return kind(*args)
+
+
 def spatial(prefix: str, values) -> dict:
     return {f'{prefix}{d}': int(v) for d, v in enumerate(values)}
 
@@ -144,7 +161,7 @@ def conv_forward(dims: int, kernels):
         check_rank(w, 'weight', fn, (dims + 2,))
         unbatched = x.ndim == dims + 1
         x = x[None] if unbatched else x
-        geo = ConvGeometry(fn, dims, x.shape, w.shape, stride, padding, dilation, groups)
+        geo = geometry(ConvGeometry, fn, dims, x.shape, w.shape, stride, padding, dilation, groups)
         if b is not None:
             check_shape(b, 'bias', fn, (w.shape[0],))
         y = np.empty(geo.output_shape, x.dtype)
@@ -166,7 +183,7 @@ def conv_input(dims: int, kernels):
         check_rank(w, 'weight', fn, (dims + 2,))
         check_rank(g, 'grad_output', fn, (dims + 2,))
         shape = size_tuple(input_size, 'input_size', fn, dims + 2)
-        geo = ConvGeometry(fn, dims, shape, w.shape, stride, padding, dilation, groups)
+        geo = geometry(ConvGeometry, fn, dims, shape, w.shape, stride, padding, dilation, groups)
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, w.dtype)
         if shape[0]:
@@ -187,7 +204,7 @@ def conv_weight(dims: int, kernels):
         check_rank(x, 'input', fn, (dims + 2,))
         check_rank(g, 'grad_output', fn, (dims + 2,))
         shape = size_tuple(weight_size, 'weight_size', fn, dims + 2)
-        geo = ConvGeometry(fn, dims, x.shape, shape, stride, padding, dilation, groups)
+        geo = geometry(ConvGeometry, fn, dims, x.shape, shape, stride, padding, dilation, groups)
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, x.dtype)
         if x.shape[0]:
@@ -258,7 +275,7 @@ def max_pool(dims: int, kernels):
 
     def forward(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
         x, unbatched = pool_input(fn, dims, input)
-        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         y, idx = np.empty(geo.output_shape, x.dtype), np.empty(geo.output_shape, np.int64)
         if x.shape[0]:
             kernel(output=y, indices=idx, input=x, **geo.params)
@@ -280,7 +297,7 @@ def max_pool_backward(dims: int, kernels):
         g = real_array(grad_output, 'grad_output', fn)
         same_dtype(fn, 'input', x, grad_output=g)
         g = g[None] if unbatched and g.ndim == dims + 1 else g
-        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
+        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         check_shape(g, 'grad_output', fn, geo.output_shape)
         if indices is None:
             idx = np.empty(geo.output_shape, np.int64)
@@ -320,7 +337,7 @@ def avg_pool(dims: int, kernels):
     def forward(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None):
         x, unbatched = pool_input(fn, dims, input)
-        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
         options = avg_options(fn, count_include_pad, divisor_override)
         y = np.empty(geo.output_shape, x.dtype)
         if x.shape[0]:
@@ -341,7 +358,7 @@ def avg_pool_backward(dims: int, kernels):
         g = real_array(grad_output, 'grad_output', fn)
         same_dtype(fn, 'input', x, grad_output=g)
         g = g[None] if unbatched and g.ndim == dims + 1 else g
-        geo = PoolGeometry(fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
+        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
         check_shape(g, 'grad_output', fn, geo.output_shape)
         options = avg_options(fn, count_include_pad, divisor_override)
         out = np.zeros(x.shape, x.dtype)
