@@ -29,7 +29,7 @@ from .printers import NumpyPrinter, identifier
 from .spec import KernelRule
 
 LABELS = 'abcdefghijklmnopqrstuvwxyz'
-PRINTER = NumpyPrinter()
+PRINTER = NumpyPrinter({'scalars': True})   # bounds, slices, shapes: Python ints
 
 
 def pr(e) -> str:
@@ -212,8 +212,10 @@ def _tap_loops(taps, z) -> tuple:
 
 
 def _ranges(z, taps, ind) -> tuple:
-    """Per vectorized variable: bounds projected from the constraints (given the taps); skip empty ones."""
-    lines, ranges = [], {}
+    """Per vectorized variable: bounds projected from the constraints (given the taps), and the test
+    that skips empty tap iterations.  Returns (lines before the tap loops, lines inside, ranges,
+    vectorized variables): bounds that do not depend on the taps are computed once, before them."""
+    before, inside, ranges, empty = [], [], {}, []
     vector = [v for v in z.vars if v not in taps]
     for v in vector:
         mine = [c for c in z.conds if v in c.free_symbols]
@@ -221,11 +223,13 @@ def _ranges(z, taps, ind) -> tuple:
             raise LoweringError(f'constraint couples {v} with another vectorized variable')
         lo, hi, _ = _bounds(v, mine, set(vector))
         name = identifier(v.name)
-        lines += [f'{ind}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}']
+        tapped = (lo.free_symbols | hi.free_symbols) & set(taps)
+        (inside if tapped else before).append(f'{ind if tapped else ""}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}')
         ranges[v] = (Symbol(f'{name}_lo'), Symbol(f'{name}_hi'))
-    nonempty = ' and '.join(f'{identifier(v.name)}_lo <= {identifier(v.name)}_hi' for v in vector) or 'True'
-    lines.append(f'{ind}if {nonempty}:')
-    return lines, ranges, vector
+        if tapped:
+            empty.append(f'{name}_lo <= {name}_hi')
+    inside.append(f'{ind}if {" and ".join(empty) or "True"}:')
+    return before, inside, ranges, vector
 
 
 def _slice(e: Expr, vector, ranges) -> tuple:
@@ -255,7 +259,8 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     out = rule.outputs[0]
     lines = [] if accumulate else [f'{out.name}_r[...] = 0']
     loops, outer = _tap_loops(taps, z)
-    ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    before, ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    loops = before + loops
     ind = outer + '    '
     labels = _labels(vector)
     out_line, out_labels = _sliced('ov', out.name, [where[f] for f in rule.index], vector, ranges, labels)
@@ -263,6 +268,15 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     tensors = _tensors(rule)
     factors = Mul.make_args(z.body)
     contracted = [v for v in vector if labels[v] not in out_labels]
+    hoisted = _hoisted_contraction(rule, z, taps, vector, contracted)
+    if hoisted is not None:
+        pre, cols_labels = hoisted
+        index = [identifier(t.name) if t in taps else f'{identifier(t.name)}_lo:{identifier(t.name)}_hi + 1'
+                 for t in cols_labels]
+        lab = ''.join(labels[t] for t in cols_labels if t not in taps)
+        value = f'cols[{", ".join(index)}]'
+        body += [f'{ind}ov += ' + (value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})')]
+        return lines + pre + loops + ranges_lines + body
     if contracted:
         operands = []
         for k, f in enumerate(factors):
@@ -279,13 +293,37 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     return lines + loops + ranges_lines + body
 
 
+def _hoisted_contraction(rule, z, taps, vector, contracted):
+    """col2im: when one factor reads the taps and the other reads every vectorized index plainly,
+    contract them once over the summed channels for every tap and position (one matrix product),
+    and leave only slices of the result to the tap loop.  Returns (lines, labels of cols) or None."""
+    factors = Mul.make_args(z.body)
+    if not contracted or len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
+        return None
+    tapped = [f for f in factors if any(e.free_symbols & set(taps) for e in f.indices)]
+    plain = [f for f in factors if f not in tapped]
+    if len(tapped) != 1 or len(plain) != 1 or not all(e.is_Symbol for e in plain[0].indices + tapped[0].indices):
+        return None
+    a, b = plain[0], tapped[0]
+    available = {v for f in (a, b) for v in f.indices} - set(contracted)
+    keep = [t for t in taps if t in available] + [v for v in vector if v in available and v not in taps]
+    tensors = _tensors(rule)
+    names = {v: LABELS[i] for i, v in enumerate(dict.fromkeys(a.indices + b.indices))}
+    shape = {v: n for f in (a, b) for v, n in zip(f.indices, tensors[f.base].shape)}
+    lines = [f'cols = numpy.empty(({"".join(pr(shape[v]) + ", " for v in keep)}), {rule.outputs[0].name}.dtype)',
+             f'runtime.contract(cols, {"".join(names[v] for v in keep)!r}, '
+             f'[({tensors[a.base].name}_r, {"".join(names[v] for v in a.indices)!r}), '
+             f'({tensors[b.base].name}_r, {"".join(names[v] for v in b.indices)!r})], accumulate=False)']
+    return lines, keep
+
+
 def _elementwise_value(target: str, expr, vector, ranges, labels, out_labels, tensors, printer) -> list:
     """Lines computing ``target``: expr with every access a view aligned to out_labels."""
     order = sorted(vector, key=lambda v: out_labels.index(labels[v]))
     lines, names = [], {}
     for k, ix in enumerate(sorted(expr.atoms(Indexed), key=default_sort_key)):
         line, lab = _sliced(f'a{k}', tensors[ix.base].name, ix.indices, vector, ranges, labels)
-        lines += [line, f'a{k} = runtime.aligned(a{k}, {lab!r}, {out_labels!r})']
+        lines += [line] + ([] if lab == out_labels else [f'a{k} = runtime.aligned(a{k}, {lab!r}, {out_labels!r})'])
         names[ix] = Symbol(f'a{k}')
     used = [v for v in order if expr.xreplace(names).has(v)]
     for v in used:
@@ -307,7 +345,8 @@ def _taps_max(rule: KernelRule, printer) -> list:
     out, idx = rule.outputs
     lines = [f'{out.name}_r[...] = -numpy.inf', f'{idx.name}_r[...] = -1']
     loops, outer = _tap_loops(taps, z)
-    ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    before, ranges_lines, ranges, vector = _ranges(z, taps, outer)
+    loops = before + loops
     ind = outer + '    '
     labels = _labels(vector)
     out_line, out_labels = _sliced('best', out.name, [where[f] for f in rule.index], vector, ranges, labels)

@@ -135,9 +135,10 @@ class CPrinter(C99CodePrinter):
 class NumpyPrinter(NumPyPrinter):
     """NumPy expressions that work on Python ints and on integer arrays alike.
 
-    ``scalars``: names of symbols known to be Python scalars; a Piecewise whose
-    conditions use only those prints as a Python conditional, so the branch not
-    taken is never evaluated (no 1/0 in an unused divisor).
+    ``scalars``: names of symbols known to be Python scalars (or True: every
+    symbol is); a Piecewise whose conditions use only those prints as a Python
+    conditional, so the branch not taken is never evaluated (no 1/0 in an unused
+    divisor), and with True, Min and Max print as Python's min and max.
     """
 
     _default_settings = {**NumPyPrinter._default_settings, 'scalars': frozenset()}
@@ -169,9 +170,13 @@ class NumpyPrinter(NumPyPrinter):
         return f'numpy.equal({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
     def _print_Min(self, expr):
+        if self._settings['scalars'] is True:
+            return 'min(' + ', '.join(self._print(a) for a in expr.args) + ')'
         return self._nest('numpy.minimum', expr.args)
 
     def _print_Max(self, expr):
+        if self._settings['scalars'] is True:
+            return 'max(' + ', '.join(self._print(a) for a in expr.args) + ')'
         return self._nest('numpy.maximum', expr.args)
 
     def _nest(self, fn, args):
@@ -184,14 +189,18 @@ class NumpyPrinter(NumPyPrinter):
         *pairs, (last, cond) = expr.args
         out = self._print(last)
         for value, c in reversed(pairs):
-            if {s.name for s in c.free_symbols} <= self._settings['scalars']:
+            if self._scalar(c):
                 out = f'({self._print(value)} if {self._print(c)} else {out})'
             else:
                 out = f'numpy.where({self._print(c)}, {self._print(value)}, {out})'
         return out
 
+    def _scalar(self, expr) -> bool:
+        scalars = self._settings['scalars']
+        return scalars is True or {s.name for s in expr.free_symbols} <= scalars
+
     def _print_Relational(self, expr):
-        if {s.name for s in expr.free_symbols} <= self._settings['scalars']:
+        if self._scalar(expr):
             return f'({self._print(expr.lhs)} {expr.rel_op} {self._print(expr.rhs)})'
         return super()._print_Relational(expr)
 

@@ -29,6 +29,8 @@ def window_view(array: np.ndarray, pads, origin, shape, steps) -> np.ndarray:
 
 def aligned(array: np.ndarray, labels: str, target: str) -> np.ndarray:
     """Sum out labels missing from ``target``, then order and broadcast axes as ``target``."""
+    if labels == target:
+        return array
     gone = tuple(i for i, c in enumerate(labels) if c not in target)
     if gone:
         array = array.sum(axis=gone)

@@ -18,7 +18,7 @@ def conv1d(*, output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0,
     weight_r = weight.reshape((G, KG, CG, K0,))
     bias_r = None if bias is None else bias.reshape((G, KG,))
     f0 = weight_r
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)),), (0, 0, 0, 0,), (N, G, O0, CG, K0, ), ((1, 0, 0, 0, ), (0, 1, 0, 0, ), (0, 0, 0, S0, ), (0, 0, 1, 0, ), (0, 0, 0, D0, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)),), (0, 0, 0, 0,), (N, G, O0, CG, K0, ), ((1, 0, 0, 0, ), (0, 1, 0, 0, ), (0, 0, 0, S0, ), (0, 0, 1, 0, ), (0, 0, 0, D0, ),))
     runtime.contract(output_r, 'abcd', [(f0, 'bcef'), (f1, 'abdef')], accumulate=False)
     if bias is not None:
         f0 = bias_r
@@ -31,17 +31,17 @@ def conv1d_input(*, grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
     weight_r = weight.reshape((G, KG, CG, K0,))
     grad_input_r[...] = 0
+    cols = numpy.empty((K0, N, G, CG, O0, ), grad_input.dtype)
+    runtime.contract(cols, 'fabed', [(grad_output_r, 'abcd'), (weight_r, 'bcef')], accumulate=False)
+    n__lo, n__hi = 0, N - 1
+    g__lo, g__hi = 0, G - 1
+    c__lo, c__hi = 0, CG - 1
+    k_lo, k_hi = 0, KG - 1
     for m0 in range(0, K0 - 1 + 1):
-        n__lo, n__hi = 0, N - 1
-        g__lo, g__hi = 0, G - 1
-        c__lo, c__hi = 0, CG - 1
-        t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-        k_lo, k_hi = 0, KG - 1
-        if n__lo <= n__hi and g__lo <= g__hi and c__lo <= c__hi and t0_lo <= t0_hi and k_lo <= k_hi:
+        t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+        if t0_lo <= t0_hi:
             ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
-            f0 = grad_output_r[n__lo:n__hi + 1, g__lo:g__hi + 1, k_lo:k_hi + 1, t0_lo:t0_hi + 1]
-            f1 = weight_r[g__lo:g__hi + 1, k_lo:k_hi + 1, c__lo:c__hi + 1, m0]
-            runtime.contract(ov, 'abcd', [(f0, 'abed'), (f1, 'bec')], accumulate=True)
+            ov += cols[m0, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1]
 
 
 def conv1d_weight(*, grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0, **_):
@@ -50,7 +50,7 @@ def conv1d_weight(*, grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, 
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
     input_r = input.reshape((N, G, CG, H0,))
     f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0,), (G, KG, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (1, 0, 0, 0, ), (0, 0, 0, 1, ),))
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)),), (0, 0, 0, 0,), (G, CG, K0, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (0, 0, 0, D0, ), (1, 0, 0, 0, ), (0, 0, 0, S0, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)),), (0, 0, 0, 0,), (G, CG, K0, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (0, 0, 0, D0, ), (1, 0, 0, 0, ), (0, 0, 0, S0, ),))
     runtime.contract(grad_weight_r, 'abcd', [(f0, 'abef'), (f1, 'acdef')], accumulate=False)
 
 
@@ -69,15 +69,14 @@ def max_pool1d(*, output, indices, input, C, D0, H0, K0, N, O0, P0, S0, **_):
     input_r = input.reshape((N, C, H0,))
     output_r[...] = -numpy.inf
     indices_r[...] = -1
+    n_lo, n_hi = 0, N - 1
+    c_lo, c_hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
-        n_lo, n_hi = 0, N - 1
-        c_lo, c_hi = 0, C - 1
-        o0_lo, o0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-        if n_lo <= n_hi and c_lo <= c_hi and o0_lo <= o0_hi:
+        o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+        if o0_lo <= o0_hi:
             best = output_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1]
             position = indices_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1]
             a0 = input_r[n_lo:n_hi + 1, c_lo:c_hi + 1, D0*m0 - P0 + S0*o0_lo:D0*m0 - P0 + S0*o0_lo + S0*(o0_hi - o0_lo) + 1:S0]
-            a0 = runtime.aligned(a0, 'abc', 'abc')
             value = a0
             o0 = numpy.arange(o0_lo, o0_hi + 1).reshape((1, 1, -1,))
             candidate = D0*m0 - P0 + S0*o0
@@ -90,16 +89,14 @@ def max_pool1d_backward(*, grad_input, indices, grad_output, C, D0, H0, K0, N, O
     indices_r = indices.reshape((N, C, O0,))
     grad_output_r = grad_output.reshape((N, C, O0,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
-        n__lo, n__hi = 0, N - 1
-        c__lo, c__hi = 0, C - 1
-        t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-        if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi:
+        t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+        if t0_lo <= t0_hi:
             ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
             a0 = indices_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1]
-            a0 = runtime.aligned(a0, 'abc', 'abc')
             a1 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1]
-            a1 = runtime.aligned(a1, 'abc', 'abc')
             t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1,))
             value = a1*numpy.equal(a0, D0*m0 - P0 + S0*t0)
             ov += value
@@ -109,7 +106,7 @@ def avg_pool1d(*, output, input, C, H0, K0, N, O0, P0, S0, count_include_pad, di
     """avg_pool1d: derive: avg_pool1d forward definition."""
     output_r = output.reshape((N, C, O0,))
     input_r = input.reshape((N, C, H0,))
-    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, numpy.maximum(0, -H0 + K0 - P0 + S0*(O0 - 1))),), (0, 0, 0,), (N, C, O0, K0, ), ((1, 0, 0, ), (0, 1, 0, ), (0, 0, S0, ), (0, 0, 1, ),))
+    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, max(0, -H0 + K0 - P0 + S0*(O0 - 1))),), (0, 0, 0,), (N, C, O0, K0, ), ((1, 0, 0, ), (0, 1, 0, ), (0, 0, S0, ), (0, 0, 1, ),))
     o0 = numpy.arange(0, O0 - 1 + 1).reshape((-1,))
     fx = numpy.broadcast_to(((1/divisor_override) if (divisor_override != 0) else ((1/(numpy.minimum(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) if (count_include_pad != 0) else (1/(-numpy.maximum(0, P0 - S0*o0) + numpy.minimum(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))), (O0, ))
     runtime.contract(output_r, 'abc', [(f0, 'abcd'), (fx, 'c')], accumulate=False)
@@ -120,14 +117,13 @@ def avg_pool1d_backward(*, grad_input, grad_output, C, H0, K0, N, O0, P0, S0, co
     grad_input_r = grad_input.reshape((N, C, H0,))
     grad_output_r = grad_output.reshape((N, C, O0,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
-        n__lo, n__hi = 0, N - 1
-        c__lo, c__hi = 0, C - 1
-        t0_lo, t0_hi = numpy.maximum(0, (-((-(P0 - m0)) // (S0)))), numpy.minimum(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
-        if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi:
+        t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
+        if t0_lo <= t0_hi:
             ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, -P0 + S0*t0_lo + m0:-P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + m0 + 1:S0]
             a0 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1]
-            a0 = runtime.aligned(a0, 'abc', 'abc')
             t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1,))
             value = a0*((1/divisor_override) if (divisor_override != 0) else ((1/(numpy.minimum(K0 - 1, H0 + 2*P0 - S0*t0 - 1) + 1)) if (count_include_pad != 0) else (1/(-numpy.maximum(0, P0 - S0*t0) + numpy.minimum(K0 - 1, H0 + P0 - S0*t0 - 1) + 1))))
             ov += value
@@ -140,7 +136,7 @@ def conv2d(*, output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N,
     weight_r = weight.reshape((G, KG, CG, K0, K1,))
     bias_r = None if bias is None else bias.reshape((G, KG,))
     f0 = weight_r
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, numpy.maximum(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)),), (0, 0, 0, 0, 0,), (N, G, O0, O1, CG, K0, K1, ), ((1, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, ), (0, 0, 0, S0, 0, ), (0, 0, 0, 0, S1, ), (0, 0, 1, 0, 0, ), (0, 0, 0, D0, 0, ), (0, 0, 0, 0, D1, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)),), (0, 0, 0, 0, 0,), (N, G, O0, O1, CG, K0, K1, ), ((1, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, ), (0, 0, 0, S0, 0, ), (0, 0, 0, 0, S1, ), (0, 0, 1, 0, 0, ), (0, 0, 0, D0, 0, ), (0, 0, 0, 0, D1, ),))
     runtime.contract(output_r, 'abcde', [(f0, 'bcfgh'), (f1, 'abdefgh')], accumulate=False)
     if bias is not None:
         f0 = bias_r
@@ -153,19 +149,19 @@ def conv2d_input(*, grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, 
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
     weight_r = weight.reshape((G, KG, CG, K0, K1,))
     grad_input_r[...] = 0
+    cols = numpy.empty((K0, K1, N, G, CG, O0, O1, ), grad_input.dtype)
+    runtime.contract(cols, 'ghabfde', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')], accumulate=False)
+    n__lo, n__hi = 0, N - 1
+    g__lo, g__hi = 0, G - 1
+    c__lo, c__hi = 0, CG - 1
+    k_lo, k_hi = 0, KG - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
-            n__lo, n__hi = 0, N - 1
-            g__lo, g__hi = 0, G - 1
-            c__lo, c__hi = 0, CG - 1
-            t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-            t1_lo, t1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-            k_lo, k_hi = 0, KG - 1
-            if n__lo <= n__hi and g__lo <= g__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi and k_lo <= k_hi:
+            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+            t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+            if t0_lo <= t0_hi and t1_lo <= t1_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
-                f0 = grad_output_r[n__lo:n__hi + 1, g__lo:g__hi + 1, k_lo:k_hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
-                f1 = weight_r[g__lo:g__hi + 1, k_lo:k_hi + 1, c__lo:c__hi + 1, m0, m1]
-                runtime.contract(ov, 'abcde', [(f0, 'abfde'), (f1, 'bfc')], accumulate=True)
+                ov += cols[m0, m1, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
 
 
 def conv2d_weight(*, grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, **_):
@@ -174,7 +170,7 @@ def conv2d_weight(*, grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0,
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
     input_r = input.reshape((N, G, CG, H0, H1,))
     f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0,), (G, KG, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (1, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, ), (0, 0, 0, 0, 1, ),))
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, numpy.maximum(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)),), (0, 0, 0, 0, 0,), (G, CG, K0, K1, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (0, 0, 0, D0, 0, ), (0, 0, 0, 0, D1, ), (1, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, ), (0, 0, 0, 0, S1, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)),), (0, 0, 0, 0, 0,), (G, CG, K0, K1, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (0, 0, 0, D0, 0, ), (0, 0, 0, 0, D1, ), (1, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, ), (0, 0, 0, 0, S1, ),))
     runtime.contract(grad_weight_r, 'abcde', [(f0, 'abfgh'), (f1, 'acdefgh')], accumulate=False)
 
 
@@ -193,17 +189,16 @@ def max_pool2d(*, output, indices, input, C, D0, D1, H0, H1, K0, K1, N, O0, O1, 
     input_r = input.reshape((N, C, H0, H1,))
     output_r[...] = -numpy.inf
     indices_r[...] = -1
+    n_lo, n_hi = 0, N - 1
+    c_lo, c_hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
-            n_lo, n_hi = 0, N - 1
-            c_lo, c_hi = 0, C - 1
-            o0_lo, o0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-            o1_lo, o1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-            if n_lo <= n_hi and c_lo <= c_hi and o0_lo <= o0_hi and o1_lo <= o1_hi:
+            o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+            o1_lo, o1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+            if o0_lo <= o0_hi and o1_lo <= o1_hi:
                 best = output_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1]
                 position = indices_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1]
                 a0 = input_r[n_lo:n_hi + 1, c_lo:c_hi + 1, D0*m0 - P0 + S0*o0_lo:D0*m0 - P0 + S0*o0_lo + S0*(o0_hi - o0_lo) + 1:S0, D1*m1 - P1 + S1*o1_lo:D1*m1 - P1 + S1*o1_lo + S1*(o1_hi - o1_lo) + 1:S1]
-                a0 = runtime.aligned(a0, 'abcd', 'abcd')
                 value = a0
                 o0 = numpy.arange(o0_lo, o0_hi + 1).reshape((1, 1, -1, 1,))
                 o1 = numpy.arange(o1_lo, o1_hi + 1).reshape((1, 1, 1, -1,))
@@ -217,18 +212,16 @@ def max_pool2d_backward(*, grad_input, indices, grad_output, C, D0, D1, H0, H1, 
     indices_r = indices.reshape((N, C, O0, O1,))
     grad_output_r = grad_output.reshape((N, C, O0, O1,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
-            n__lo, n__hi = 0, N - 1
-            c__lo, c__hi = 0, C - 1
-            t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-            t1_lo, t1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-            if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi:
+            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+            t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+            if t0_lo <= t0_hi and t1_lo <= t1_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
                 a0 = indices_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
-                a0 = runtime.aligned(a0, 'abcd', 'abcd')
                 a1 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
-                a1 = runtime.aligned(a1, 'abcd', 'abcd')
                 t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1, 1,))
                 t1 = numpy.arange(t1_lo, t1_hi + 1).reshape((1, 1, 1, -1,))
                 value = a1*numpy.equal(a0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*t0 - P1 + S1*t1)
@@ -239,7 +232,7 @@ def avg_pool2d(*, output, input, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, c
     """avg_pool2d: derive: avg_pool2d forward definition."""
     output_r = output.reshape((N, C, O0, O1,))
     input_r = input.reshape((N, C, H0, H1,))
-    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, numpy.maximum(0, -H0 + K0 - P0 + S0*(O0 - 1))), (P1, numpy.maximum(0, -H1 + K1 - P1 + S1*(O1 - 1))),), (0, 0, 0, 0,), (N, C, O0, O1, K0, K1, ), ((1, 0, 0, 0, ), (0, 1, 0, 0, ), (0, 0, S0, 0, ), (0, 0, 0, S1, ), (0, 0, 1, 0, ), (0, 0, 0, 1, ),))
+    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, max(0, -H0 + K0 - P0 + S0*(O0 - 1))), (P1, max(0, -H1 + K1 - P1 + S1*(O1 - 1))),), (0, 0, 0, 0,), (N, C, O0, O1, K0, K1, ), ((1, 0, 0, 0, ), (0, 1, 0, 0, ), (0, 0, S0, 0, ), (0, 0, 0, S1, ), (0, 0, 1, 0, ), (0, 0, 0, 1, ),))
     o0 = numpy.arange(0, O0 - 1 + 1).reshape((-1, 1,))
     o1 = numpy.arange(0, O1 - 1 + 1).reshape((1, -1,))
     fx = numpy.broadcast_to(((1/divisor_override) if (divisor_override != 0) else (1/((numpy.minimum(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(numpy.minimum(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)) if (count_include_pad != 0) else 1/((-numpy.maximum(0, P0 - S0*o0) + numpy.minimum(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-numpy.maximum(0, P1 - S1*o1) + numpy.minimum(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))), (O0, O1, ))
@@ -251,16 +244,15 @@ def avg_pool2d_backward(*, grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1
     grad_input_r = grad_input.reshape((N, C, H0, H1,))
     grad_output_r = grad_output.reshape((N, C, O0, O1,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
-            n__lo, n__hi = 0, N - 1
-            c__lo, c__hi = 0, C - 1
-            t0_lo, t0_hi = numpy.maximum(0, (-((-(P0 - m0)) // (S0)))), numpy.minimum(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
-            t1_lo, t1_hi = numpy.maximum(0, (-((-(P1 - m1)) // (S1)))), numpy.minimum(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
-            if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi:
+            t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
+            t1_lo, t1_hi = max(0, (-((-(P1 - m1)) // (S1)))), min(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
+            if t0_lo <= t0_hi and t1_lo <= t1_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, -P0 + S0*t0_lo + m0:-P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + m0 + 1:S0, -P1 + S1*t1_lo + m1:-P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + m1 + 1:S1]
                 a0 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
-                a0 = runtime.aligned(a0, 'abcd', 'abcd')
                 t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1, 1,))
                 t1 = numpy.arange(t1_lo, t1_hi + 1).reshape((1, 1, 1, -1,))
                 value = a0*((1/divisor_override) if (divisor_override != 0) else (1/((numpy.minimum(K0 - 1, H0 + 2*P0 - S0*t0 - 1) + 1)*(numpy.minimum(K1 - 1, H1 + 2*P1 - S1*t1 - 1) + 1)) if (count_include_pad != 0) else 1/((-numpy.maximum(0, P0 - S0*t0) + numpy.minimum(K0 - 1, H0 + P0 - S0*t0 - 1) + 1)*(-numpy.maximum(0, P1 - S1*t1) + numpy.minimum(K1 - 1, H1 + P1 - S1*t1 - 1) + 1))))
@@ -274,7 +266,7 @@ def conv3d(*, output, input, weight, bias, CG, D0, D1, D2, G, H0, H1, H2, K0, K1
     weight_r = weight.reshape((G, KG, CG, K0, K1, K2,))
     bias_r = None if bias is None else bias.reshape((G, KG,))
     f0 = weight_r
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, numpy.maximum(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)), (P2, numpy.maximum(0, D2*(K2 - 1) - H2 - P2 + S2*(O2 - 1) + 1)),), (0, 0, 0, 0, 0, 0,), (N, G, O0, O1, O2, CG, K0, K1, K2, ), ((1, 0, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, 0, ), (0, 0, 0, 0, S1, 0, ), (0, 0, 0, 0, 0, S2, ), (0, 0, 1, 0, 0, 0, ), (0, 0, 0, D0, 0, 0, ), (0, 0, 0, 0, D1, 0, ), (0, 0, 0, 0, 0, D2, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)), (P2, max(0, D2*(K2 - 1) - H2 - P2 + S2*(O2 - 1) + 1)),), (0, 0, 0, 0, 0, 0,), (N, G, O0, O1, O2, CG, K0, K1, K2, ), ((1, 0, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, 0, ), (0, 0, 0, 0, S1, 0, ), (0, 0, 0, 0, 0, S2, ), (0, 0, 1, 0, 0, 0, ), (0, 0, 0, D0, 0, 0, ), (0, 0, 0, 0, D1, 0, ), (0, 0, 0, 0, 0, D2, ),))
     runtime.contract(output_r, 'abcdef', [(f0, 'bcghij'), (f1, 'abdefghij')], accumulate=False)
     if bias is not None:
         f0 = bias_r
@@ -287,21 +279,21 @@ def conv3d_input(*, grad_input, grad_output, weight, CG, D0, D1, D2, G, H0, H1, 
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
     weight_r = weight.reshape((G, KG, CG, K0, K1, K2,))
     grad_input_r[...] = 0
+    cols = numpy.empty((K0, K1, K2, N, G, CG, O0, O1, O2, ), grad_input.dtype)
+    runtime.contract(cols, 'hijabgdef', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')], accumulate=False)
+    n__lo, n__hi = 0, N - 1
+    g__lo, g__hi = 0, G - 1
+    c__lo, c__hi = 0, CG - 1
+    k_lo, k_hi = 0, KG - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
             for m2 in range(0, K2 - 1 + 1):
-                n__lo, n__hi = 0, N - 1
-                g__lo, g__hi = 0, G - 1
-                c__lo, c__hi = 0, CG - 1
-                t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                t1_lo, t1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-                t2_lo, t2_hi = numpy.maximum(0, (-((-(-D2*m2 + P2)) // (S2)))), numpy.minimum(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
-                k_lo, k_hi = 0, KG - 1
-                if n__lo <= n__hi and g__lo <= g__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi and k_lo <= k_hi:
+                t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+                t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+                t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
+                if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
-                    f0 = grad_output_r[n__lo:n__hi + 1, g__lo:g__hi + 1, k_lo:k_hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
-                    f1 = weight_r[g__lo:g__hi + 1, k_lo:k_hi + 1, c__lo:c__hi + 1, m0, m1, m2]
-                    runtime.contract(ov, 'abcdef', [(f0, 'abgdef'), (f1, 'bgc')], accumulate=True)
+                    ov += cols[m0, m1, m2, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
 
 
 def conv3d_weight(*, grad_weight, grad_output, input, CG, D0, D1, D2, G, H0, H1, H2, K0, K1, K2, KG, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, **_):
@@ -310,7 +302,7 @@ def conv3d_weight(*, grad_weight, grad_output, input, CG, D0, D1, D2, G, H0, H1,
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
     input_r = input.reshape((N, G, CG, H0, H1, H2,))
     f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0, 0,), (G, KG, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, 0, ), (0, 0, 0, 0, 1, 0, ), (0, 0, 0, 0, 0, 1, ),))
-    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, numpy.maximum(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, numpy.maximum(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)), (P2, numpy.maximum(0, D2*(K2 - 1) - H2 - P2 + S2*(O2 - 1) + 1)),), (0, 0, 0, 0, 0, 0,), (G, CG, K0, K1, K2, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (0, 0, 0, D0, 0, 0, ), (0, 0, 0, 0, D1, 0, ), (0, 0, 0, 0, 0, D2, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, 0, ), (0, 0, 0, 0, S1, 0, ), (0, 0, 0, 0, 0, S2, ),))
+    f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)), (P2, max(0, D2*(K2 - 1) - H2 - P2 + S2*(O2 - 1) + 1)),), (0, 0, 0, 0, 0, 0,), (G, CG, K0, K1, K2, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (0, 0, 0, D0, 0, 0, ), (0, 0, 0, 0, D1, 0, ), (0, 0, 0, 0, 0, D2, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, 0, ), (0, 0, 0, 0, S1, 0, ), (0, 0, 0, 0, 0, S2, ),))
     runtime.contract(grad_weight_r, 'abcdef', [(f0, 'abghij'), (f1, 'acdefghij')], accumulate=False)
 
 
@@ -329,19 +321,18 @@ def max_pool3d(*, output, indices, input, C, D0, D1, D2, H0, H1, H2, K0, K1, K2,
     input_r = input.reshape((N, C, H0, H1, H2,))
     output_r[...] = -numpy.inf
     indices_r[...] = -1
+    n_lo, n_hi = 0, N - 1
+    c_lo, c_hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
             for m2 in range(0, K2 - 1 + 1):
-                n_lo, n_hi = 0, N - 1
-                c_lo, c_hi = 0, C - 1
-                o0_lo, o0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                o1_lo, o1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-                o2_lo, o2_hi = numpy.maximum(0, (-((-(-D2*m2 + P2)) // (S2)))), numpy.minimum(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
-                if n_lo <= n_hi and c_lo <= c_hi and o0_lo <= o0_hi and o1_lo <= o1_hi and o2_lo <= o2_hi:
+                o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+                o1_lo, o1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+                o2_lo, o2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
+                if o0_lo <= o0_hi and o1_lo <= o1_hi and o2_lo <= o2_hi:
                     best = output_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1, o2_lo:o2_hi + 1]
                     position = indices_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1, o2_lo:o2_hi + 1]
                     a0 = input_r[n_lo:n_hi + 1, c_lo:c_hi + 1, D0*m0 - P0 + S0*o0_lo:D0*m0 - P0 + S0*o0_lo + S0*(o0_hi - o0_lo) + 1:S0, D1*m1 - P1 + S1*o1_lo:D1*m1 - P1 + S1*o1_lo + S1*(o1_hi - o1_lo) + 1:S1, D2*m2 - P2 + S2*o2_lo:D2*m2 - P2 + S2*o2_lo + S2*(o2_hi - o2_lo) + 1:S2]
-                    a0 = runtime.aligned(a0, 'abcde', 'abcde')
                     value = a0
                     o0 = numpy.arange(o0_lo, o0_hi + 1).reshape((1, 1, -1, 1, 1,))
                     o1 = numpy.arange(o1_lo, o1_hi + 1).reshape((1, 1, 1, -1, 1,))
@@ -356,20 +347,18 @@ def max_pool3d_backward(*, grad_input, indices, grad_output, C, D0, D1, D2, H0, 
     indices_r = indices.reshape((N, C, O0, O1, O2,))
     grad_output_r = grad_output.reshape((N, C, O0, O1, O2,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
             for m2 in range(0, K2 - 1 + 1):
-                n__lo, n__hi = 0, N - 1
-                c__lo, c__hi = 0, C - 1
-                t0_lo, t0_hi = numpy.maximum(0, (-((-(-D0*m0 + P0)) // (S0)))), numpy.minimum(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                t1_lo, t1_hi = numpy.maximum(0, (-((-(-D1*m1 + P1)) // (S1)))), numpy.minimum(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-                t2_lo, t2_hi = numpy.maximum(0, (-((-(-D2*m2 + P2)) // (S2)))), numpy.minimum(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
-                if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
+                t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+                t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+                t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
+                if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
                     a0 = indices_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
-                    a0 = runtime.aligned(a0, 'abcde', 'abcde')
                     a1 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
-                    a1 = runtime.aligned(a1, 'abcde', 'abcde')
                     t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1, 1, 1,))
                     t1 = numpy.arange(t1_lo, t1_hi + 1).reshape((1, 1, 1, -1, 1,))
                     t2 = numpy.arange(t2_lo, t2_hi + 1).reshape((1, 1, 1, 1, -1,))
@@ -381,7 +370,7 @@ def avg_pool3d(*, output, input, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P
     """avg_pool3d: derive: avg_pool3d forward definition."""
     output_r = output.reshape((N, C, O0, O1, O2,))
     input_r = input.reshape((N, C, H0, H1, H2,))
-    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, numpy.maximum(0, -H0 + K0 - P0 + S0*(O0 - 1))), (P1, numpy.maximum(0, -H1 + K1 - P1 + S1*(O1 - 1))), (P2, numpy.maximum(0, -H2 + K2 - P2 + S2*(O2 - 1))),), (0, 0, 0, 0, 0,), (N, C, O0, O1, O2, K0, K1, K2, ), ((1, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, ), (0, 0, S0, 0, 0, ), (0, 0, 0, S1, 0, ), (0, 0, 0, 0, S2, ), (0, 0, 1, 0, 0, ), (0, 0, 0, 1, 0, ), (0, 0, 0, 0, 1, ),))
+    f0 = runtime.window_view(input_r, ((0, 0), (0, 0), (P0, max(0, -H0 + K0 - P0 + S0*(O0 - 1))), (P1, max(0, -H1 + K1 - P1 + S1*(O1 - 1))), (P2, max(0, -H2 + K2 - P2 + S2*(O2 - 1))),), (0, 0, 0, 0, 0,), (N, C, O0, O1, O2, K0, K1, K2, ), ((1, 0, 0, 0, 0, ), (0, 1, 0, 0, 0, ), (0, 0, S0, 0, 0, ), (0, 0, 0, S1, 0, ), (0, 0, 0, 0, S2, ), (0, 0, 1, 0, 0, ), (0, 0, 0, 1, 0, ), (0, 0, 0, 0, 1, ),))
     o0 = numpy.arange(0, O0 - 1 + 1).reshape((-1, 1, 1,))
     o1 = numpy.arange(0, O1 - 1 + 1).reshape((1, -1, 1,))
     o2 = numpy.arange(0, O2 - 1 + 1).reshape((1, 1, -1,))
@@ -394,18 +383,17 @@ def avg_pool3d_backward(*, grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N
     grad_input_r = grad_input.reshape((N, C, H0, H1, H2,))
     grad_output_r = grad_output.reshape((N, C, O0, O1, O2,))
     grad_input_r[...] = 0
+    n__lo, n__hi = 0, N - 1
+    c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
         for m1 in range(0, K1 - 1 + 1):
             for m2 in range(0, K2 - 1 + 1):
-                n__lo, n__hi = 0, N - 1
-                c__lo, c__hi = 0, C - 1
-                t0_lo, t0_hi = numpy.maximum(0, (-((-(P0 - m0)) // (S0)))), numpy.minimum(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
-                t1_lo, t1_hi = numpy.maximum(0, (-((-(P1 - m1)) // (S1)))), numpy.minimum(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
-                t2_lo, t2_hi = numpy.maximum(0, (-((-(P2 - m2)) // (S2)))), numpy.minimum(O2 - 1, ((H2 + P2 - m2 - 1) // (S2)))
-                if n__lo <= n__hi and c__lo <= c__hi and t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
+                t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
+                t1_lo, t1_hi = max(0, (-((-(P1 - m1)) // (S1)))), min(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
+                t2_lo, t2_hi = max(0, (-((-(P2 - m2)) // (S2)))), min(O2 - 1, ((H2 + P2 - m2 - 1) // (S2)))
+                if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, -P0 + S0*t0_lo + m0:-P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + m0 + 1:S0, -P1 + S1*t1_lo + m1:-P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + m1 + 1:S1, -P2 + S2*t2_lo + m2:-P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + m2 + 1:S2]
                     a0 = grad_output_r[n__lo:n__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
-                    a0 = runtime.aligned(a0, 'abcde', 'abcde')
                     t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1, 1, 1,))
                     t1 = numpy.arange(t1_lo, t1_hi + 1).reshape((1, 1, 1, -1, 1,))
                     t2 = numpy.arange(t2_lo, t2_hi + 1).reshape((1, 1, 1, 1, -1,))
