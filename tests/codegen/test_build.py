@@ -20,28 +20,15 @@ TINY = {'tiny.c': '#include "tiny.h"\nint bp_tiny(int a) { return a + 40; }\n', 
 EXT = sysconfig.get_config_var('EXT_SUFFIX')
 
 
-PSABI = ("64-byte GCC vector types in the default (vector) path trigger -Wpsabi ('AVX512F vector return without "
-         "AVX512F enabled changes the ABI', bp_vload_f/bp_vstore_f) on a target without AVX-512")
-OMP = "and '#pragma omp parallel for' is not guarded by #ifdef _OPENMP (-Wunknown-pragmas without -fopenmp)"
-KNOWN_FAILURES = {('bpgen_activation.c', 'vector'): PSABI, ('bpgen_conv.c', 'vector'): f'{PSABI}, {OMP}',
-                  ('bpgen_pool.c', 'vector'): f'{PSABI}, {OMP}'}
-MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR']}
-
-
-def compile_cases() -> list:
-    cases = []
-    for source in sorted(p.name for p in GENERATED_C.glob('*.c')):
-        for mode in MODES:
-            reason = KNOWN_FAILURES.get((source, mode))
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
-            cases.append(pytest.param(source, mode, marks=marks, id=f'{source}-{mode}'))
-    return cases
+MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-march=native', '-fopenmp']}
 
 
 @needs_cc
-@pytest.mark.parametrize('source,mode', compile_cases())
+@pytest.mark.parametrize('mode', sorted(MODES))
+@pytest.mark.parametrize('source', sorted(p.name for p in GENERATED_C.glob('*.c')))
 def test_generated_c_file_compiles_alone_with_warnings_as_errors(tmp_path, source, mode):
-    """C99 next to its own header only; 'scalar' is the portable path (-DBPGEN_NO_VECTOR)."""
+    """C99 next to its own header only: default target, the portable scalar path (-DBPGEN_NO_VECTOR), and
+    the build's own target and OpenMP."""
     header = source[:-2] + '.h'
     for name in (source, header):
         shutil.copy(GENERATED_C / name, tmp_path / name)

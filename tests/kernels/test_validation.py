@@ -163,6 +163,15 @@ CASES = {
 }
 
 
+@pytest.fixture(autouse=True)
+def empty_geometry_cache():
+    """Each case starts without cached argument checks (their own hazard: test_cached_checks_keep_checking_types)."""
+    import generated._api as api
+    clear = getattr(getattr(api, '_cached_geometry', None), 'cache_clear', None)
+    if clear is not None:
+        clear()
+
+
 def raised(backend, call, kind):
     with pytest.raises((ValueError, TypeError)) as info:
         call(backend)
@@ -189,6 +198,23 @@ def test_bad_input_is_refused_naming_the_parameter(backend, case):
 ], ids=['input_size', 'weight_size'])
 def test_zero_sizes_name_input_size_and_weight_size(backend, call, name):
     assert name in raised(backend, call, ValueError)
+
+
+@pytest.mark.xfail(strict=True, reason="api.geometry's lru_cache keys on argument values, and True == 1 == 1.0: "
+                                       'after a valid call with stride=2 (or ceil_mode=True), the same call with '
+                                       'stride=2.0 (or ceil_mode=1) is served from the cache and accepted instead of '
+                                       'raising TypeError')
+@pytest.mark.parametrize('call,valid,invalid', [
+    (lambda K, v: K.conv2d(X, W, stride=v), 2, 2.0),
+    (lambda K, v: K.conv2d(X, W, groups=v), 1, True),
+    (lambda K, v: K.conv1d_input((1, 1, 6), np.ones((1, 1, 2)), np.ones((1, 1, 5)), dilation=v), 1, 1.0),
+    (lambda K, v: K.max_pool2d(X, 2, ceil_mode=v), True, 1),
+    (lambda K, v: K.avg_pool2d(X, v), 2, 2.0),
+], ids=['stride', 'groups', 'dilation', 'ceil_mode', 'kernel_size'])
+def test_cached_checks_keep_checking_types(backend, call, valid, invalid):
+    call(backend, valid)                  # fills the cache of argument checks
+    with pytest.raises(TypeError):
+        call(backend, invalid)
 
 
 @pytest.mark.xfail(strict=True, reason='a 0-d bias is accepted when weight has one output channel (torch: '
