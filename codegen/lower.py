@@ -48,10 +48,14 @@ def lower(rule: KernelRule) -> Kernel:
     element = tuple(_element(rule, steps))
     scalar = _box_loops(rule.index, first.shape, element)
     main = expand_definitions(rule, rule.terms[0][0])
-    tiles = [] if rule.family == 'activation' else [choose_tile(rule, main), choose_tile(rule, main, all_unit=True)]
+    tiles = [] if rule.family == 'activation' else [_tile_or_none(choose_tile, rule, main),
+                                                    _tile_or_none(choose_tile, rule, main, all_unit=True)]
     fast = scalar
     for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
-        vector = vector_nodes(rule, tile, element, steps)
+        try:
+            vector = vector_nodes(rule, tile, element, steps)
+        except LoweringError:   # no fast path for this rule: the scalar nest stays
+            continue
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector
     body = (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
@@ -59,6 +63,13 @@ def lower(rule: KernelRule) -> Kernel:
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
     return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
                   tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, decls + body)
+
+
+def _tile_or_none(choose, *args, **kwargs):
+    try:
+        return choose(*args, **kwargs)
+    except LoweringError:
+        return None
 
 
 def walk(nodes):

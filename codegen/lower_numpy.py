@@ -24,7 +24,7 @@ from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_ke
 
 from derive.zsum import ZSum, lattice_point, normalize
 
-from .lower import LoweringError, _bounds, expand_definitions, first_box, kernel_params
+from .lower import LoweringError, _bounds, check_accesses, expand_definitions, first_box, kernel_params
 from .printers import NumpyPrinter, identifier
 from .spec import KernelRule
 
@@ -47,6 +47,8 @@ class NumpyKernel:
 @cache
 def lower_numpy(rule: KernelRule) -> NumpyKernel:
     params = kernel_params(rule)
+    for term, _ in rule.terms:
+        check_accesses(rule, expand_definitions(rule, term))
     body_printer = NumpyPrinter({'scalars': frozenset(p.name for p in params)})
     lines = [f'{t.name}_r = {_reshape(t)}' for t in rule.outputs + rule.inputs]
     if rule.family == 'activation':
@@ -275,15 +277,17 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
                  for t in cols_labels]
         lab = ''.join(labels[t] for t in cols_labels if t not in taps)
         value = f'cols[{", ".join(index)}]'
-        body += [f'{ind}ov += ' + (value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})')]
+        value = value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})'
+        body += [f'{ind}ov += {value}']
         return lines + pre + loops + ranges_lines + body
     if contracted:
         operands = []
-        for k, f in enumerate(factors):
+        scale = Mul(*[f for f in factors if f.is_number])
+        for k, f in enumerate(f for f in factors if not f.is_number):
             if not isinstance(f, Indexed):
                 raise LoweringError(f'{rule.name}: a contraction needs a product of arrays, got factor {f}')
             line, lab = _sliced(f'f{k}', tensors[f.base].name, f.indices, vector, ranges, labels)
-            body.append(ind + line)
+            body.append(ind + line + ('' if scale == 1 or k else f' * {pr(scale)}'))
             operands.append(f'(f{k}, {lab!r})')
         body.append(f'{ind}runtime.contract(ov, {out_labels!r}, [{", ".join(operands)}], accumulate=True)')
     else:
@@ -362,7 +366,11 @@ def _taps_max(rule: KernelRule, printer) -> list:
 # ----------------------------------------------------------------------------- elements
 
 def _elements(rule: KernelRule, printer) -> list:
+    """out = f(arrays), every array read at the output's own index (else the rule is no elementwise rule)."""
     (term, _), = rule.terms
+    if term.vars or term.conds or term.divs or any(
+            tuple(ix.indices) != tuple(rule.index) for ix in term.body.atoms(Indexed)):
+        raise LoweringError(f'{rule.name}: an elementwise kernel reads every array at its own index')
     names = {ix: Symbol(f'{_tensors(rule)[ix.base].name}_r') for ix in term.body.atoms(Indexed)}
     params = {p: Symbol(identifier(p.name)) for p in rule.real_params}
     value = term.body.xreplace(names).xreplace(params)

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand
 
-from .ir import Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore, substitute
+from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore,
+                 substitute)
 from .lower import (WORK, LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
                     walk, without_output_box)
 from .spec import KernelRule

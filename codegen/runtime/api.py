@@ -27,7 +27,7 @@ def real_array(value, name: str, fn: str) -> np.ndarray:
         raise TypeError(f'{fn}: {name} must be a numpy.ndarray, got {type(value).__name__}')
     if value.dtype not in REAL_DTYPES:
         raise TypeError(f'{fn}: {name} must have dtype float32 or float64, got {value.dtype}')
-    return np.ascontiguousarray(value)
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
 
 
 def same_dtype(fn: str, reference: str, ref: np.ndarray, **others) -> None:
@@ -83,17 +83,28 @@ def size_tuple(value, name: str, fn: str, rank: int) -> tuple:
 def geometry(kind, *args):
     """kind(*args), cached when the arguments are hashable (lists become tuples): repeated calls with
     the same shapes and parameters skip the checks, which cost more than a small kernel."""
-    key = (kind,) + tuple(tuple(a) if isinstance(a, list) else a for a in args)
     try:
-        return _cached_geometry(key)
+        return _cached_geometry(kind, tuple(_typed(a) for a in args))
     except TypeError:   # an unhashable argument: check it without the cache
         return kind(*args)
 
 
+def _typed(value):
+    """A cache key that tells 2 from 2.0 and True (equal as keys, not as arguments)."""
+    if isinstance(value, (list, tuple)):
+        return type(value).__name__, tuple(_typed(v) for v in value)
+    return type(value).__name__, value
+
+
+def _untyped(key):
+    kind, value = key
+    return [_untyped(v) for v in value] if kind == 'list' else tuple(_untyped(v) for v in value) \
+        if kind == 'tuple' else value
+
+
 @functools.lru_cache(maxsize=1024)
-def _cached_geometry(key):
-    kind, *args = key
-    return kind(*args)
+def _cached_geometry(kind, key):
+    return kind(*(_untyped(k) for k in key))
 
 
 def spatial(prefix: str, values) -> dict:
@@ -105,7 +116,8 @@ def spatial(prefix: str, values) -> dict:
 class ConvGeometry:
     """Sizes of one convolution call, checked; ``params`` are the kernels' keyword sizes."""
 
-    def __init__(self, fn, dims, input_shape, weight_shape, stride, padding, dilation, groups):
+    def __init__(self, fn, dims, input_shape, weight_shape, stride, padding, dilation, groups,
+                 names=('input', 'weight')):
         self.fn, self.dims = fn, dims
         stride = int_tuple(stride, 'stride', fn, dims, 1)
         dilation = int_tuple(dilation, 'dilation', fn, dims, 1)
@@ -120,8 +132,8 @@ class ConvGeometry:
             raise ValueError(f'{fn}: input has {c_in} channels but weight expects {weight_shape[1]} per group '
                              f'x groups={groups} = {weight_shape[1] * groups}')
         if min(kernel) < 1 or min(size) < 1 or c_in < 1 or c_out < 1:
-            raise ValueError(f'{fn}: channels, spatial sizes and kernel sizes must be >= 1, got input '
-                             f'{tuple(input_shape)} and weight {tuple(weight_shape)}')
+            raise ValueError(f'{fn}: channels, spatial sizes and kernel sizes must be >= 1, got {names[0]} '
+                             f'{tuple(input_shape)} and {names[1]} {tuple(weight_shape)}')
         out = tuple(formulas.conv_output_size(h, k, s, d, pl, pr)
                     for h, k, s, d, pl, pr in zip(size, kernel, stride, dilation, left, right))
         if min(out) < 1:
@@ -183,7 +195,8 @@ def conv_input(dims: int, kernels):
         check_rank(w, 'weight', fn, (dims + 2,))
         check_rank(g, 'grad_output', fn, (dims + 2,))
         shape = size_tuple(input_size, 'input_size', fn, dims + 2)
-        geo = geometry(ConvGeometry, fn, dims, shape, w.shape, stride, padding, dilation, groups)
+        geo = geometry(ConvGeometry, fn, dims, shape, w.shape, stride, padding, dilation, groups,
+                       ('input_size', 'weight'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, w.dtype)
         if shape[0]:
@@ -204,7 +217,8 @@ def conv_weight(dims: int, kernels):
         check_rank(x, 'input', fn, (dims + 2,))
         check_rank(g, 'grad_output', fn, (dims + 2,))
         shape = size_tuple(weight_size, 'weight_size', fn, dims + 2)
-        geo = geometry(ConvGeometry, fn, dims, x.shape, shape, stride, padding, dilation, groups)
+        geo = geometry(ConvGeometry, fn, dims, x.shape, shape, stride, padding, dilation, groups,
+                       ('input', 'weight_size'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, x.dtype)
         if x.shape[0]:
@@ -309,6 +323,7 @@ def max_pool_backward(dims: int, kernels):
             idx = np.ascontiguousarray(indices)
             idx = idx[None] if unbatched and idx.ndim == dims + 1 else idx
             check_shape(idx, 'indices', fn, geo.output_shape)
+            check_window_indices(fn, idx, geo.params, dims)
         out = np.zeros(x.shape, x.dtype)
         if x.shape[0]:
             kernel(grad_input=out, grad_output=g, indices=idx, **geo.params)
@@ -316,6 +331,23 @@ def max_pool_backward(dims: int, kernels):
     backward.__name__ = backward.__qualname__ = fn
     backward.__doc__ = f'Gradient of {fn[:-9]} with respect to its input (indices recomputed unless given).'
     return backward
+
+
+def check_window_indices(fn: str, idx: np.ndarray, params: dict, dims: int) -> None:
+    """Every given index must be a position of its own window, S o + D m - P with 0 <= m < K (the
+    window of derive.pool): the gather form sends each output's gradient to such a position only."""
+    sizes = [params[f'H{d}'] for d in range(dims)]
+    if idx.size and (idx.min() < 0 or idx.max() >= np.prod(sizes)):
+        raise ValueError(f'{fn}: indices must lie in the input plane [0, {int(np.prod(sizes))}), got '
+                         f'[{idx.min()}, {idx.max()}]')
+    position = np.unravel_index(idx, sizes)
+    for d in range(dims):
+        o = np.arange(params[f'O{d}']).reshape([-1 if a == d else 1 for a in range(dims)])
+        offset = position[d] + params[f'P{d}'] - params[f'S{d}'] * o
+        step, last = params[f'D{d}'], params[f'D{d}'] * (params[f'K{d}'] - 1)
+        if np.any((offset < 0) | (offset > last) | (offset % step != 0)):
+            raise ValueError(f'{fn}: indices must point into their own pooling windows (as returned by '
+                             f'max_pool{dims}d with return_indices=True)')
 
 
 def avg_options(fn: str, count_include_pad, divisor_override) -> dict:

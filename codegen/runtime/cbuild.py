@@ -81,7 +81,11 @@ def load(source_dir: Path, source_names: tuple, cdef: str):
     key = cache_key(sources, cdef)
     module = f'_bpgen_{key[:20]}'
     if os.environ.get('BPGEN_NO_CACHE') == '1':
-        return _import(_build(module, sources, cdef, Path(tempfile.mkdtemp(prefix='bpgen-'))), module)
+        work = Path(tempfile.mkdtemp(prefix='bpgen-'))
+        try:   # a loaded extension stays usable after its file is removed
+            return _import(_build(module, sources, cdef, work), module)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     target = cache_root() / key[:2] / f'{module}{sysconfig.get_config_var("EXT_SUFFIX")}'
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -118,8 +118,6 @@ def test_no_cache_switch_builds_outside_the_cache(tmp_path):
     assert not cache.exists() or not any(cache.rglob('*'))
 
 
-@pytest.mark.xfail(strict=True, reason='BPGEN_NO_CACHE=1 leaves a bpgen-* build directory (sources, objects, '
-                                       'extension) in the temporary directory at every import and never removes it')
 @needs_cc
 def test_no_cache_switch_leaves_no_build_directory_behind(tmp_path):
     source, temp = tiny_sources(tmp_path), tmp_path / 'tmp'

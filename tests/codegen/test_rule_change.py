@@ -118,9 +118,6 @@ def test_scaling_the_rule_scales_the_c_kernel(tmp_path):
     assert_close(2 * original, expected, tolerance=RULE_TOLERANCE)
 
 
-@pytest.mark.xfail(strict=True, reason='lower_numpy refuses a constant factor in a strided (taps) sum: '
-                                       "LoweringError 'a contraction needs a product of arrays, got factor 2' "
-                                       '(codegen/lower_numpy.py _taps_sum); the C lowering handles it')
 def test_scaling_the_rule_scales_the_numpy_kernel():
     doubled = with_term(rule('conv1d_input'), 'conv1d_input_doubled', scale)
     arrays, sizes = strided_input_gradient_case(np.random.default_rng(1))

@@ -189,9 +189,6 @@ def test_bad_input_is_refused_naming_the_parameter(backend, case):
 
 # ----------------------------------------------------------------------------- bugs found
 
-@pytest.mark.xfail(strict=True, reason="messages name 'input'/'weight' where the parameter is input_size/weight_size: "
-                                       'a zero size in conv2d_input(input_size=...) or conv2d_weight(weight_size=...) '
-                                       "reports 'got input (...) and weight (...)'")
 @pytest.mark.parametrize('call,name', [
     (lambda K: K.conv2d_input((1, 2, 0, 5), W, GO), 'input_size'),
     (lambda K: K.conv2d_weight(X, (4, 2, 0, 3), GO), 'weight_size'),
@@ -200,10 +197,6 @@ def test_zero_sizes_name_input_size_and_weight_size(backend, call, name):
     assert name in raised(backend, call, ValueError)
 
 
-@pytest.mark.xfail(strict=True, reason="api.geometry's lru_cache keys on argument values, and True == 1 == 1.0: "
-                                       'after a valid call with stride=2 (or ceil_mode=True), the same call with '
-                                       'stride=2.0 (or ceil_mode=1) is served from the cache and accepted instead of '
-                                       'raising TypeError')
 @pytest.mark.parametrize('call,valid,invalid', [
     (lambda K, v: K.conv2d(X, W, stride=v), 2, 2.0),
     (lambda K, v: K.conv2d(X, W, groups=v), 1, True),
@@ -217,9 +210,6 @@ def test_cached_checks_keep_checking_types(backend, call, valid, invalid):
         call(backend, invalid)
 
 
-@pytest.mark.xfail(strict=True, reason='a 0-d bias is accepted when weight has one output channel (torch: '
-                                       "'expected bias to be 1-dimensional with 1 elements'): api.real_array's "
-                                       'np.ascontiguousarray turns it into shape (1,) before the shape check')
 def test_conv_refuses_a_zero_dimensional_bias(backend):
     message = raised(backend, lambda K: K.conv2d(np.ones((1, 2, 3, 3)), np.ones((1, 2, 2, 2)), np.array(0.5)),
                      ValueError)
@@ -237,18 +227,12 @@ def test_set_num_threads_refuses_non_positive_and_non_int(threads):
     assert KC.get_num_threads() == before
 
 
-@pytest.mark.xfail(strict=True, reason='max_pool*_backward silently drops grad_output at given indices outside '
-                                       'their input plane (9, -5): neither an error naming indices nor a gradient')
 def test_max_pool_backward_refuses_indices_outside_the_plane(backend):
     g, x = np.ones((1, 1, 2)), np.zeros((1, 1, 4))
     message = raised(backend, lambda K: K.max_pool1d_backward(g, x, 2, indices=np.array([[[9, -5]]])), ValueError)
     assert 'indices' in message
 
 
-@pytest.mark.xfail(strict=True, reason='max_pool*_backward silently drops grad_output at given indices that lie in '
-                                       'the plane but outside their window (gather form); torch scatter-adds it '
-                                       'there: expected torch\'s gradient [10, 100, 0, 0, 0, 1] or a ValueError '
-                                       'naming indices')
 def test_max_pool_backward_with_indices_outside_their_window(backend):
     x, g = np.arange(6.0)[None, None], np.array([[[1.0, 10.0, 100.0]]])
     indices = np.array([[[5, 0, 1]]])                # windows [0, 1], [2, 3], [4, 5]

@@ -57,8 +57,6 @@ def test_sigmoid_and_tanh_backward_read_the_output(backend, dtype):
     assert_close(backend.tanh_backward(g, y), (wide_g * (1 - wide_y * wide_y)).astype(dtype), scale=1.0)
 
 
-@pytest.mark.xfail(strict=True, reason='activations turn a 0-d array into shape (1,): api.real_array calls '
-                                       'np.ascontiguousarray, which returns at least 1-d (torch keeps shape ())')
 @pytest.mark.parametrize('name', ['relu', 'sigmoid', 'tanh', 'hardtanh'])
 def test_activation_keeps_a_zero_dimensional_shape(backend, name):
     x = np.array(-0.5)
@@ -67,11 +65,7 @@ def test_activation_keeps_a_zero_dimensional_shape(backend, name):
     assert getattr(backend, f'{name}_backward')(np.array(1.0), saved).shape == ()
 
 
-NUMPY_SIGMOID_OVERFLOW = pytest.mark.xfail(strict=True, reason="generated.numpy's sigmoid computes "
-                                           "1/(1 + numpy.exp(-x)): RuntimeWarning 'overflow encountered in exp' for "
-                                           'x < -709 (float64), x < -88 (float32); torch saturates silently')
-SATURATION_CASES = [pytest.param(b, n, marks=[NUMPY_SIGMOID_OVERFLOW] if (b, n) == ('numpy', 'sigmoid') else [],
-                                 id=f'{b}-{n}') for b in BACKENDS for n in ('sigmoid', 'tanh')]
+SATURATION_CASES = [pytest.param(b, n, id=f'{b}-{n}') for b in BACKENDS for n in ('sigmoid', 'tanh')]
 
 
 @pytest.mark.parametrize('backend_name,name', SATURATION_CASES)
