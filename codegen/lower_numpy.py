@@ -256,16 +256,37 @@ def _sliced(name: str, tensor_name: str, indices, vector, ranges, labels) -> tup
     return f'{name} = {tensor_name}_r[{", ".join(p for p, _ in parts)}]', lab
 
 
-def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
+@dataclass(frozen=True)
+class TapLoops:
+    """The frame of a taps kernel: loops over the taps (after the bounds that do not need them),
+    per-iteration ranges of the vectorized variables, and where each output index lands."""
+
+    z: ZSum
+    taps: list
+    loops: list        # lines up to the body of the innermost tap loop
+    ranges: dict       # vectorized variable -> (lo, hi) symbols
+    vector: list
+    labels: dict
+    where: dict        # output index -> expression in the vectorized variables
+    ind: str           # indentation of the body
+
+    def output(self, name: str, tensor_name: str, rule) -> tuple:
+        return _sliced(name, tensor_name, [self.where[f] for f in rule.index], self.vector, self.ranges, self.labels)
+
+
+def tap_loops(rule, z) -> TapLoops:
     taps, z, where = _taps_and_lattice(rule, z)
+    loops, outer = _tap_loops(taps, z)
+    before, inside, ranges, vector = _ranges(z, taps, outer)
+    return TapLoops(z, taps, before + loops + inside, ranges, vector, _labels(vector), where, outer + '    ')
+
+
+def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
+    frame = tap_loops(rule, z)
+    taps, z, ranges, vector, labels, ind = frame.taps, frame.z, frame.ranges, frame.vector, frame.labels, frame.ind
     out = rule.outputs[0]
     lines = [] if accumulate else [f'{out.name}_r[...] = 0']
-    loops, outer = _tap_loops(taps, z)
-    before, ranges_lines, ranges, vector = _ranges(z, taps, outer)
-    loops = before + loops
-    ind = outer + '    '
-    labels = _labels(vector)
-    out_line, out_labels = _sliced('ov', out.name, [where[f] for f in rule.index], vector, ranges, labels)
+    out_line, out_labels = frame.output('ov', out.name, rule)
     body = [ind + out_line]
     tensors = _tensors(rule)
     factors = Mul.make_args(z.body)
@@ -279,7 +300,7 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
         value = f'cols[{", ".join(index)}]'
         value = value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})'
         body += [f'{ind}ov += {value}']
-        return lines + pre + loops + ranges_lines + body
+        return lines + pre + frame.loops + body
     if contracted:
         operands = []
         scale = Mul(*[f for f in factors if f.is_number])
@@ -294,7 +315,7 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
         body += [ind + line for line in _elementwise_value('value', z.body, vector, ranges, labels, out_labels,
                                                           tensors, printer)]
         body.append(f'{ind}ov += value')
-    return lines + loops + ranges_lines + body
+    return lines + frame.loops + body
 
 
 def _hoisted_contraction(rule, z, taps, vector, contracted):
@@ -341,26 +362,22 @@ def _elementwise_value(target: str, expr, vector, ranges, labels, out_labels, te
 def _taps_max(rule: KernelRule, printer) -> list:
     (term, _), = rule.terms
     z = array_sum(rule, expand_definitions(rule, term))
-    taps, z, where = _taps_and_lattice(rule, z)
-    (delta,) = [f for f in Mul.make_args(z.body) if isinstance(f, KroneckerDelta)]
+    frame = tap_loops(rule, z)
+    (delta,) = [f for f in Mul.make_args(frame.z.body) if isinstance(f, KroneckerDelta)]
     selector = rule.outputs[1].base
     candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == selector))
-    value = z.body / delta
+    value = frame.z.body / delta
     out, idx = rule.outputs
     lines = [f'{out.name}_r[...] = -numpy.inf', f'{idx.name}_r[...] = -1']
-    loops, outer = _tap_loops(taps, z)
-    before, ranges_lines, ranges, vector = _ranges(z, taps, outer)
-    loops = before + loops
-    ind = outer + '    '
-    labels = _labels(vector)
-    out_line, out_labels = _sliced('best', out.name, [where[f] for f in rule.index], vector, ranges, labels)
-    pos_line, _ = _sliced('position', idx.name, [where[f] for f in rule.index], vector, ranges, labels)
+    out_line, out_labels = frame.output('best', out.name, rule)
+    pos_line, _ = frame.output('position', idx.name, rule)
+    ind = frame.ind
     body = [ind + out_line, ind + pos_line]
     for target, expr in (('value', value), ('candidate', candidate)):
-        body += [ind + line for line in _elementwise_value(target, expr, vector, ranges, labels, out_labels,
-                                                          _tensors(rule), printer)]
+        body += [ind + line for line in _elementwise_value(target, expr, frame.vector, frame.ranges, frame.labels,
+                                                          out_labels, _tensors(rule), printer)]
     body.append(f'{ind}runtime.select_max(best, position, value, candidate)')
-    return lines + loops + ranges_lines + body
+    return lines + frame.loops + body
 
 
 # ----------------------------------------------------------------------------- elements

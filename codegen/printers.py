@@ -13,12 +13,40 @@ from sympy.codegen.ast import float32, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
 
+from .ir import CeilDiv, FloorDiv
+
 
 def identifier(name: str) -> str:
     return name.replace("'", '_')
 
 
-class CPrinter(C99CodePrinter):
+class IndexPrinting:
+    """What both printers share: identifiers, nested binary min/max, floor and ceiling of a quotient
+    as FloorDiv / CeilDiv (each printer says how to divide), squares as products."""
+
+    def _print_Symbol(self, expr):
+        return identifier(expr.name)
+
+    def _nest(self, fn, args):
+        out = self._print(args[-1])
+        for a in reversed(args[:-1]):
+            out = f'{fn}({self._print(a)}, {out})'
+        return out
+
+    def _print_floor(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return self._print(FloorDiv(expand(num), den))
+
+    def _print_ceiling(self, expr):
+        num, den = fraction(together(expr.args[0]))
+        return self._print(CeilDiv(expand(num), den))
+
+    def _square(self, base) -> str:
+        b = self.parenthesize(base, 100)
+        return f'({b}*{b})'
+
+
+class CPrinter(IndexPrinting, C99CodePrinter):
     """C99 for one real type ('float' or 'double'); integers are int64_t."""
 
     def __init__(self, real_type: str = 'double'):
@@ -29,7 +57,7 @@ class CPrinter(C99CodePrinter):
     def _print_Symbol(self, expr):
         if expr.name == 'LANES':
             return f'BP_LANES_{self.suffix.upper()}'
-        return identifier(expr.name)
+        return super()._print_Symbol(expr)
 
     def _print_ArrayRef(self, expr):
         array, flat = expr.args
@@ -53,25 +81,11 @@ class CPrinter(C99CodePrinter):
     def _print_Mod(self, expr):
         return f'(({self._print(expr.args[0])}) % {self.parenthesize(expr.args[1], 100)})'
 
-    def _print_floor(self, expr):
-        num, den = fraction(together(expr.args[0]))
-        return f'bp_floordiv({self._print(expand(num))}, {self._print(den)})'
-
-    def _print_ceiling(self, expr):
-        num, den = fraction(together(expr.args[0]))
-        return f'bp_ceildiv({self._print(expand(num))}, {self._print(den)})'
-
     def _print_Min(self, expr):
         return self._nest('bp_min', expr.args)
 
     def _print_Max(self, expr):
         return self._nest('bp_max', expr.args)
-
-    def _nest(self, fn, args):
-        out = self._print(args[-1])
-        for a in reversed(args[:-1]):
-            out = f'{fn}({self._print(a)}, {out})'
-        return out
 
     def _print_Piecewise(self, expr):
         *pairs, (last, cond) = expr.args
@@ -85,8 +99,7 @@ class CPrinter(C99CodePrinter):
     def _print_Pow(self, expr):
         base, exp = expr.args
         if exp == 2:
-            b = self.parenthesize(base, 100)
-            return f'({b}*{b})'
+            return self._square(base)
         if exp == -1:
             return f'(({self.real_type})1/({self.real_type})({self._print(base)}))'
         return super()._print_Pow(expr)
@@ -132,7 +145,7 @@ class CPrinter(C99CodePrinter):
         return f'({float(expr.p)!r}{suffix}/{float(expr.q)!r}{suffix})'
 
 
-class NumpyPrinter(NumPyPrinter):
+class NumpyPrinter(IndexPrinting, NumPyPrinter):
     """NumPy expressions that work on Python ints and on integer arrays alike.
 
     ``scalars``: names of symbols known to be Python scalars (or True: every
@@ -142,9 +155,6 @@ class NumpyPrinter(NumPyPrinter):
     """
 
     _default_settings = {**NumPyPrinter._default_settings, 'scalars': frozenset()}
-
-    def _print_Symbol(self, expr):
-        return identifier(expr.name)
 
     def _print_FloorDiv(self, expr):
         return f'(({self._print(expr.args[0])}) // ({self._print(expr.args[1])}))'
@@ -158,14 +168,6 @@ class NumpyPrinter(NumPyPrinter):
     def _print_Mod(self, expr):
         return f'(({self._print(expr.args[0])}) % ({self._print(expr.args[1])}))'
 
-    def _print_floor(self, expr):
-        num, den = fraction(together(expr.args[0]))
-        return f'(({self._print(expand(num))}) // ({self._print(den)}))'
-
-    def _print_ceiling(self, expr):
-        num, den = fraction(together(expr.args[0]))
-        return f'(-((-({self._print(expand(num))})) // ({self._print(den)})))'
-
     def _print_KroneckerDelta(self, expr):
         return f'numpy.equal({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
@@ -178,12 +180,6 @@ class NumpyPrinter(NumPyPrinter):
         if self._settings['scalars'] is True:
             return 'max(' + ', '.join(self._print(a) for a in expr.args) + ')'
         return self._nest('numpy.maximum', expr.args)
-
-    def _nest(self, fn, args):
-        out = self._print(args[-1])
-        for a in reversed(args[:-1]):
-            out = f'{fn}({self._print(a)}, {out})'
-        return out
 
     def _print_Piecewise(self, expr):
         *pairs, (last, cond) = expr.args
@@ -207,8 +203,7 @@ class NumpyPrinter(NumPyPrinter):
     def _print_Pow(self, expr):
         base, exp = expr.args
         if exp == 2:
-            b = self.parenthesize(base, 100)
-            return f'({b}*{b})'
+            return self._square(base)
         if exp == -1:
             return f'(1/{self.parenthesize(base, 100)})'
         return super()._print_Pow(expr)
