@@ -46,6 +46,9 @@ def _generate(args) -> int:
     return 0
 
 
+WIDTH = 38  # the longest stage name, 'numpy: vs torch autograd, activation', plus a margin
+
+
 def _all(args) -> int:
     """The main job: prove, generate (or check), build, verify; one summary table."""
     import importlib
@@ -58,14 +61,14 @@ def _all(args) -> int:
         start = time.perf_counter()
         ok, detail = fn()
         rows.append((name, 'ok' if ok else 'FAILED', detail, time.perf_counter() - start))
-        print(f'{name:<34} {"ok" if ok else "FAILED":<7} {detail}', flush=True)
+        print(f'{name:<{WIDTH}} {"ok" if ok else "FAILED":<7} {detail}', flush=True)
         return ok
 
     def claims():
         out = prove.run()
         failed = [o.claim.id for o in out if not o.ok]
         errata = sum(not o.claim.expected for o in out)
-        return not failed, f'{len(out)} claims ({errata} errata refuted) ' + (f'failed: {failed}' if failed else '')
+        return not failed, f'{len(out)} claims ({errata} errata refuted)' + (f', failed: {failed}' if failed else '')
 
     def generated():
         if args.check:
@@ -93,9 +96,9 @@ def _all(args) -> int:
         for family in ('conv', 'pool', 'activation'):
             stage(f'{name}: vs torch autograd, {family}',
                   lambda n=name, f=family: _result(verify.torch_sweep(backends[n], n, f, args.cases)))
-    print(f'\n{"stage":<34} {"result":<7} {"seconds":>8}')
+    print(f'\n{"stage":<{WIDTH}} {"result":<7} {"seconds":>8}')
     for name, result, _, seconds in rows:
-        print(f'{name:<34} {result:<7} {seconds:8.1f}')
+        print(f'{name:<{WIDTH}} {result:<7} {seconds:8.1f}')
     return 0 if all(r[1] != 'FAILED' for r in rows) else 1
 
 
