@@ -74,7 +74,7 @@ def binding_file(rules) -> str:
             prototype_f32=f'int {k32["symbol"]}({k32["signature"].replace("restrict ", "")});',
             prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
             signature=', '.join(kernel.arrays + kernel.params), first=kernel.arrays[0],
-            call=', '.join(call + list(kernel.params))))
+            call=', '.join(call + list(kernel.params)), failures=repr(k32['failure_messages'])))
     sources = sorted(f'{b}{ext}' for b in {*C_FILES.values(), 'bpgen_runtime'} for ext in ('.c', '.h'))
     return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,
                   sources=sources)

@@ -84,6 +84,7 @@ class Loop:
     step: object = 1     # Expr > 0
     parallel: int = 0     # OpenMP over this loop and the next parallel - 1 nested ones (collapse)
     work: object = 0      # elements touched: threads start only when it is large enough
+    flags: tuple = ()     # names of int flags the parallel iterations OR together
     kind: str = 'loop'
 
 
@@ -165,6 +166,7 @@ class Kernel:
     params: tuple        # integer size / parameter symbols, in signature order
     checks: tuple        # expressions e on the params; the kernel verifies e >= 0 first
     body: tuple
+    failures: tuple = ()  # (flag, what it means): a flag the body sets on bad data, reported after the run
 
 
 def substitute(nodes: tuple, mapping: dict) -> tuple:

@@ -14,6 +14,7 @@ emitted: the generated code is memory-safe by construction.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 
 from sympy import (Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
@@ -41,12 +42,26 @@ PARALLEL_WORK = 1 << 15
 
 @cache
 def lower(rule: KernelRule) -> Kernel:
-    from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
     params = kernel_params(rule)
-    first = rule.outputs[0]
     steps: dict = {}
+    failures = ()
+    if scatter_target(rule) is not None:
+        body, failures = _scatter_nodes(rule, steps)
+    else:
+        body = _gather_nodes(rule, steps)
+    decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
+    body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
+    checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
+    return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
+                  tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, decls + body,
+                  failures)
+
+
+def _gather_nodes(rule: KernelRule, steps: dict) -> tuple:
+    """Each output element computed once: the scalar nest, and the vector fast path where it applies."""
+    from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
     element = tuple(_element(rule, steps))
-    scalar = _box_loops(rule.index, first.shape, element)
+    scalar = parallel(_box_loops(rule.index, rule.outputs[0].shape, element))
     main = expand_definitions(rule, rule.terms[0][0])
     tiles = [] if rule.family == 'activation' else [_tile_or_none(choose_tile, rule, main),
                                                     _tile_or_none(choose_tile, rule, main, all_unit=True)]
@@ -57,12 +72,65 @@ def lower(rule: KernelRule) -> Kernel:
         except LoweringError:   # no fast path for this rule: the scalar nest stays
             continue
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector
-    body = (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
-    decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
-    body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
-    checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
-    return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),
-                  tuple((t.name, t.index_array, t.optional) for t in rule.inputs), params, checks, decls + body)
+    return (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
+
+
+def scatter_target(rule: KernelRule):
+    """(free index, data) when the rule's sum carries a Kronecker delta tying its last free index to
+    array data (max pooling's selector, derive.pool.max_pool_scatter): the kernel then visits the
+    summation points once each and writes where the data points, instead of searching the sum for
+    every output element."""
+    if len(rule.terms) != 1:
+        return None
+    term, var = rule.terms[0][0], rule.index[-1]
+    for d in Mul.make_args(term.body):
+        if isinstance(d, KroneckerDelta) and var in d.args:
+            other = d.args[1] if d.args[0] == var else d.args[0]
+            if isinstance(other, Indexed):
+                return var, other
+    return None
+
+
+INVALID = 'invalid'
+
+
+def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
+    """out[..., e] = sum_v value(v) [data(v) = e]: per block of the other free indices (parallel, each
+    block its own slice of the output), zero the slice, then for every summation point add the value
+    at the position the data names.  A position outside the slice is skipped and reported (the
+    kernel's last status): every write is inside the output."""
+    (term, _), = rule.terms
+    check_accesses(rule, term)   # the reads of value and data
+    var, data = scatter_target(rule)
+    first = rule.outputs[0]
+    extent = first.shape[rule.index.index(var)]
+    delta = next(d for d in Mul.make_args(term.body) if isinstance(d, KroneckerDelta) and var in d.args)
+    target = Symbol('target', integer=True)
+    at = tuple(target if v == var else v for v in rule.index)
+    write = Branch((target >= 0, extent - 1 - target >= 0),
+                   (Assign(access(first, at), _replace_arrays(rule, term.body / delta), '+='),),
+                   (Assign(Symbol(INVALID), S.One),))
+    leaf = (Declare('target', 'index', _replace_arrays(rule, data)), write)
+    zero = Loop(var, S.Zero, extent - 1, (Assign(access(first, rule.index), S.Zero),))
+    visits = _nest(term, loop_order(term), set(rule.index) - {var}, list(term.conds), list(term.divs), [], leaf,
+                   steps)
+    outer = [(v, n) for v, n in zip(rule.index, first.shape) if v != var]
+    blocks = parallel(_box_loops([v for v, _ in outer], [n for _, n in outer], (zero, *visits)))
+    blocks = (replace(blocks[0], flags=(INVALID,)),) + blocks[1:]
+    what = f'an element of {_tensors(rule)[data.base].name} lies outside [0, {extent})'
+    return (Declare(INVALID, 'index', S.Zero), *blocks), ((INVALID, what),)
+
+
+def parallel(body: tuple) -> tuple:
+    """OpenMP over the outermost perfectly nested loops (collapsed, up to three): every kernel computes
+    each output element once (gather form), so the iterations of its box loops are independent."""
+    depth, node = 0, body
+    while depth < 3 and len(node) == 1 and isinstance(node[0], Loop):
+        depth, node = depth + 1, node[0].body
+    if depth == 0:
+        return body
+    first = body[0]
+    return (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=depth, work=WORK),) + body[1:]
 
 
 def _tile_or_none(choose, *args, **kwargs):

@@ -24,7 +24,8 @@ from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_ke
 
 from derive.zsum import ZSum, lattice_point, normalize
 
-from .lower import LoweringError, _bounds, check_accesses, expand_definitions, first_box, kernel_params
+from .lower import (LoweringError, _bounds, check_accesses, expand_definitions, first_box, kernel_params,
+                    scatter_target)
 from .printers import NumpyPrinter, identifier
 from .spec import KernelRule
 
@@ -55,6 +56,8 @@ def lower_numpy(rule: KernelRule) -> NumpyKernel:
         lines += _elements(rule, body_printer)
     elif rule.reduction == 'max':
         lines += _taps_max(rule, body_printer)
+    elif scatter_target(rule) is not None:
+        lines += _scatter(rule, body_printer)
     else:
         for n, (term, optional) in enumerate(rule.terms):
             body = _term(rule, expand_definitions(rule, term), n > 0, body_printer)
@@ -91,6 +94,36 @@ def _term(rule: KernelRule, term: ZSum, accumulate: bool, printer) -> list:
     if patched is not None and not z.divs:
         return _patches(rule, *patched, accumulate, printer)
     return _taps_sum(rule, z, accumulate, printer)
+
+
+# ----------------------------------------------------------------------------- scatter
+
+def _scatter(rule: KernelRule, printer) -> list:
+    """out[..., e] = sum_v value(v) [data(v) = e] over a box of v (derive.pool.max_pool_scatter):
+    one bincount over the flat positions block * extent + data, weighted by the values (summed in
+    float64, then rounded once).  Positions outside [0, extent) are refused before anything is written."""
+    (term, _), = rule.terms
+    var, data = scatter_target(rule)
+    first, tensors = rule.outputs[0], _tensors(rule)
+    outer = [v for v in rule.index if v != var]
+    extent = first.shape[rule.index.index(var)]
+    box = {normalize(c) for v, n in zip(term.vars, tensors[data.base].shape[len(outer):]) for c in (v, n - 1 - v)}
+    delta = next(d for d in Mul.make_args(term.body) if isinstance(d, KroneckerDelta) and var in d.args)
+    value = term.body / delta
+    arrays = [data] + sorted(value.atoms(Indexed), key=default_sort_key)
+    if set(map(normalize, term.conds)) != box or any(tuple(ix.indices) != tuple(outer) + term.vars for ix in arrays):
+        raise LoweringError(f'{rule.name}: the scatter lowering needs arrays indexed by the free indices, then a box')
+    names = {ix: Symbol(f'{tensors[ix.base].name}_r') for ix in arrays}
+    target, blocks = names[data], Mul(*first.shape) / extent
+    shape = ', '.join(pr(s) for s in first.shape[:len(outer)]) + ', ' + ', '.join('1' for _ in term.vars)
+    return [
+        f'if {target}.size and ({target}.min() < 0 or {target}.max() > {pr(extent - 1)}):',
+        f"    raise ValueError(f'{rule.name}: an element of {tensors[data.base].name} lies outside "
+        f"[0, {{{pr(extent)}}})')",
+        f'flat = ({target} + numpy.arange({pr(blocks)}).reshape(({shape},)) * {pr(extent)}).ravel()',
+        f'weights = numpy.broadcast_to({printer.doprint(value.xreplace(names))}, {target}.shape).ravel()',
+        f'{first.name}_r.reshape(-1)[...] = numpy.bincount(flat, weights, {pr(Mul(*first.shape))})',
+    ]
 
 
 # ----------------------------------------------------------------------------- patches

@@ -27,8 +27,8 @@ from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, ex
 
 from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore,
                  substitute)
-from .lower import (WORK, LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
-                    walk, without_output_box)
+from .lower import (LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
+                    parallel, walk, without_output_box)
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
@@ -239,24 +239,13 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     body = _blocked(rule, tile, sizes, element, 0, steps, inner)
     for v in reversed([v for v in rule.index if v not in blocked + inner and not (tile.vec_free and v == tile.vec)]):
         body = (Loop(v, S.Zero, sizes[v] - 1, body),)
-    return _unit_stride_version(_parallel(body))
+    return _unit_stride_version(parallel(body))
 
 
 def _inner_free(rule, tile) -> list:
     """Free window indices looped inside the register blocks of a reduction tile: consecutive taps
     then stream the same rows of both factors (cache reuse across taps)."""
     return [] if tile.vec_free else [v for v in rule.index if v in _taps(rule, tile.term)]
-
-
-def _parallel(body: tuple) -> tuple:
-    """OpenMP over the outermost perfectly nested loops (collapsed, up to three)."""
-    depth, node = 0, body
-    while depth < 3 and len(node) == 1 and isinstance(node[0], Loop):
-        depth, node = depth + 1, node[0].body
-    if depth == 0:
-        return body
-    first = body[0]
-    return (Loop(first.var, first.lower, first.upper, first.body, first.step, parallel=depth, work=WORK),) + body[1:]
 
 
 def _unit_stride_version(nodes: tuple) -> tuple:

@@ -79,7 +79,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
             var = printer.doprint(n.var)
             step = f'++{var}' if n.step == 1 else f'{var} += {printer.doprint(n.step)}'
             out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower), upper=printer.doprint(n.upper),
-                            step=step, parallel=n.parallel, work=printer.doprint(n.work),
+                            step=step, parallel=n.parallel, work=printer.doprint(n.work), flags=n.flags,
                             body=printed_nodes(n.body, printer, real)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
@@ -117,8 +117,12 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     checks = [f'{printer.doprint(c)} >= 0' for c in kernel.checks]
     outs = ', '.join(n for n, _ in kernel.outputs)
     ins = ', '.join(n + (' (may be NULL)' if opt else '') for n, _, opt in kernel.inputs)
+    codes = [(flag, len(checks) + 1 + i, what) for i, (flag, what) in enumerate(kernel.failures)]
+    failure_text = '; '.join(f'returns {code} after the run if {what}' for _, code, what in codes)
     return dict(symbol=c_symbol(rule.name, dtype), signature=c_signature(kernel, rule, dtype),
-                checks=checks, check_text='; '.join(checks), body=printed_nodes(kernel.body, printer, real),
+                checks=checks, check_text='; '.join(checks), failures=[(flag, code) for flag, code, _ in codes],
+                failure_text=failure_text, failure_messages={code: what for _, code, what in codes},
+                body=printed_nodes(kernel.body, printer, real),
                 doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
 
 

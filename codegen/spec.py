@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from sympy import Indexed, IndexedBase, Symbol
+from sympy import Indexed, IndexedBase, Mul, Symbol
 
 from derive import activations, layer, pool
 from derive.rules import Layer
@@ -65,15 +65,25 @@ def _forward(lay: Layer, family: str, dims: int, window) -> KernelRule:
                       lay.hyps, window, lay.definitions, source=f'derive: {lay.name} forward definition')
 
 
-def _backward(lay: Layer, grad, family: str, role: str, name: str, dims: int, window, extra=()) -> KernelRule:
-    tensors = {t.base: t for t in (*lay.inputs, grad.upstream, *extra)}
+def _backward(lay: Layer, grad, family: str, role: str, name: str, dims: int, window) -> KernelRule:
+    tensors = {t.base: t for t in (*lay.inputs, grad.upstream)}
     used = _bases(grad.value.body)
-    inputs = tuple(_arg(tensors[b], index_array=tensors[b].name == 'indices')
-                   for b in sorted(used, key=str) if b in tensors)
+    inputs = tuple(_arg(tensors[b]) for b in sorted(used, key=str) if b in tensors)
     out = TensorArg(f'grad_{grad.wrt.name}', IndexedBase(f'grad_{grad.wrt.name}'), tuple(grad.wrt.shape))
     return KernelRule(name, family, role, dims, (out,), inputs, grad.index, ((grad.value, ''),), 'sum',
                       lay.hyps, window, grad.definitions,
                       source=f'derive: chain rule of {lay.name} w.r.t. {grad.wrt.name}, gather form')
+
+
+def _max_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
+    """The scatter form: grad_input seen as (N, C, plane), one visit per window (claim pool.max-scatter)."""
+    index, term = pool.max_pool_scatter(dims)
+    plane = tuple(grad.wrt.shape[:2]) + (Mul(*grad.wrt.shape[2:]),)
+    out = TensorArg('grad_input', IndexedBase('grad_input'), plane)
+    inputs = (_arg(lay.selector, index_array=True), _arg(grad.upstream))
+    return KernelRule(f'max_pool{dims}d_backward', 'max_pool', 'backward', dims, (out,), inputs, index,
+                      ((term, ''),), 'sum', lay.hyps, window,
+                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.max-scatter)')
 
 
 @cache
@@ -91,8 +101,7 @@ def kernel_rules() -> tuple:
         mx, av = pool.max_pool_layer(dims), pool.avg_pool_layer(dims)
         pgrads = pool.pool_gradients(dims)
         rules.append(_forward(mx, 'max_pool', dims, pwin))
-        rules.append(_backward(mx, pgrads['max'], 'max_pool', 'backward', f'max_pool{dims}d_backward', dims, pwin,
-                               extra=(mx.selector,)))
+        rules.append(_max_pool_backward(mx, pgrads['max'], dims, pwin))
         rules.append(_forward(av, 'avg_pool', dims, pwin))
         rules.append(_backward(av, pgrads['avg'], 'avg_pool', 'backward', f'avg_pool{dims}d_backward', dims, pwin))
     for act in activations.ACTIVATIONS.values():

@@ -153,6 +153,79 @@ def pool_gradients(dims: int) -> dict[str, Gradient]:
 
 
 @cache
+def max_pool_scatter(dims: int) -> tuple:
+    """The max-pool input gradient in scatter form, ((n', c', e), Z-sum):
+
+        dx[n', c', e] = sum_o g[n', c', o] [argmax[n', c', o] = e]
+
+    over the output box, e the flat position in the input plane (as PyTorch's indices): each window
+    sends its upstream gradient to the position its selector names, overlapping windows adding up.
+    It is the chain rule with the window sum collapsed by the selector; it equals the gather form
+    of :func:`pool_gradients` whenever every selector names a position of its own window (claim
+    pool.max-scatter), and a kernel computing it visits each window once instead of searching the
+    windows of every input position."""
+    s = pool_symbols(dims)
+    grad = pool_gradients(dims)['max']
+    n, c = grad.index[:2]
+    e = Symbol('e', integer=True)
+    nc_o = (n, c) + s['o']
+    body = grad.upstream.base[nc_o] * KroneckerDelta(max_pool_layer(dims).selector.base[nc_o], e)
+    box = [cond for o, O in zip(s['o'], s['O']) for cond in (o, O - 1 - o)]
+    return (n, c, e), ZSum.make(s['o'], body, box)
+
+
+def _valid_selectors(dims: int, values: dict, limit: int, rng) -> list:
+    """Selector arrays (flat positions) naming a position of each window, every one of them or
+    ``limit`` drawn at random."""
+    s = pool_symbols(dims)
+    H = [values[h] for h in s['H']]
+    windows = []
+    for o in product(*(range(values[O]) for O in s['O'])):
+        taps = []
+        for m in product(*(range(values[K]) for K in s['K'])):
+            pos = [values[S] * oo + values[D] * mm - values[P]
+                   for S, D, P, oo, mm in zip(s['S'], s['D'], s['P'], o, m)]
+            if all(0 <= p < h for p, h in zip(pos, H)):
+                taps.append(flat(pos, H))
+        windows.append((o, taps))
+    total = 1
+    for _, taps in windows:
+        total *= len(taps)
+    if total <= limit:
+        choices = product(*(taps for _, taps in windows))
+    else:
+        choices = (tuple(rng.choice(taps) for _, taps in windows) for _ in range(limit))
+    return [dict(zip((o for o, _ in windows), choice)) for choice in choices]
+
+
+def check_max_scatter(dims: int, sizes: list, limit: int = 64) -> tuple[int, str]:
+    """(cases checked, first difference or ''): scatter form == gather form, element by element, for
+    every input position and every (or ``limit`` random) valid selector arrays at each size."""
+    import random
+    rng = random.Random(0)
+    s = pool_symbols(dims)
+    grad = pool_gradients(dims)['max']
+    (n, c, e), scatter = max_pool_scatter(dims)
+    argmax = max_pool_layer(dims).selector.base
+    checked = 0
+    for values in sizes:
+        values = {s['N']: 1, s['C']: 1, **values}
+        H = [values[h] for h in s['H']]
+        forms = []
+        for i in product(*(range(h) for h in H)):
+            at = {**values, n: 0, c: 0}
+            forms.append((i, evaluate(grad.value, {**at, **dict(zip(grad.index[2:], i))}),
+                          evaluate(scatter, {**at, e: flat(i, H)})))
+        for selector in _valid_selectors(dims, values, limit, rng):
+            table = {argmax[(0, 0) + o]: v for o, v in selector.items()}
+            for i, gather, scattered in forms:
+                if gather.xreplace(table) != scattered.xreplace(table):
+                    return checked, f'differs at {values}, selector {selector}, input {i}'
+            checked += 1
+    return checked, ''
+
+
+@cache
 def output_size(dims: int, ceil_mode: bool) -> tuple:
     """Number of windows per dimension: starts o >= 0 with the window inside the padded input
     (floor mode) or overlapping it and starting inside the input or left padding (ceil mode)."""
@@ -220,6 +293,40 @@ for _dims in (1, 2, 3):
                  if _kind == 'max' else
                  'error of each window is divided by its divisor (count_include_pad, divisor_override) and '
                  'assigned to every input of the window, overlapping windows add'))(_check)
+
+
+def _scatter_sizes(dims: int, extents) -> list:
+    """Every floor- and ceil-mode window geometry with sizes from ``extents`` (H, K, S, D ranges)."""
+    s = pool_symbols(dims)
+    sizes = []
+    for ceil_mode in (False, True):
+        counts = output_size(dims, ceil_mode)
+        for per_axis in product(*[list(product(*extents))] * dims):
+            for pads in product(*(range(K // 2 + 1) for _, K, _, _ in per_axis)):
+                values = {}
+                for d, ((H, K, St, D), P) in enumerate(zip(per_axis, pads)):
+                    values.update({s['H'][d]: H, s['K'][d]: K, s['S'][d]: St, s['D'][d]: D, s['P'][d]: P})
+                if any(values[H] + 2 * values[P] - values[D] * (values[K] - 1) - 1 < 0
+                       for H, K, D, P in zip(s['H'], s['K'], s['D'], s['P'])):
+                    continue
+                values.update({O: int(count.xreplace(values)) for O, count in zip(s['O'], counts)})
+                if values not in sizes:
+                    sizes.append(values)
+    return sizes
+
+
+@claim('pool.max-scatter', SLIDE, 'max-pooling backward in scatter form: dE/dx[e] = sum of dE/dy[o] over the '
+       'windows o whose selector names e equals the derived gather form, when every selector names a position '
+       'of its own window (the form the kernels run: one visit per window)')
+def _max_scatter() -> Verdict:
+    one = _scatter_sizes(1, (range(1, 6), range(1, 4), range(1, 4), range(1, 3)))
+    two = _scatter_sizes(2, ((3,), (2,), (1, 2), (1,)))
+    (n1, why1), (n2, why2) = check_max_scatter(1, one, limit=16), check_max_scatter(2, two, limit=4)
+    why = why1 or why2
+    return Verdict(grid(f'1-d: H 1..5, K 1..3, S 1..3, D 1..2, 0 <= P <= K/2, floor and ceil ({len(one)} '
+                        f'geometries, {n1} selector arrays: all, or 16 random); 2-d: H 3, K 2, S 1..2, P 0..1 per '
+                        f'axis ({len(two)} geometries, {n2} selector arrays); every input position'),
+                   not why, (Note(why),) if why else ())
 
 
 @claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "

@@ -322,32 +322,16 @@ def max_pool_backward(dims: int, kernels):
                 raise TypeError(f'{fn}: indices must be an int64 numpy.ndarray (as returned with return_indices)')
             idx = np.ascontiguousarray(indices)
             idx = idx[None] if unbatched and idx.ndim == dims + 1 else idx
-            check_shape(idx, 'indices', fn, geo.output_shape)
-            check_window_indices(fn, idx, geo.params, dims)
-        out = np.zeros(x.shape, x.dtype)
-        if x.shape[0]:
+            check_shape(idx, 'indices', fn, geo.output_shape)   # the kernels refuse positions outside the plane
+        out = np.empty(x.shape, x.dtype)   # the kernels write every element (zero, then scatter)
+        if x.size:
             kernel(grad_input=out, grad_output=g, indices=idx, **geo.params)
         return out[0] if unbatched else out
     backward.__name__ = backward.__qualname__ = fn
-    backward.__doc__ = f'Gradient of {fn[:-9]} with respect to its input (indices recomputed unless given).'
+    backward.__doc__ = (f'Gradient of {fn[:-9]} with respect to its input: each window sends its upstream gradient '
+                        'to the input position its index names (indices recomputed unless given; given ones may '
+                        'name any position of the plane, as in torch).')
     return backward
-
-
-def check_window_indices(fn: str, idx: np.ndarray, params: dict, dims: int) -> None:
-    """Every given index must be a position of its own window, S o + D m - P with 0 <= m < K (the
-    window of derive.pool): the gather form sends each output's gradient to such a position only."""
-    sizes = [params[f'H{d}'] for d in range(dims)]
-    if idx.size and (idx.min() < 0 or idx.max() >= np.prod(sizes)):
-        raise ValueError(f'{fn}: indices must lie in the input plane [0, {int(np.prod(sizes))}), got '
-                         f'[{idx.min()}, {idx.max()}]')
-    position = np.unravel_index(idx, sizes)
-    for d in range(dims):
-        o = np.arange(params[f'O{d}']).reshape([-1 if a == d else 1 for a in range(dims)])
-        offset = position[d] + params[f'P{d}'] - params[f'S{d}'] * o
-        step, last = params[f'D{d}'], params[f'D{d}'] * (params[f'K{d}'] - 1)
-        if np.any((offset < 0) | (offset > last) | (offset % step != 0)):
-            raise ValueError(f'{fn}: indices must point into their own pooling windows (as returned by '
-                             f'max_pool{dims}d with return_indices=True)')
 
 
 def avg_options(fn: str, count_include_pad, divisor_override) -> dict:

@@ -77,3 +77,36 @@ def test_ceil_mode_output_size_examples():
     assert pool.output_size(1, False)[0].subs(_sizes(6, 3, 2, 1, 0)) == 2
     assert pool.output_size(1, True)[0].subs(_sizes(6, 3, 2, 1, 0)) == 3
     assert Symbol is not None
+
+
+def _geometry_1d(H, K, S, P, D, O):
+    s = pool.pool_symbols(1)
+    return {s['H'][0]: H, s['K'][0]: K, s['S'][0]: S, s['P'][0]: P, s['D'][0]: D, s['O'][0]: O}
+
+
+def test_scatter_form_needs_selectors_inside_their_windows():
+    """H = 4, K = 2, S = 2: windows {0, 1} and {2, 3}.  A selector of window 0 naming position 3 moves the
+    gradient in the scatter form, while the gather form (which searches windows) drops it."""
+    s = pool.pool_symbols(1)
+    values = {s['N']: 1, s['C']: 1, **_geometry_1d(4, 2, 2, 0, 1, 2)}
+    grad = pool.pool_gradients(1)['max']
+    (n, c, e), scatter = pool.max_pool_scatter(1)
+    argmax, g = IndexedBase('argmax'), IndexedBase('grad_output')
+    table = {argmax[0, 0, 0]: 3, argmax[0, 0, 1]: 2}
+    gather = evaluate(grad.value, {**values, grad.index[0]: 0, grad.index[1]: 0, grad.index[2]: 3}).xreplace(table)
+    scattered = evaluate(scatter, {**values, n: 0, c: 0, e: 3}).xreplace(table)
+    assert gather == 0 and scattered == g[0, 0, 0]
+
+
+def test_scatter_check_catches_a_wrong_scatter_form(monkeypatch):
+    """Shift the written position by one: the grid check must report a difference."""
+    (n, c, e), scatter = pool.max_pool_scatter(1)
+    shifted = type(scatter)(scatter.vars, scatter.body.xreplace({e: e + 1}), scatter.conds, scatter.divs)
+    monkeypatch.setattr(pool, 'max_pool_scatter', lambda dims: ((n, c, e), shifted))
+    checked, why = pool.check_max_scatter(1, [_geometry_1d(4, 2, 2, 0, 1, 2)])
+    assert why.startswith('differs')
+
+
+def test_scatter_check_covers_every_valid_selector_of_a_small_geometry():
+    checked, why = pool.check_max_scatter(1, [_geometry_1d(5, 3, 2, 1, 1, 3)], limit=10**6)
+    assert not why and checked == 2 * 3 * 2     # windows {0, 1}, {1, 2, 3}, {3, 4}

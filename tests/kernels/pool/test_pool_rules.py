@@ -61,7 +61,8 @@ def max_case(index: int):
     x = tie_and_nan_input(rng, (n, c) + size)
     out, idx = evaluate_max_rule(rule(f'max_pool{dims}d'), sizes, {'input': x})
     g = random_array(rng, out.shape)
-    grad = evaluate_rule(rule(f'max_pool{dims}d_backward'), sizes, {'grad_output': g, 'indices': idx})
+    # the printed rule is the scatter form over flat plane positions (derive.pool.max_pool_scatter)
+    grad = evaluate_rule(rule(f'max_pool{dims}d_backward'), sizes, {'grad_output': g, 'indices': idx}).reshape(x.shape)
     params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
     return x, g, params, out, idx, grad
 
