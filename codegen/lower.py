@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
-from sympy import (Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
+from sympy import (Add, Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S, Symbol, default_sort_key, expand, oo,
                    together)
 
-from derive.zsum import canon, implied, normalize
+from derive.zsum import multiple_of, canon, implied, normalize
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, Kernel,
                  LatticeStart, Loop, SelectMax, substitute)
@@ -42,13 +42,14 @@ PARALLEL_WORK = 1 << 15
 
 @cache
 def lower(rule: KernelRule) -> Kernel:
+    from .split import residue_split
     params = kernel_params(rule)
     steps: dict = {}
     failures = ()
     if scatter_target(rule) is not None:
         body, failures = _scatter_nodes(rule, steps)
     else:
-        body = _gather_nodes(rule, steps)
+        body = _gather_nodes(residue_split(rule), steps)
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
     body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
@@ -61,18 +62,28 @@ def _gather_nodes(rule: KernelRule, steps: dict) -> tuple:
     """Each output element computed once: the scalar nest, and the vector fast path where it applies."""
     from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
     element = tuple(_element(rule, steps))
-    scalar = parallel(_box_loops(rule.index, rule.outputs[0].shape, element))
+    scalar = parallel(_box_loops(rule.index, rule.sizes, element))
     main = expand_definitions(rule, rule.terms[0][0])
     tiles = [] if rule.family == 'activation' else [_tile_or_none(choose_tile, rule, main),
                                                     _tile_or_none(choose_tile, rule, main, all_unit=True)]
     fast = scalar
     for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
         try:
-            vector = vector_nodes(rule, tile, element, steps)
+            vector = vector_nodes(specialized(rule, tile.special), tile, element, steps)
         except LoweringError:   # no fast path for this rule: the scalar nest stays
             continue
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector
     return (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
+
+
+def specialized(rule: KernelRule, special: tuple) -> KernelRule:
+    """The rule's output element, extents and box under the conditions Eq(parameter, value)."""
+    values = {eq.lhs: eq.rhs for eq in special}
+    if not values or not rule.at:
+        return rule
+    return replace(rule, at=tuple(e.xreplace(values) for e in rule.at),
+                   extents=tuple(e.xreplace(values) for e in rule.extents),
+                   box=tuple(e.xreplace(values) for e in rule.box))
 
 
 def scatter_target(rule: KernelRule):
@@ -155,12 +166,12 @@ def _element(rule: KernelRule, steps: dict) -> list:
         return _max_nodes(rule, steps)
     if len(rule.terms) == 1 and not rule.terms[0][0].vars:
         (term, _), = rule.terms
-        return _term_nodes(rule, expand_definitions(rule, term), access(first, rule.index), steps, op='=')
+        return _term_nodes(rule, expand_definitions(rule, term), access(first, rule.output_at), steps, op='=')
     inner = [Declare(ACC, 'acc', S.Zero)]
     for term, optional in rule.terms:
         nodes = _term_nodes(rule, expand_definitions(rule, term), Symbol(ACC), steps)
         inner += [Guard((Present(Symbol(optional)),), tuple(nodes))] if optional else nodes
-    inner.append(Assign(access(first, rule.index), Symbol(ACC)))
+    inner.append(Assign(access(first, rule.output_at), Symbol(ACC)))
     return inner
 
 
@@ -209,8 +220,14 @@ def access(tensor, index) -> ArrayRef:
 
 
 def _exact(e: Expr) -> Expr:
+    """An index with an exact quotient: the terms that are multiples of the denominator leave it
+    ((S t + r + P)/S = t + (r + P)/S), so the index stays affine in them."""
     num, den = together(expand(e)).as_numer_denom()
-    return ExactDiv(expand(num), den) if den != 1 else expand(num)
+    if den == 1:
+        return expand(num)
+    whole = [t for t in Add.make_args(expand(num)) if multiple_of(t, den)]
+    rest = expand(num - Add(*whole))
+    return expand(Add(*whole) / den) + (ExactDiv(rest, den) if rest != 0 else S.Zero)
 
 
 def _replace_arrays(rule: KernelRule, body: Expr) -> Expr:
@@ -219,20 +236,17 @@ def _replace_arrays(rule: KernelRule, body: Expr) -> Expr:
 
 
 def check_accesses(rule: KernelRule, term) -> None:
-    """Refuse to emit a kernel whose accesses could leave their arrays."""
+    """Refuse to emit a kernel whose reads, or whose write of the output element, could leave their arrays."""
     tensors = _tensors(rule)
-    first = rule.outputs[0]
-    facts = list(term.conds) + list(rule.hyps) + first_box(first, rule.index)
-    for ix in sorted(term.body.atoms(Indexed), key=default_sort_key):
-        tensor = tensors[ix.base]
-        for e, size in zip(ix.indices, tensor.shape):
+    box = tuple(rule.hyps) + tuple(rule.index_box)
+    reads = [(tensors[ix.base], ix.indices, tuple(term.conds) + box)
+             for ix in sorted(term.body.atoms(Indexed), key=default_sort_key)]
+    for tensor, index, facts in reads + [(rule.outputs[0], rule.output_at, box)]:
+        for e, size in zip(index, tensor.shape):
             for bound in (e, size - 1 - e):
-                if not _in_bounds(bound, tuple(facts)):
-                    raise LoweringError(f'{rule.name}: access {ix} may leave {tensor.name} ({bound} >= 0 unproved)')
-
-
-def first_box(tensor, index) -> list:
-    return [c for i, n in zip(index, tensor.shape) for c in (i, n - 1 - i)]
+                if not _in_bounds(bound, facts):
+                    raise LoweringError(f'{rule.name}: access {tensor.name}{list(index)} may leave {tensor.name} '
+                                        f'({bound} >= 0 unproved)')
 
 
 @cache
@@ -271,7 +285,7 @@ def _min(exprs):
 
 def without_output_box(rule: KernelRule, term):
     """The term without the constraints that the loops over the output's box already guarantee."""
-    box = {normalize(c) for c in first_box(rule.outputs[0], rule.index)}
+    box = {normalize(c) for c in rule.index_box}
     return type(term)(term.vars, term.body, tuple(c for c in term.conds if c not in box), term.divs)
 
 
@@ -346,6 +360,6 @@ def _max_nodes(rule: KernelRule, steps: dict) -> list:
     leaf = (SelectMax(BEST, POSITION, value, expand(candidate)),)
     nodes = [Declare(BEST, 'acc', -oo), Declare(POSITION, 'index', S.NegativeOne)]
     nodes += list(_nest(term, loop_order(term), set(rule.index), list(term.conds), list(term.divs), [], leaf, steps))
-    nodes += [Assign(access(rule.outputs[0], rule.index), Symbol(BEST)),
-              Assign(access(rule.outputs[1], rule.index), Symbol(POSITION))]
+    nodes += [Assign(access(rule.outputs[0], rule.output_at), Symbol(BEST)),
+              Assign(access(rule.outputs[1], rule.output_at), Symbol(POSITION))]
     return nodes

@@ -24,7 +24,7 @@ from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_ke
 
 from derive.zsum import ZSum, lattice_point, normalize
 
-from .lower import (LoweringError, _bounds, check_accesses, expand_definitions, first_box, kernel_params,
+from .lower import (LoweringError, _bounds, check_accesses, expand_definitions, kernel_params,
                     scatter_target)
 from .printers import NumpyPrinter, identifier
 from .spec import KernelRule
@@ -75,7 +75,7 @@ def _reshape(t) -> str:
 def array_sum(rule: KernelRule, term: ZSum) -> ZSum:
     """The whole output as one Z-sum over its free indices and the term's variables."""
     return ZSum.make(tuple(rule.index) + term.vars, term.body,
-                     list(term.conds) + first_box(rule.outputs[0], rule.index), term.divs)
+                     list(term.conds) + list(rule.index_box), term.divs)
 
 
 def _tensors(rule):

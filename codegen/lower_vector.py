@@ -49,7 +49,7 @@ def _taps(rule, term) -> set:
     """Variables that run over a window (kernel taps): summed ones bounded by a window size, free
     ones indexing an output axis of window size."""
     summed = {v for v in term.vars if any(expand(K - 1 - v) in term.conds for K in rule.window)}
-    return summed | {v for v, n in zip(rule.index, rule.outputs[0].shape) if n in rule.window}
+    return summed | {v for v, n in zip(rule.index, rule.sizes) if n in rule.window}
 
 
 def _arrays(term) -> list:
@@ -98,7 +98,8 @@ def _specialize(term, vec, all_unit: bool):
 
 def _blocks(rule, term, vec, taps, hoisted) -> tuple:
     """Blockable: free indices in no constraint and not in the hoisted factors (one value per block)."""
-    coupled = set().union(*(c.free_symbols for c in term.conds)) | hoisted.free_symbols
+    coupled = set().union(*(c.free_symbols for c in term.conds), *(e.free_symbols for e, _ in term.divs))
+    coupled |= hoisted.free_symbols
     free = [v for v in rule.index if v != vec and v not in taps and v not in coupled]
     readers = {v: [f for f in _arrays(term) if any(v in e.free_symbols for e in f.indices)] for v in free}
     single = [v for v in free if len(readers[v]) == 1]
@@ -148,8 +149,7 @@ def interior(rule, tile: Tile) -> tuple:
             c = expand(c.xreplace({u: lo if a.is_positive else hi}))
         worst.append(c)
     if tile.vec_free:
-        size = rule.outputs[0].shape[list(rule.index).index(vec)]
-        worst += [vec, size - 1 - vec]
+        worst += [c for c in rule.index_box if vec in c.free_symbols]
     lo, hi, _ = _bounds(vec, worst, {vec})
     return lo, hi
 
@@ -221,7 +221,7 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
     steps are recorded in ``steps``.  With two blocked indices, a blocked index shorter than its
     block selects (at run time) a variant with a block of 1 for it, in its own loop nest."""
     check_accesses(rule, tile.term)
-    sizes = dict(zip(rule.index, rule.outputs[0].shape))
+    sizes = dict(zip(rule.index, rule.sizes))
     if len(tile.blocks) < 2:
         return _nest_for(rule, tile, sizes, element, steps)
     (a, ra), (b, rb) = tile.blocks
@@ -359,7 +359,7 @@ def _finish(rule, tile, combos, vector: bool) -> tuple:
         total = Symbol(_name('t', combo))
         nodes.append(Declare(total.name, 'vec' if vector else 'acc', value))
         nodes += _other_terms(rule, tile, total, shift)
-        ref = access(out, [e.xreplace(shift) for e in rule.index])
+        ref = access(out, [e.xreplace(shift) for e in rule.output_at])
         if vector:
             flat = ref.args[1]
             nodes.append(VStore(ref.args[0], expand(flat.xreplace({tile.vec: V0})), expand(flat.diff(tile.vec)),

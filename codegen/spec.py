@@ -44,6 +44,21 @@ class KernelRule:
     definitions: tuple = ()   # (Function, Lambda) pairs expanded in the body
     real_params: tuple = ()   # real-valued scalar parameters (hardtanh limits)
     source: str = ''          # where in derive/ the rule comes from
+    at: tuple = ()            # the output element of the free indices (default: index; split: S t + r)
+    extents: tuple = ()       # loop extent of each free index (default: the output's shape)
+    box: tuple = ()           # constraints >= 0 on the free indices (default: 0 <= index < shape)
+
+    @property
+    def output_at(self) -> tuple:
+        return self.at or tuple(self.index)
+
+    @property
+    def sizes(self) -> tuple:
+        return self.extents or tuple(self.outputs[0].shape)
+
+    @property
+    def index_box(self) -> tuple:
+        return self.box or tuple(c for i, n in zip(self.index, self.outputs[0].shape) for c in (i, n - 1 - i))
 
 
 def _arg(tensor, name=None, **kw) -> TensorArg:

@@ -45,6 +45,7 @@ from functools import lru_cache, reduce
 from itertools import combinations, combinations_with_replacement
 
 from sympy import (
+    Add,
     And,
     Dummy,
     Eq,
@@ -295,16 +296,22 @@ def _normalize_div(expr: Expr, modulus: Expr) -> tuple[Expr, Expr] | None:
         modulus = -modulus
     if modulus == 1:
         return None
-    quotient = expand(expr / modulus)
-    if all(t.as_coeff_Mul()[0].is_Integer and not fraction(together(t))[1].free_symbols
-           for t in quotient.as_ordered_terms()) and fraction(together(quotient))[1] == 1:
-        return None  # s | s*t for an integer t
+    expr = Add(*(t for t in Add.make_args(expr) if not multiple_of(t, modulus)))   # s | s k t + e <=> s | e
+    if expr == 0:
+        return None
     if modulus.is_Integer:
         const, rest = expr.as_coeff_Add()
         expr = rest + const % modulus
     if _orientation(-expr) < _orientation(expr):
         expr = expand(-expr)
     return expr, modulus
+
+
+def multiple_of(term: Expr, modulus: Expr) -> bool:
+    """``term`` = ``modulus`` times an integer (every symbol of the quotient is an integer)."""
+    q = together(term / modulus)
+    num, den = fraction(q)
+    return den == 1 and num.as_coeff_Mul()[0].is_Integer and all(v.is_integer for v in num.free_symbols)
 
 
 def _orientation(expr: Expr) -> tuple:
@@ -519,6 +526,21 @@ def lattice(z: ZSum, var: Symbol, new: Symbol) -> tuple[ZSum, str]:
     return ZSum(vars, z.body, z.conds, divs).replace({var: value}, vars), f'{var} = {value}'
 
 
+@rule('residue split of a free index (i = s t + r, 0 <= r < s)')
+def split_residue(z: ZSum, var: Symbol, modulus: Expr, quotient: Symbol, residue: Symbol) -> tuple[ZSum, str]:
+    """The sum at i = s t + r: the divisibilities modulo s then lose their multiples of s (s | s k t + e
+    <=> s | e), so for a fixed residue r they no longer depend on t (polyphase decomposition).  Every
+    integer i has exactly one such (t, r) with 0 <= r < s; the caller loops over both."""
+    if var in z.vars:
+        raise RuleRefused(split_residue.title, f'{var} is a summation variable, not a free index')
+    if not (sympify(modulus).is_integer and sympify(modulus).is_positive):
+        raise RuleRefused(split_residue.title, f'the modulus {modulus} is not a positive integer')
+    clash = {quotient, residue} & (set(z.vars) | z.free_symbols)
+    if clash or not (quotient.is_integer and residue.is_integer):
+        raise RuleRefused(split_residue.title, f'{quotient}, {residue} must be fresh integer symbols')
+    return z.replace({var: modulus * quotient + residue}), f'{var} = {modulus} {quotient} + {residue}'
+
+
 @rule('drop constraints implied by the others and the hypotheses')
 def drop_implied(z: ZSum, hyps) -> tuple[ZSum, str]:
     """Remove each constraint that follows linearly from the remaining ones and the hypotheses."""
@@ -678,9 +700,11 @@ __all__ = [
     'instantiate',
     'lattice',
     'linear_symbols',
+    'multiple_of',
     'normalize',
     'points',
     'rule',
     'solvable_vars',
+    'split_residue',
     'substitute',
 ]

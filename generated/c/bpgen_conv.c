@@ -1865,108 +1865,13 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                        int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                        if (H0 >= BP_LANES_F) {
-                            for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
-                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                } else {
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    bp_vf t_1 = v_1;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                    bp_vf t_2 = v_2;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                    bp_vf t_3 = v_3;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                    bp_vf t_4 = v_4;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                    bp_vf t_5 = v_5;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                    bp_vf t_6 = v_6;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                    bp_vf t_7 = v_7;
-                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                }
-                            }
-                            if (((H0) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                            int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                            if (H0 - i0r >= BP_LANES_F) {
+                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
@@ -1978,7 +1883,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                         bp_vf v_7 = {0};
                                         for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -1998,21 +1903,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
@@ -2024,7 +1929,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                         bp_vf v_7 = {0};
                                         for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                 float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2044,105 +1949,202 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
-                                        }
-                                    }
-                                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
-                                }
-                            }
-                        }
-                    } else {
-                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                            int64_t c__b = c__b1;
-                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                            if (H0 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
-                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                        bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    } else {
-                                        bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    }
-                                }
-                                if (((H0) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                                if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_F - i0r; v0 <= H0 - BP_LANES_F - i0r; ++v0) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
                                             for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                     float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                     v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         } else {
                                             bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
                                             for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                     float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                     v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
                                         float acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
                                             }
                                         }
-                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r; v0 <= H0 - BP_LANES_F - i0r; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                        }
                                     }
                                 }
                             }
@@ -2158,108 +2160,13 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                        if (c__b + 8 <= CG) {
-                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                            if (H0 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
-                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                    } else {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                    }
-                                }
-                                if (((H0) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                    for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                if (H0 - i0r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
@@ -2269,9 +2176,9 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                     float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                     float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                     float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2291,21 +2198,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                             bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                             bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                             bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                             bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                             bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                             bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                             bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
@@ -2315,9 +2222,9 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                     float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                     float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                     float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2337,105 +2244,202 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                             bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                             bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                             bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                             bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                             bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                             bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                             bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         }
                                     }
-                                }
-                            } else {
-                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
-                                            }
-                                        }
-                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                                int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                                if (H0 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                    v_0 += x0*x1;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                    v_0 += x0*x1;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        }
-                                    }
-                                    if (((H0) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = H0 - BP_LANES_F; v0 <= H0 - BP_LANES_F; ++v0) {
+                                    if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_F - i0r; v0 <= H0 - BP_LANES_F - i0r; ++v0) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                     for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                         float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                         v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                     for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                         float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                         v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                             }
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
                                             float acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)), -D0, P0 + i0r, 1); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    acc += grad_output[-D0*m0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0q + i0r]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
                                                 }
                                             }
-                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0q + i0r] = acc;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                    if (H0 - i0r >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = H0 - BP_LANES_F - i0r; v0 <= H0 - BP_LANES_F - i0r; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)), -D0, P0 + i0r, 1); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[-D0*m0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0q + i0r]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    }
+                                                }
+                                                grad_input[H0*(CG*(G*n_ + g_) + c_) + i0q + i0r] = acc;
+                                            }
                                         }
                                     }
                                 }
@@ -2450,15 +2454,290 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            float acc = 0;
-                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
+                                if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                        }
+                                    }
+                                    if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                                        for (int64_t v0 = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 <= -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                                            float acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                    int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
+                                    if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            }
+                                        }
+                                        if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 <= -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    }
+                                                }
+                                                grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                            }
+                                        }
+                                    }
                                 }
                             }
-                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
                         }
                     }
                 }
@@ -2472,14 +2751,16 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    float acc = 0;
-                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        float acc = 0;
+                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                            }
                         }
+                        grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
                     }
-                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
                 }
             }
         }
@@ -2507,108 +2788,13 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                    if (c__b + 8 <= CG) {
-                        int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                        int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                        if (H0 >= BP_LANES_D) {
-                            for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
-                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                } else {
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x0*x2;
-                                            v_2 += x0*x3;
-                                            v_3 += x0*x4;
-                                            v_4 += x0*x5;
-                                            v_5 += x0*x6;
-                                            v_6 += x0*x7;
-                                            v_7 += x0*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    bp_vd t_1 = v_1;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                    bp_vd t_2 = v_2;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                    bp_vd t_3 = v_3;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                    bp_vd t_4 = v_4;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                    bp_vd t_5 = v_5;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                    bp_vd t_6 = v_6;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                    bp_vd t_7 = v_7;
-                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                }
-                            }
-                            if (((H0) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                        if (c__b + 8 <= CG) {
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                            int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                            if (H0 - i0r >= BP_LANES_D) {
+                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
@@ -2620,7 +2806,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                         bp_vd v_7 = {0};
                                         for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2640,21 +2826,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
@@ -2666,7 +2852,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                         bp_vd v_7 = {0};
                                         for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                 double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                 double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                 double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2686,105 +2872,202 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
-                                        }
-                                    }
-                                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
-                                }
-                            }
-                        }
-                    } else {
-                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                            int64_t c__b = c__b1;
-                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                            if (H0 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
-                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                        bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    } else {
-                                        bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                    }
-                                }
-                                if (((H0) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                                if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_D - i0r; v0 <= H0 - BP_LANES_D - i0r; ++v0) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
                                             for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                     double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                     v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         } else {
                                             bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
                                             for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                     double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                     v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
                                         double acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
                                             }
                                         }
-                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r; v0 <= H0 - BP_LANES_D - i0r; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                        }
                                     }
                                 }
                             }
@@ -2800,108 +3083,13 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                        if (c__b + 8 <= CG) {
-                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                            int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                            if (H0 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
-                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                    } else {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
-                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
-                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
-                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
-                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
-                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
-                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
-                                                v_0 += x0*x1;
-                                                v_1 += x0*x2;
-                                                v_2 += x0*x3;
-                                                v_3 += x0*x4;
-                                                v_4 += x0*x5;
-                                                v_5 += x0*x6;
-                                                v_6 += x0*x7;
-                                                v_7 += x0*x8;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
-                                    }
-                                }
-                                if (((H0) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                    for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                if (H0 - i0r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
@@ -2911,9 +3099,9 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                     double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                     double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                     double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2933,21 +3121,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                             bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                             bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                             bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                             bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                             bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                             bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                             bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
@@ -2957,9 +3145,9 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                     double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
                                                     double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
                                                     double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
@@ -2979,105 +3167,202 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                             bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + v0), 1, t_1);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
                                             bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + v0), 1, t_2);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
                                             bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + v0), 1, t_3);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
                                             bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + v0), 1, t_4);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
                                             bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + v0), 1, t_5);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
                                             bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + v0), 1, t_6);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
                                             bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + v0), 1, t_7);
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                         }
                                     }
-                                }
-                            } else {
-                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
-                                            }
-                                        }
-                                        grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0);
-                                int64_t vhi = bp_min(H0 - 1, O0 - P0 - 1);
-                                if (H0 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
-                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                    v_0 += x0*x1;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
-                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
-                                                    v_0 += x0*x1;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
-                                        }
-                                    }
-                                    if (((H0) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = H0 - BP_LANES_D; v0 <= H0 - BP_LANES_D; ++v0) {
+                                    if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = H0 - BP_LANES_D - i0r; v0 <= H0 - BP_LANES_D - i0r; ++v0) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                     for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0), 1);
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
                                                         double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                         v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
                                                     for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + v0, 1, D0*m0 - P0 - v0, D0*m0 + O0 - P0 - v0 - 1);
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                                         double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
                                                         v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + v0), 1, t_0);
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
                                             }
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
                                             double acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)), -D0, P0 + i0r, 1); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); m0 += step_m0) {
                                                 for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    acc += grad_output[-D0*m0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0q + i0r]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
                                                 }
                                             }
-                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0q + i0r] = acc;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                                    if (H0 - i0r >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = H0 - BP_LANES_D - i0r; v0 <= H0 - BP_LANES_D - i0r; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, 1); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)), -D0, P0 + i0r, 1); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[-D0*m0 + O0*(KG*(G*n_ + g_) + k) + P0 + i0q + i0r]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    }
+                                                }
+                                                grad_input[H0*(CG*(G*n_ + g_) + c_) + i0q + i0r] = acc;
+                                            }
                                         }
                                     }
                                 }
@@ -3092,15 +3377,290 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            double acc = 0;
-                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
+                                if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
+                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x0*x2;
+                                                    v_2 += x0*x3;
+                                                    v_3 += x0*x4;
+                                                    v_4 += x0*x5;
+                                                    v_5 += x0*x6;
+                                                    v_6 += x0*x7;
+                                                    v_7 += x0*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                        }
+                                    }
+                                    if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                                        for (int64_t v0 = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 <= -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                                            double acc = 0;
+                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                    acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                }
+                                            }
+                                            grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                    int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
+                                    if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                            }
+                                        }
+                                        if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 <= -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0)), 1);
+                                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(0, -D0, P0 + i0r, S0); m0 <= K0 - 1; m0 += step_m0) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*n_ + KG*O0*g_ + O0*k + v0 + ((-D0*m0 + P0 + i0r) / S0), 1, -v0 + bp_ceildiv(D0*m0 - P0 - i0r, S0), -v0 + bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0));
+                                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                            for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                                                    }
+                                                }
+                                                grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
+                                            }
+                                        }
+                                    }
                                 }
                             }
-                            grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
                         }
                     }
                 }
@@ -3114,14 +3674,16 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    double acc = 0;
-                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                            acc += grad_output[O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        double acc = 0;
+                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                acc += grad_output[O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)]*weight[K0*(CG*(KG*g_ + k) + c_) + m0];
+                            }
                         }
+                        grad_input[H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r] = acc;
                     }
-                    grad_input[H0*(CG*(G*n_ + g_) + c_) + i0_] = acc;
                 }
             }
         }
@@ -6534,305 +7096,309 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                        if (c__b + 8 <= CG) {
-                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                            int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                            if (H1 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
-                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x0*x2;
-                                                    v_2 += x0*x3;
-                                                    v_3 += x0*x4;
-                                                    v_4 += x0*x5;
-                                                    v_5 += x0*x6;
-                                                    v_6 += x0*x7;
-                                                    v_7 += x0*x8;
-                                                }
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                    } else {
-                                        bp_vf v_0 = {0};
-                                        bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        bp_vf v_4 = {0};
-                                        bp_vf v_5 = {0};
-                                        bp_vf v_6 = {0};
-                                        bp_vf v_7 = {0};
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x0*x2;
-                                                    v_2 += x0*x3;
-                                                    v_3 += x0*x4;
-                                                    v_4 += x0*x5;
-                                                    v_5 += x0*x6;
-                                                    v_6 += x0*x7;
-                                                    v_7 += x0*x8;
-                                                }
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        bp_vf t_1 = v_1;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                        bp_vf t_2 = v_2;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                        bp_vf t_3 = v_3;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                        bp_vf t_4 = v_4;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                        bp_vf t_5 = v_5;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                        bp_vf t_6 = v_6;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                        bp_vf t_7 = v_7;
-                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                    }
-                                }
-                                if (((H1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                        float acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
-                                                }
-                                            }
-                                        }
-                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                if (H1 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        }
-                                    }
-                                    if (((H1) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                if (c__b + 8 <= CG) {
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                    int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                    if (H1 - i1r >= BP_LANES_F) {
+                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
                                                     for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
                                                         for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
                                                             float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                             v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
                                                         }
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
                                                     for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
                                                         for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
                                                             float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                             v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
                                                         }
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = H1 - BP_LANES_F - i1r; v0 <= H1 - BP_LANES_F - i1r; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                            for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                float acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                                             }
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                            float acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                        if (H1 - i1r >= BP_LANES_F) {
+                                            for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = H1 - BP_LANES_F - i1r; v0 <= H1 - BP_LANES_F - i1r; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
                                                     }
                                                 }
                                             }
-                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                    float acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                }
+                                            }
                                         }
                                     }
                                 }
@@ -6849,305 +7415,309 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                            if (c__b + 8 <= CG) {
-                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                if (H1 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((H1) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                            float acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
-                                                    }
-                                                }
-                                            }
-                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                    int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                    if (H1 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((H1) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = H1 - BP_LANES_F; v0 <= H1 - BP_LANES_F; ++v0) {
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                    if (c__b + 8 <= CG) {
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                        if (H1 - i1r >= BP_LANES_F) {
+                                            for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
                                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
                                                                 float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                                 v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
                                                             }
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
                                                 } else {
                                                     bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
                                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
                                                                 float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                                 v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
                                                             }
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = H1 - BP_LANES_F - i1r; v0 <= H1 - BP_LANES_F - i1r; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                    float acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)), -D1, P1 + i1r, 1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[-D1*m1 + O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + P1 + i1q + i1r]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + i1q + i1r] = acc;
                                                 }
                                             }
                                         }
                                     } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                                float acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                            if (H1 - i1r >= BP_LANES_F) {
+                                                for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    }
+                                                }
+                                                if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                                    for (int64_t v0 = H1 - BP_LANES_F - i1r; v0 <= H1 - BP_LANES_F - i1r; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                                         }
                                                     }
                                                 }
-                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                    for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                        float acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)), -D1, P1 + i1r, 1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[-D1*m1 + O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + P1 + i1q + i1r]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + i1q + i1r] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
@@ -7163,18 +7733,313 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                float acc = 0;
-                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                    if (c__b + 8 <= CG) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                        int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
+                                        if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                }
+                                            }
+                                            if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 <= -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                                    float acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                            int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
+                                            if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_F) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    }
+                                                }
+                                                if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                                    for (int64_t v0 = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 <= -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                    for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                                        float acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                    }
+                                                }
+                                            }
                                         }
                                     }
                                 }
-                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
                             }
                         }
                     }
@@ -7189,17 +8054,21 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        float acc = 0;
-                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                float acc = 0;
+                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                        }
+                                    }
                                 }
+                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                             }
                         }
-                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
                     }
                 }
             }
@@ -7233,305 +8102,309 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                        if (c__b + 8 <= CG) {
-                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                            int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                            if (H1 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
-                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x0*x2;
-                                                    v_2 += x0*x3;
-                                                    v_3 += x0*x4;
-                                                    v_4 += x0*x5;
-                                                    v_5 += x0*x6;
-                                                    v_6 += x0*x7;
-                                                    v_7 += x0*x8;
-                                                }
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                    } else {
-                                        bp_vd v_0 = {0};
-                                        bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        bp_vd v_4 = {0};
-                                        bp_vd v_5 = {0};
-                                        bp_vd v_6 = {0};
-                                        bp_vd v_7 = {0};
-                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x0*x2;
-                                                    v_2 += x0*x3;
-                                                    v_3 += x0*x4;
-                                                    v_4 += x0*x5;
-                                                    v_5 += x0*x6;
-                                                    v_6 += x0*x7;
-                                                    v_7 += x0*x8;
-                                                }
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        bp_vd t_1 = v_1;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                        bp_vd t_2 = v_2;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                        bp_vd t_3 = v_3;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                        bp_vd t_4 = v_4;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                        bp_vd t_5 = v_5;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                        bp_vd t_6 = v_6;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                        bp_vd t_7 = v_7;
-                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                    }
-                                }
-                                if (((H1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                        double acc = 0;
-                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
-                                                }
-                                            }
-                                        }
-                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                if (H1 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                        }
-                                    }
-                                    if (((H1) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                if (c__b + 8 <= CG) {
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                    int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                    if (H1 - i1r >= BP_LANES_D) {
+                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
                                                     for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
                                                         for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0), 1);
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
                                                             double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                             v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
                                                         }
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
                                                     for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
                                                         for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0_ + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
                                                             double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                             v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
                                                         }
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = H1 - BP_LANES_D - i1r; v0 <= H1 - BP_LANES_D - i1r; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                            for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                double acc = 0;
+                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                        }
+                                                    }
+                                                }
+                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                                             }
                                         }
                                     }
                                 } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                            double acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                        if (H1 - i1r >= BP_LANES_D) {
+                                            for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = H1 - BP_LANES_D - i1r; v0 <= H1 - BP_LANES_D - i1r; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
                                                     }
                                                 }
                                             }
-                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                    double acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                }
+                                            }
                                         }
                                     }
                                 }
@@ -7548,305 +8421,309 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                            if (c__b + 8 <= CG) {
-                                int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                if (H1 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x0*x2;
-                                                        v_2 += x0*x3;
-                                                        v_3 += x0*x4;
-                                                        v_4 += x0*x5;
-                                                        v_5 += x0*x6;
-                                                        v_6 += x0*x7;
-                                                        v_7 += x0*x8;
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((H1) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
-                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
-                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
-                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
-                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
-                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
-                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0_ + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                            double acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                        acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
-                                                    }
-                                                }
-                                            }
-                                            grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1);
-                                    int64_t vhi = bp_min(H1 - 1, O1 - P1 - 1);
-                                    if (H1 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
-                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
-                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
-                                                            v_0 += x0*x1;
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((H1) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = H1 - BP_LANES_D; v0 <= H1 - BP_LANES_D; ++v0) {
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                    if (c__b + 8 <= CG) {
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                        if (H1 - i1r >= BP_LANES_D) {
+                                            for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
                                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0), 1);
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
                                                                 double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                                 v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
                                                             }
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
                                                 } else {
                                                     bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
                                                             for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*((-D0*m0 + P0 + i0_) / S0) + P1 + v0, 1, D1*m1 - P1 - v0, D1*m1 + O1 - P1 - v0 - 1);
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
                                                                 double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
                                                                 v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
                                                             }
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0_ + v0), 1, t_0);
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = H1 - BP_LANES_D - i1r; v0 <= H1 - BP_LANES_D - i1r; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                    double acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)), -D1, P1 + i1r, 1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[-D1*m1 + O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + P1 + i1q + i1r]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + i1q + i1r] = acc;
                                                 }
                                             }
                                         }
                                     } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                                double acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                            if (H1 - i1r >= BP_LANES_D) {
+                                                for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                    }
+                                                }
+                                                if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                                    for (int64_t v0 = H1 - BP_LANES_D - i1r; v0 <= H1 - BP_LANES_D - i1r; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, 1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                                         }
                                                     }
                                                 }
-                                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                    for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                                        double acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)), -D1, P1 + i1r, 1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[-D1*m1 + O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + P1 + i1q + i1r]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + i1q + i1r] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
@@ -7862,18 +8739,313 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                double acc = 0;
-                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                    if (c__b + 8 <= CG) {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                        int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
+                                        if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                                v_1 += x0*x2;
+                                                                v_2 += x0*x3;
+                                                                v_3 += x0*x4;
+                                                                v_4 += x0*x5;
+                                                                v_5 += x0*x6;
+                                                                v_6 += x0*x7;
+                                                                v_7 += x0*x8;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                }
+                                            }
+                                            if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 <= -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                                    double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                                    double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                                    double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                                    double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                                    double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                                    double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                    v_1 += x0*x2;
+                                                                    v_2 += x0*x3;
+                                                                    v_3 += x0*x4;
+                                                                    v_4 += x0*x5;
+                                                                    v_5 += x0*x6;
+                                                                    v_6 += x0*x7;
+                                                                    v_7 += x0*x8;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_7);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                                    double acc = 0;
+                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                            int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
+                                            if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_D) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                    v_0 += x0*x1;
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                    }
+                                                }
+                                                if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                                    for (int64_t v0 = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 <= -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1)), 1);
+                                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(0, -D1, P1 + i1r, S1); m1 <= K1 - 1; m1 += step_m1) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + v0 + ((-D1*m1 + P1 + i1r) / S1), 1, -v0 + bp_ceildiv(D1*m1 - P1 - i1r, S1), -v0 + bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1));
+                                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                        v_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, t_0);
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                    for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                                        double acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
+                                                    }
+                                                }
+                                            }
                                         }
                                     }
                                 }
-                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
                             }
                         }
                     }
@@ -7888,17 +9060,21 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        double acc = 0;
-                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                    acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                double acc = 0;
+                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                            acc += grad_output[O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)]*weight[K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1];
+                                        }
+                                    }
                                 }
+                                grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                             }
                         }
-                        grad_input[H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_] = acc;
                     }
                 }
             }
@@ -11579,326 +12755,332 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                            if (c__b + 8 <= CG) {
-                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                if (H2 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                        if (c__b + 8 <= CG) {
+                                            int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                            int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                            if (H2 - i2r >= BP_LANES_F) {
+                                                for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                        float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                        float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                        float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                        float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                        float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                        float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                        v_1 += x0*x2;
+                                                                        v_2 += x0*x3;
+                                                                        v_3 += x0*x4;
+                                                                        v_4 += x0*x5;
+                                                                        v_5 += x0*x6;
+                                                                        v_6 += x0*x7;
+                                                                        v_7 += x0*x8;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        bp_vf v_1 = {0};
+                                                        bp_vf v_2 = {0};
+                                                        bp_vf v_3 = {0};
+                                                        bp_vf v_4 = {0};
+                                                        bp_vf v_5 = {0};
+                                                        bp_vf v_6 = {0};
+                                                        bp_vf v_7 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                        float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                        float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                        float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                        float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                        float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                        float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                        v_1 += x0*x2;
+                                                                        v_2 += x0*x3;
+                                                                        v_3 += x0*x4;
+                                                                        v_4 += x0*x5;
+                                                                        v_5 += x0*x6;
+                                                                        v_6 += x0*x7;
+                                                                        v_7 += x0*x8;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        bp_vf t_1 = v_1;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                        bp_vf t_2 = v_2;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                        bp_vf t_3 = v_3;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                        bp_vf t_4 = v_4;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                        bp_vf t_5 = v_5;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                        bp_vf t_6 = v_6;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                        bp_vf t_7 = v_7;
+                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                    }
+                                                }
+                                                if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                                    for (int64_t v0 = H2 - BP_LANES_F - i2r; v0 <= H2 - BP_LANES_F - i2r; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
                                                         }
                                                     }
                                                 }
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                    for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                        float acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                    }
+                                                }
                                             }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
                                         } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((H2) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                            float acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                    if (H2 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((H2) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
-                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                    bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
+                                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                int64_t c__b = c__b1;
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                if (H2 - i2r >= BP_LANES_F) {
+                                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                        }
+                                                                    }
                                                                 }
                                                             }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                         }
                                                     }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                    if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                                        for (int64_t v0 = H2 - BP_LANES_F - i2r; v0 <= H2 - BP_LANES_F - i2r; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            } else {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            }
+                                                        }
+                                                    }
                                                 } else {
-                                                    bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
+                                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                            float acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
                                                                 }
                                                             }
-                                                        }
-                                                    }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                }
-                                            }
-                                        }
-                                    } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                float acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                                         }
                                                     }
                                                 }
-                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                             }
                                         }
                                     }
@@ -11916,326 +13098,332 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                                if (c__b + 8 <= CG) {
-                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                    if (H2 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                    for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                            if (c__b + 8 <= CG) {
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                if (H2 - i2r >= BP_LANES_F) {
+                                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        }
+                                                    }
+                                                    if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                                        for (int64_t v0 = H2 - BP_LANES_F - i2r; v0 <= H2 - BP_LANES_F - i2r; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                bp_vf v_0 = {0};
+                                                                bp_vf v_1 = {0};
+                                                                bp_vf v_2 = {0};
+                                                                bp_vf v_3 = {0};
+                                                                bp_vf v_4 = {0};
+                                                                bp_vf v_5 = {0};
+                                                                bp_vf v_6 = {0};
+                                                                bp_vf v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                bp_vf t_1 = v_1;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                                bp_vf t_2 = v_2;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                                bp_vf t_3 = v_3;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                                bp_vf t_4 = v_4;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                                bp_vf t_5 = v_5;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                                bp_vf t_6 = v_6;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                                bp_vf t_7 = v_7;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                            } else {
+                                                                bp_vf v_0 = {0};
+                                                                bp_vf v_1 = {0};
+                                                                bp_vf v_2 = {0};
+                                                                bp_vf v_3 = {0};
+                                                                bp_vf v_4 = {0};
+                                                                bp_vf v_5 = {0};
+                                                                bp_vf v_6 = {0};
+                                                                bp_vf v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                bp_vf t_1 = v_1;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                                bp_vf t_2 = v_2;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                                bp_vf t_3 = v_3;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                                bp_vf t_4 = v_4;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                                bp_vf t_5 = v_5;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                                bp_vf t_6 = v_6;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                                bp_vf t_7 = v_7;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
                                                             }
                                                         }
                                                     }
+                                                } else {
+                                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                            float acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2 + P2 + i2q + i2r + 1, D2)), -D2, P2 + i2r, 1); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[-D2*m2 + O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + P2 + i2q + i2r]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + i2q + i2r] = acc;
+                                                        }
+                                                    }
                                                 }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
                                             } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            }
-                                        }
-                                        if (((H2) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
-                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                    bp_vf v_0 = {0};
-                                                    bp_vf v_1 = {0};
-                                                    bp_vf v_2 = {0};
-                                                    bp_vf v_3 = {0};
-                                                    bp_vf v_4 = {0};
-                                                    bp_vf v_5 = {0};
-                                                    bp_vf v_6 = {0};
-                                                    bp_vf v_7 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                    float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                    float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                    float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                    float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                    float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                    float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                    v_1 += x0*x2;
-                                                                    v_2 += x0*x3;
-                                                                    v_3 += x0*x4;
-                                                                    v_4 += x0*x5;
-                                                                    v_5 += x0*x6;
-                                                                    v_6 += x0*x7;
-                                                                    v_7 += x0*x8;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    bp_vf t_1 = v_1;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                    bp_vf t_2 = v_2;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                    bp_vf t_3 = v_3;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                    bp_vf t_4 = v_4;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                    bp_vf t_5 = v_5;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                    bp_vf t_6 = v_6;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                    bp_vf t_7 = v_7;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                                } else {
-                                                    bp_vf v_0 = {0};
-                                                    bp_vf v_1 = {0};
-                                                    bp_vf v_2 = {0};
-                                                    bp_vf v_3 = {0};
-                                                    bp_vf v_4 = {0};
-                                                    bp_vf v_5 = {0};
-                                                    bp_vf v_6 = {0};
-                                                    bp_vf v_7 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                    float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                    float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                    float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                    float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                    float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                    float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                    v_1 += x0*x2;
-                                                                    v_2 += x0*x3;
-                                                                    v_3 += x0*x4;
-                                                                    v_4 += x0*x5;
-                                                                    v_5 += x0*x6;
-                                                                    v_6 += x0*x7;
-                                                                    v_7 += x0*x8;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    bp_vf t_1 = v_1;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                    bp_vf t_2 = v_2;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                    bp_vf t_3 = v_3;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                    bp_vf t_4 = v_4;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                    bp_vf t_5 = v_5;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                    bp_vf t_6 = v_6;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                    bp_vf t_7 = v_7;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                                }
-                                            }
-                                        }
-                                    } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                float acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                        int64_t c__b = c__b1;
-                                        int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                        int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                        if (H2 >= BP_LANES_F) {
-                                            for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F; v0 += BP_LANES_F) {
-                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                    bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                } else {
-                                                    bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vf t_0 = v_0;
-                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                }
-                                            }
-                                            if (((H2) % BP_LANES_F) != 0) {
-                                                for (int64_t v0 = H2 - BP_LANES_F; v0 <= H2 - BP_LANES_F; ++v0) {
-                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                        bp_vf v_0 = {0};
-                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                        bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                        v_0 += x0*x1;
+                                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                    int64_t c__b = c__b1;
+                                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                    if (H2 - i2r >= BP_LANES_F) {
+                                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
+                                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
                                                                     }
                                                                 }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            } else {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                             }
                                                         }
-                                                        bp_vf t_0 = v_0;
-                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                        if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                                            for (int64_t v0 = H2 - BP_LANES_F - i2r; v0 <= H2 - BP_LANES_F - i2r; ++v0) {
+                                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                    bp_vf v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vf x0 = bp_vload_f(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vf t_0 = v_0;
+                                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                } else {
+                                                                    bp_vf v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vf t_0 = v_0;
+                                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                }
+                                                            }
+                                                        }
                                                     } else {
-                                                        bp_vf v_0 = {0};
-                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                        bp_vf x0 = bp_vload_range_f(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                        float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                        v_0 += x0*x1;
+                                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                            for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                                float acc = 0;
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2 + P2 + i2q + i2r + 1, D2)), -D2, P2 + i2r, 1); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2q + i2r, D2)); m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                acc += grad_output[-D2*m2 + O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + P2 + i2q + i2r]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                            }
+                                                                        }
                                                                     }
                                                                 }
-                                                            }
-                                                        }
-                                                        bp_vf t_0 = v_0;
-                                                        bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    }
-                                                }
-                                            }
-                                        } else {
-                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                    float acc = 0;
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                                }
+                                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + i2q + i2r] = acc;
                                                             }
                                                         }
                                                     }
-                                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                                 }
                                             }
                                         }
@@ -12252,21 +13440,336 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                    float acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                    for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                            if (c__b + 8 <= CG) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
+                                                if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_F) {
+                                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                        } else {
+                                                            bp_vf v_0 = {0};
+                                                            bp_vf v_1 = {0};
+                                                            bp_vf v_2 = {0};
+                                                            bp_vf v_3 = {0};
+                                                            bp_vf v_4 = {0};
+                                                            bp_vf v_5 = {0};
+                                                            bp_vf v_6 = {0};
+                                                            bp_vf v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                            float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vf t_0 = v_0;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            bp_vf t_1 = v_1;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                            bp_vf t_2 = v_2;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                            bp_vf t_3 = v_3;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                            bp_vf t_4 = v_4;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                            bp_vf t_5 = v_5;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                            bp_vf t_6 = v_6;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                            bp_vf t_7 = v_7;
+                                                            bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                        }
+                                                    }
+                                                    if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                                        for (int64_t v0 = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 <= -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                bp_vf v_0 = {0};
+                                                                bp_vf v_1 = {0};
+                                                                bp_vf v_2 = {0};
+                                                                bp_vf v_3 = {0};
+                                                                bp_vf v_4 = {0};
+                                                                bp_vf v_5 = {0};
+                                                                bp_vf v_6 = {0};
+                                                                bp_vf v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                bp_vf t_1 = v_1;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                                bp_vf t_2 = v_2;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                                bp_vf t_3 = v_3;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                                bp_vf t_4 = v_4;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                                bp_vf t_5 = v_5;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                                bp_vf t_6 = v_6;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                                bp_vf t_7 = v_7;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                            } else {
+                                                                bp_vf v_0 = {0};
+                                                                bp_vf v_1 = {0};
+                                                                bp_vf v_2 = {0};
+                                                                bp_vf v_3 = {0};
+                                                                bp_vf v_4 = {0};
+                                                                bp_vf v_5 = {0};
+                                                                bp_vf v_6 = {0};
+                                                                bp_vf v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                float x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                float x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                float x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                float x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                float x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                float x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                float x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                bp_vf t_1 = v_1;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                                bp_vf t_2 = v_2;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                                bp_vf t_3 = v_3;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                                bp_vf t_4 = v_4;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                                bp_vf t_5 = v_5;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                                bp_vf t_6 = v_6;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                                bp_vf t_7 = v_7;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                            }
+                                                        }
+                                                    }
+                                                } else {
+                                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                                            float acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                    int64_t c__b = c__b1;
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                    int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
+                                                    if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_F) {
+                                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            } else {
+                                                                bp_vf v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vf t_0 = v_0;
+                                                                bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            }
+                                                        }
+                                                        if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                                            for (int64_t v0 = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 <= -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; ++v0) {
+                                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                                    bp_vf v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vf t_0 = v_0;
+                                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                } else {
+                                                                    bp_vf v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vf x0 = bp_vload_range_f(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                    float x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vf t_0 = v_0;
+                                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                }
+                                                            }
+                                                        }
+                                                    } else {
+                                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                            for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                                                float acc = 0;
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                            }
+                                                        }
+                                                    }
                                                 }
                                             }
                                         }
                                     }
-                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                 }
                             }
                         }
@@ -12282,20 +13785,26 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                            float acc = 0;
-                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                    for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                        float acc = 0;
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                    }
+                                                }
+                                            }
                                         }
+                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                     }
                                 }
                             }
-                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                         }
                     }
                 }
@@ -12335,326 +13844,332 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
         for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                            if (c__b + 8 <= CG) {
-                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                if (H2 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= H0 - i0r - 1; ++i0q) {
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= H1 - i1r - 1; ++i1q) {
+                                for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                        if (c__b + 8 <= CG) {
+                                            int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                            int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                            if (H2 - i2r >= BP_LANES_D) {
+                                                for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                        double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                        double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                        double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                        double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                        double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                        double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                        v_1 += x0*x2;
+                                                                        v_2 += x0*x3;
+                                                                        v_3 += x0*x4;
+                                                                        v_4 += x0*x5;
+                                                                        v_5 += x0*x6;
+                                                                        v_6 += x0*x7;
+                                                                        v_7 += x0*x8;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        bp_vd v_1 = {0};
+                                                        bp_vd v_2 = {0};
+                                                        bp_vd v_3 = {0};
+                                                        bp_vd v_4 = {0};
+                                                        bp_vd v_5 = {0};
+                                                        bp_vd v_6 = {0};
+                                                        bp_vd v_7 = {0};
+                                                        for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                            for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                        double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                        double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                        double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                        double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                        double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                        double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                        double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                        v_0 += x0*x1;
+                                                                        v_1 += x0*x2;
+                                                                        v_2 += x0*x3;
+                                                                        v_3 += x0*x4;
+                                                                        v_4 += x0*x5;
+                                                                        v_5 += x0*x6;
+                                                                        v_6 += x0*x7;
+                                                                        v_7 += x0*x8;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        bp_vd t_1 = v_1;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                        bp_vd t_2 = v_2;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                        bp_vd t_3 = v_3;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                        bp_vd t_4 = v_4;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                        bp_vd t_5 = v_5;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                        bp_vd t_6 = v_6;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                        bp_vd t_7 = v_7;
+                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                    }
+                                                }
+                                                if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                                    for (int64_t v0 = H2 - BP_LANES_D - i2r; v0 <= H2 - BP_LANES_D - i2r; ++v0) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_7);
                                                         }
                                                     }
                                                 }
+                                            } else {
+                                                for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                    for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                        double acc = 0;
+                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                    }
+                                                }
                                             }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
                                         } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                            v_0 += x0*x1;
-                                                            v_1 += x0*x2;
-                                                            v_2 += x0*x3;
-                                                            v_3 += x0*x4;
-                                                            v_4 += x0*x5;
-                                                            v_5 += x0*x6;
-                                                            v_6 += x0*x7;
-                                                            v_7 += x0*x8;
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((H2) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                            double acc = 0;
-                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                        }
-                                                    }
-                                                }
-                                            }
-                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                    int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                    if (H2 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((H2) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
-                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                    bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0), 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
+                                            for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                int64_t c__b = c__b1;
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                if (H2 - i2r >= BP_LANES_D) {
+                                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                        }
+                                                                    }
                                                                 }
                                                             }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                         }
                                                     }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                    if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                                        for (int64_t v0 = H2 - BP_LANES_D - i2r; v0 <= H2 - BP_LANES_D - i2r; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0), 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            } else {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0)); ++m0) {
+                                                                    for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1)); ++m1) {
+                                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0q + O1*O2*i0r + O2*P1 + O2*i1q + O2*i1r + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            }
+                                                        }
+                                                    }
                                                 } else {
-                                                    bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, bp_ceildiv(-O0 + P0 + i0_ + 1, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); ++m0) {
-                                                        for (int64_t m1 = bp_max(0, bp_ceildiv(-O1 + P1 + i1_ + 1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); ++m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D0*O1*O2*m0 - D1*O2*m1 - D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*P0 + O1*O2*i0_ + O2*P1 + O2*i1_ + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
+                                                    for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                            double acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
                                                                 }
                                                             }
-                                                        }
-                                                    }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                }
-                                            }
-                                        }
-                                    } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                double acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                                         }
                                                     }
                                                 }
-                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                             }
                                         }
                                     }
@@ -12672,326 +14187,332 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                        for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                            for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
-                                if (c__b + 8 <= CG) {
-                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                    int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                    if (H2 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                    for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                            if (c__b + 8 <= CG) {
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                if (H2 - i2r >= BP_LANES_D) {
+                                                    for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                        }
+                                                    }
+                                                    if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                                        for (int64_t v0 = H2 - BP_LANES_D - i2r; v0 <= H2 - BP_LANES_D - i2r; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                bp_vd v_0 = {0};
+                                                                bp_vd v_1 = {0};
+                                                                bp_vd v_2 = {0};
+                                                                bp_vd v_3 = {0};
+                                                                bp_vd v_4 = {0};
+                                                                bp_vd v_5 = {0};
+                                                                bp_vd v_6 = {0};
+                                                                bp_vd v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                bp_vd t_1 = v_1;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                                bp_vd t_2 = v_2;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                                bp_vd t_3 = v_3;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                                bp_vd t_4 = v_4;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                                bp_vd t_5 = v_5;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                                bp_vd t_6 = v_6;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                                bp_vd t_7 = v_7;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                            } else {
+                                                                bp_vd v_0 = {0};
+                                                                bp_vd v_1 = {0};
+                                                                bp_vd v_2 = {0};
+                                                                bp_vd v_3 = {0};
+                                                                bp_vd v_4 = {0};
+                                                                bp_vd v_5 = {0};
+                                                                bp_vd v_6 = {0};
+                                                                bp_vd v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                bp_vd t_1 = v_1;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                                bp_vd t_2 = v_2;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                                bp_vd t_3 = v_3;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                                bp_vd t_4 = v_4;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                                bp_vd t_5 = v_5;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                                bp_vd t_6 = v_6;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                                bp_vd t_7 = v_7;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
                                                             }
                                                         }
                                                     }
+                                                } else {
+                                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                            double acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2 + P2 + i2q + i2r + 1, D2)), -D2, P2 + i2r, 1); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[-D2*m2 + O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + P2 + i2q + i2r]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + i2q + i2r] = acc;
+                                                        }
+                                                    }
                                                 }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
                                             } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                v_0 += x0*x1;
-                                                                v_1 += x0*x2;
-                                                                v_2 += x0*x3;
-                                                                v_3 += x0*x4;
-                                                                v_4 += x0*x5;
-                                                                v_5 += x0*x6;
-                                                                v_6 += x0*x7;
-                                                                v_7 += x0*x8;
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                            }
-                                        }
-                                        if (((H2) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
-                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                    bp_vd v_0 = {0};
-                                                    bp_vd v_1 = {0};
-                                                    bp_vd v_2 = {0};
-                                                    bp_vd v_3 = {0};
-                                                    bp_vd v_4 = {0};
-                                                    bp_vd v_5 = {0};
-                                                    bp_vd v_6 = {0};
-                                                    bp_vd v_7 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                    double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                    double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                    double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                    double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                    double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                    double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                    v_1 += x0*x2;
-                                                                    v_2 += x0*x3;
-                                                                    v_3 += x0*x4;
-                                                                    v_4 += x0*x5;
-                                                                    v_5 += x0*x6;
-                                                                    v_6 += x0*x7;
-                                                                    v_7 += x0*x8;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    bp_vd t_1 = v_1;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                    bp_vd t_2 = v_2;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                    bp_vd t_3 = v_3;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                    bp_vd t_4 = v_4;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                    bp_vd t_5 = v_5;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                    bp_vd t_6 = v_6;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                    bp_vd t_7 = v_7;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                                } else {
-                                                    bp_vd v_0 = {0};
-                                                    bp_vd v_1 = {0};
-                                                    bp_vd v_2 = {0};
-                                                    bp_vd v_3 = {0};
-                                                    bp_vd v_4 = {0};
-                                                    bp_vd v_5 = {0};
-                                                    bp_vd v_6 = {0};
-                                                    bp_vd v_7 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
-                                                                    double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
-                                                                    double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
-                                                                    double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
-                                                                    double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
-                                                                    double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
-                                                                    double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                    v_1 += x0*x2;
-                                                                    v_2 += x0*x3;
-                                                                    v_3 += x0*x4;
-                                                                    v_4 += x0*x5;
-                                                                    v_5 += x0*x6;
-                                                                    v_6 += x0*x7;
-                                                                    v_7 += x0*x8;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    bp_vd t_1 = v_1;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_1);
-                                                    bp_vd t_2 = v_2;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_2);
-                                                    bp_vd t_3 = v_3;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_3);
-                                                    bp_vd t_4 = v_4;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_4);
-                                                    bp_vd t_5 = v_5;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_5);
-                                                    bp_vd t_6 = v_6;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_6);
-                                                    bp_vd t_7 = v_7;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0_ + H2*i1_ + v0), 1, t_7);
-                                                }
-                                            }
-                                        }
-                                    } else {
-                                        for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
-                                            for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                double acc = 0;
-                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
-                                        int64_t c__b = c__b1;
-                                        int64_t vlo = bp_max(0, D2*K2 - D2 - P2);
-                                        int64_t vhi = bp_min(H2 - 1, O2 - P2 - 1);
-                                        if (H2 >= BP_LANES_D) {
-                                            for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D; v0 += BP_LANES_D) {
-                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                    bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                } else {
-                                                    bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                    v_0 += x0*x1;
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                    bp_vd t_0 = v_0;
-                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                }
-                                            }
-                                            if (((H2) % BP_LANES_D) != 0) {
-                                                for (int64_t v0 = H2 - BP_LANES_D; v0 <= H2 - BP_LANES_D; ++v0) {
-                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                        bp_vd v_0 = {0};
-                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                        bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0), 1);
-                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                        v_0 += x0*x1;
+                                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                    int64_t c__b = c__b1;
+                                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                                    if (H2 - i2r >= BP_LANES_D) {
+                                                        for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
+                                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
                                                                     }
                                                                 }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                            } else {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                             }
                                                         }
-                                                        bp_vd t_0 = v_0;
-                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
+                                                        if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                                            for (int64_t v0 = H2 - BP_LANES_D - i2r; v0 <= H2 - BP_LANES_D - i2r; ++v0) {
+                                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                    bp_vd v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vd x0 = bp_vload_d(grad_output + (-D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0), 1);
+                                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vd t_0 = v_0;
+                                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                } else {
+                                                                    bp_vd v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, 1); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + P2 + i2r + v0, 1, D2*m2 - P2 - i2r - v0, D2*m2 + O2 - P2 - i2r - v0 - 1);
+                                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vd t_0 = v_0;
+                                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                                }
+                                                            }
+                                                        }
                                                     } else {
-                                                        bp_vd v_0 = {0};
-                                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
-                                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                        bp_vd x0 = bp_vload_range_d(grad_output, -D2*m2 + G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*((-D0*m0 + P0 + i0_) / S0) + O2*((-D1*m1 + P1 + i1_) / S1) + P2 + v0, 1, D2*m2 - P2 - v0, D2*m2 + O2 - P2 - v0 - 1);
-                                                                        double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
-                                                                        v_0 += x0*x1;
+                                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                            for (int64_t i2q = 0; i2q <= H2 - i2r - 1; ++i2q) {
+                                                                double acc = 0;
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2 + P2 + i2q + i2r + 1, D2)), -D2, P2 + i2r, 1); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2q + i2r, D2)); m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                acc += grad_output[-D2*m2 + O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + P2 + i2q + i2r]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                            }
+                                                                        }
                                                                     }
                                                                 }
-                                                            }
-                                                        }
-                                                        bp_vd t_0 = v_0;
-                                                        bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0_ + H2*i1_ + v0), 1, t_0);
-                                                    }
-                                                }
-                                            }
-                                        } else {
-                                            for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
-                                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                                    double acc = 0;
-                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
-                                                                }
+                                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + i2q + i2r] = acc;
                                                             }
                                                         }
                                                     }
-                                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                                 }
                                             }
                                         }
@@ -13008,21 +14529,336 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                        for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                            for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                                for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                                    double acc = 0;
-                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                            for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                                for (int64_t k = 0; k <= KG - 1; ++k) {
-                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                    for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                        for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                            for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                                for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                    for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                        for (int64_t c__b = 0; c__b <= CG - 1; c__b += 8) {
+                                            if (c__b + 8 <= CG) {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
+                                                if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_D) {
+                                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                        } else {
+                                                            bp_vd v_0 = {0};
+                                                            bp_vd v_1 = {0};
+                                                            bp_vd v_2 = {0};
+                                                            bp_vd v_3 = {0};
+                                                            bp_vd v_4 = {0};
+                                                            bp_vd v_5 = {0};
+                                                            bp_vd v_6 = {0};
+                                                            bp_vd v_7 = {0};
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                            double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                            double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                            double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                            double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                            double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                            double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                            double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                            double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                            v_0 += x0*x1;
+                                                                            v_1 += x0*x2;
+                                                                            v_2 += x0*x3;
+                                                                            v_3 += x0*x4;
+                                                                            v_4 += x0*x5;
+                                                                            v_5 += x0*x6;
+                                                                            v_6 += x0*x7;
+                                                                            v_7 += x0*x8;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            bp_vd t_0 = v_0;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            bp_vd t_1 = v_1;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                            bp_vd t_2 = v_2;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                            bp_vd t_3 = v_3;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                            bp_vd t_4 = v_4;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                            bp_vd t_5 = v_5;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                            bp_vd t_6 = v_6;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                            bp_vd t_7 = v_7;
+                                                            bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                        }
+                                                    }
+                                                    if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                                        for (int64_t v0 = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 <= -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; ++v0) {
+                                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                bp_vd v_0 = {0};
+                                                                bp_vd v_1 = {0};
+                                                                bp_vd v_2 = {0};
+                                                                bp_vd v_3 = {0};
+                                                                bp_vd v_4 = {0};
+                                                                bp_vd v_5 = {0};
+                                                                bp_vd v_6 = {0};
+                                                                bp_vd v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                bp_vd t_1 = v_1;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                                bp_vd t_2 = v_2;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                                bp_vd t_3 = v_3;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                                bp_vd t_4 = v_4;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                                bp_vd t_5 = v_5;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                                bp_vd t_6 = v_6;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                                bp_vd t_7 = v_7;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                            } else {
+                                                                bp_vd v_0 = {0};
+                                                                bp_vd v_1 = {0};
+                                                                bp_vd v_2 = {0};
+                                                                bp_vd v_3 = {0};
+                                                                bp_vd v_4 = {0};
+                                                                bp_vd v_5 = {0};
+                                                                bp_vd v_6 = {0};
+                                                                bp_vd v_7 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                double x2 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1) + m2];
+                                                                                double x3 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1) + m2];
+                                                                                double x4 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1) + m2];
+                                                                                double x5 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1) + m2];
+                                                                                double x6 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1) + m2];
+                                                                                double x7 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1) + m2];
+                                                                                double x8 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                                v_1 += x0*x2;
+                                                                                v_2 += x0*x3;
+                                                                                v_3 += x0*x4;
+                                                                                v_4 += x0*x5;
+                                                                                v_5 += x0*x6;
+                                                                                v_6 += x0*x7;
+                                                                                v_7 += x0*x8;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                bp_vd t_1 = v_1;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_1);
+                                                                bp_vd t_2 = v_2;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_2);
+                                                                bp_vd t_3 = v_3;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_3);
+                                                                bp_vd t_4 = v_4;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_4);
+                                                                bp_vd t_5 = v_5;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_5);
+                                                                bp_vd t_6 = v_6;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_6);
+                                                                bp_vd t_7 = v_7;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_7);
+                                                            }
+                                                        }
+                                                    }
+                                                } else {
+                                                    for (int64_t c_ = c__b; c_ <= c__b + 7; ++c_) {
+                                                        for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                                            double acc = 0;
+                                                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                        for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
+                                                    int64_t c__b = c__b1;
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                    int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
+                                                    if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_D) {
+                                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            } else {
+                                                                bp_vd v_0 = {0};
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                v_0 += x0*x1;
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                bp_vd t_0 = v_0;
+                                                                bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                            }
+                                                        }
+                                                        if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                                            for (int64_t v0 = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 <= -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; ++v0) {
+                                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                                    bp_vd v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2)), 1);
+                                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vd t_0 = v_0;
+                                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                } else {
+                                                                    bp_vd v_0 = {0};
+                                                                    for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                        for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                            for (int64_t m2 = bp_lattice_start(0, -D2, P2 + i2r, S2); m2 <= K2 - 1; m2 += step_m2) {
+                                                                                for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                    bp_vd x0 = bp_vload_range_d(grad_output, G*KG*O0*O1*O2*n_ + KG*O0*O1*O2*g_ + O0*O1*O2*k + O1*O2*i0q + O1*O2*((-D0*m0 + P0 + i0r) / S0) + O2*i1q + O2*((-D1*m1 + P1 + i1r) / S1) + v0 + ((-D2*m2 + P2 + i2r) / S2), 1, -v0 + bp_ceildiv(D2*m2 - P2 - i2r, S2), -v0 + bp_floordiv(D2*m2 + O2*S2 - P2 - S2 - i2r, S2));
+                                                                                    double x1 = weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1) + m2];
+                                                                                    v_0 += x0*x1;
+                                                                                }
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                    bp_vd t_0 = v_0;
+                                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, t_0);
+                                                                }
+                                                            }
+                                                        }
+                                                    } else {
+                                                        for (int64_t c_ = c__b; c_ <= c__b; ++c_) {
+                                                            for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                                                double acc = 0;
+                                                                for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                                                    for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                                        for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                                            for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
+                                                            }
+                                                        }
+                                                    }
                                                 }
                                             }
                                         }
                                     }
-                                    grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                                 }
                             }
                         }
@@ -13038,20 +14874,26 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
             for (int64_t c_ = 0; c_ <= CG - 1; ++c_) {
-                for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                    for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                        for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                            double acc = 0;
-                            for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0 + i0_, D0)), -D0, P0 + i0_, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + i0_, D0)); m0 += step_m0) {
-                                for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1 + i1_, D1)), -D1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + i1_, D1)); m1 += step_m1) {
-                                    for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2 + i2_, D2)), -D2, P2 + i2_, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + i2_, D2)); m2 += step_m2) {
-                                        for (int64_t k = 0; k <= KG - 1; ++k) {
-                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + ((-D0*m0 + P0 + i0_) / S0)) + ((-D1*m1 + P1 + i1_) / S1)) + ((-D2*m2 + P2 + i2_) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                    for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                        for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                            for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                                for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                    for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                        double acc = 0;
+                                        for (int64_t m0 = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0); m0 <= bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0)); m0 += step_m0) {
+                                            for (int64_t m1 = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1)); m1 += step_m1) {
+                                                for (int64_t m2 = bp_lattice_start(bp_max(0, bp_ceildiv(-O2*S2 + P2 + S2*i2q + S2 + i2r, D2)), -D2, P2 + i2r, S2); m2 <= bp_min(K2 - 1, bp_floordiv(P2 + S2*i2q + i2r, D2)); m2 += step_m2) {
+                                                    for (int64_t k = 0; k <= KG - 1; ++k) {
+                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n_ + g_) + k) + i0q + ((-D0*m0 + P0 + i0r) / S0)) + i1q + ((-D1*m1 + P1 + i1r) / S1)) + i2q + ((-D2*m2 + P2 + i2r) / S2)]*weight[K2*(K1*(K0*(CG*(KG*g_ + k) + c_) + m0) + m1) + m2];
+                                                    }
+                                                }
+                                            }
                                         }
+                                        grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                     }
                                 }
                             }
-                            grad_input[H2*(H1*(H0*(CG*(G*n_ + g_) + c_) + i0_) + i1_) + i2_] = acc;
                         }
                     }
                 }

@@ -1245,12 +1245,14 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                float acc = 0;
-                for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                    acc += grad_output[O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    float acc = 0;
+                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                        acc += grad_output[O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1))));
+                    }
+                    grad_input[H0*(C*n_ + c_) + S0*i0q + i0r] = acc;
                 }
-                grad_input[H0*(C*n_ + c_) + i0_] = acc;
             }
         }
     }
@@ -1274,12 +1276,14 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                double acc = 0;
-                for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                    acc += grad_output[O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    double acc = 0;
+                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                        acc += grad_output[O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1))));
+                    }
+                    grad_input[H0*(C*n_ + c_) + S0*i0q + i0r] = acc;
                 }
-                grad_input[H0*(C*n_ + c_) + i0_] = acc;
             }
         }
     }
@@ -2530,15 +2534,19 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    float acc = 0;
-                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                        for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1 + i1_), -1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, P1 + i1_); m1 += step_m1) {
-                            acc += grad_output[O1*(O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)) + ((P1 + i1_ - m1) / S1)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - i1_ + m1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1)*(-bp_max(0, -i1_ + m1) + bp_min(K1 - 1, H1 - i1_ + m1 - 1) + 1)))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                        for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                            float acc = 0;
+                            for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                                for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1*i1q + S1 + i1r), -1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, P1 + S1*i1q + i1r); m1 += step_m1) {
+                                    acc += grad_output[O1*(O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)) + i1q + ((P1 + i1r - m1) / S1)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - S1*i1q - i1r + m1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1)*(-bp_max(0, -S1*i1q - i1r + m1) + bp_min(K1 - 1, H1 - S1*i1q - i1r + m1 - 1) + 1)))));
+                                }
+                            }
+                            grad_input[H1*(H0*(C*n_ + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                         }
                     }
-                    grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = acc;
                 }
             }
         }
@@ -2570,15 +2578,19 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    double acc = 0;
-                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                        for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1 + i1_), -1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, P1 + i1_); m1 += step_m1) {
-                            acc += grad_output[O1*(O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)) + ((P1 + i1_ - m1) / S1)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - i1_ + m1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1)*(-bp_max(0, -i1_ + m1) + bp_min(K1 - 1, H1 - i1_ + m1 - 1) + 1)))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                        for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                            double acc = 0;
+                            for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                                for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1*i1q + S1 + i1r), -1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, P1 + S1*i1q + i1r); m1 += step_m1) {
+                                    acc += grad_output[O1*(O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)) + i1q + ((P1 + i1r - m1) / S1)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - S1*i1q - i1r + m1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1)*(-bp_max(0, -S1*i1q - i1r + m1) + bp_min(K1 - 1, H1 - S1*i1q - i1r + m1 - 1) + 1)))));
+                                }
+                            }
+                            grad_input[H1*(H0*(C*n_ + c_) + S0*i0q + i0r) + S1*i1q + i1r] = acc;
                         }
                     }
-                    grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = acc;
                 }
             }
         }
@@ -3973,18 +3985,24 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                        float acc = 0;
-                        for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                            for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1 + i1_), -1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, P1 + i1_); m1 += step_m1) {
-                                for (int64_t m2 = bp_lattice_start(bp_max(0, -O2*S2 + P2 + S2 + i2_), -1, P2 + i2_, S2); m2 <= bp_min(K2 - 1, P2 + i2_); m2 += step_m2) {
-                                    acc += grad_output[O2*(O1*(O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)) + ((P1 + i1_ - m1) / S1)) + ((P2 + i2_ - m2) / S2)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - i1_ + m1 - 1) + 1)*(bp_min(K2 - 1, H2 + P2 - i2_ + m2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1)*(-bp_max(0, -i1_ + m1) + bp_min(K1 - 1, H1 - i1_ + m1 - 1) + 1)*(-bp_max(0, -i2_ + m2) + bp_min(K2 - 1, H2 - i2_ + m2 - 1) + 1)))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                        for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                            for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                    float acc = 0;
+                                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                                        for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1*i1q + S1 + i1r), -1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, P1 + S1*i1q + i1r); m1 += step_m1) {
+                                            for (int64_t m2 = bp_lattice_start(bp_max(0, -O2*S2 + P2 + S2*i2q + S2 + i2r), -1, P2 + i2r, S2); m2 <= bp_min(K2 - 1, P2 + S2*i2q + i2r); m2 += step_m2) {
+                                                acc += grad_output[O2*(O1*(O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)) + i1q + ((P1 + i1r - m1) / S1)) + i2q + ((P2 + i2r - m2) / S2)]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - S1*i1q - i1r + m1 - 1) + 1)*(bp_min(K2 - 1, H2 + P2 - S2*i2q - i2r + m2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1)*(-bp_max(0, -S1*i1q - i1r + m1) + bp_min(K1 - 1, H1 - S1*i1q - i1r + m1 - 1) + 1)*(-bp_max(0, -S2*i2q - i2r + m2) + bp_min(K2 - 1, H2 - S2*i2q - i2r + m2 - 1) + 1)))));
+                                            }
+                                        }
+                                    }
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                 }
                             }
                         }
-                        grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = acc;
                     }
                 }
             }
@@ -4024,18 +4042,24 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
-                        double acc = 0;
-                        for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0 + i0_), -1, P0 + i0_, S0); m0 <= bp_min(K0 - 1, P0 + i0_); m0 += step_m0) {
-                            for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1 + i1_), -1, P1 + i1_, S1); m1 <= bp_min(K1 - 1, P1 + i1_); m1 += step_m1) {
-                                for (int64_t m2 = bp_lattice_start(bp_max(0, -O2*S2 + P2 + S2 + i2_), -1, P2 + i2_, S2); m2 <= bp_min(K2 - 1, P2 + i2_); m2 += step_m2) {
-                                    acc += grad_output[O2*(O1*(O0*(C*n_ + c_) + ((P0 + i0_ - m0) / S0)) + ((P1 + i1_ - m1) / S1)) + ((P2 + i2_ - m2) / S2)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + P0 - i0_ + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - i1_ + m1 - 1) + 1)*(bp_min(K2 - 1, H2 + P2 - i2_ + m2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, -i0_ + m0) + bp_min(K0 - 1, H0 - i0_ + m0 - 1) + 1)*(-bp_max(0, -i1_ + m1) + bp_min(K1 - 1, H1 - i1_ + m1 - 1) + 1)*(-bp_max(0, -i2_ + m2) + bp_min(K2 - 1, H2 - i2_ + m2 - 1) + 1)))));
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                for (int64_t i0q = 0; i0q <= bp_floordiv(H0 - i0r - 1, S0); ++i0q) {
+                    for (int64_t i1r = 0; i1r <= S1 - 1; ++i1r) {
+                        for (int64_t i1q = 0; i1q <= bp_floordiv(H1 - i1r - 1, S1); ++i1q) {
+                            for (int64_t i2r = 0; i2r <= S2 - 1; ++i2r) {
+                                for (int64_t i2q = 0; i2q <= bp_floordiv(H2 - i2r - 1, S2); ++i2q) {
+                                    double acc = 0;
+                                    for (int64_t m0 = bp_lattice_start(bp_max(0, -O0*S0 + P0 + S0*i0q + S0 + i0r), -1, P0 + i0r, S0); m0 <= bp_min(K0 - 1, P0 + S0*i0q + i0r); m0 += step_m0) {
+                                        for (int64_t m1 = bp_lattice_start(bp_max(0, -O1*S1 + P1 + S1*i1q + S1 + i1r), -1, P1 + i1r, S1); m1 <= bp_min(K1 - 1, P1 + S1*i1q + i1r); m1 += step_m1) {
+                                            for (int64_t m2 = bp_lattice_start(bp_max(0, -O2*S2 + P2 + S2*i2q + S2 + i2r), -1, P2 + i2r, S2); m2 <= bp_min(K2 - 1, P2 + S2*i2q + i2r); m2 += step_m2) {
+                                                acc += grad_output[O2*(O1*(O0*(C*n_ + c_) + i0q + ((P0 + i0r - m0) / S0)) + i1q + ((P1 + i1r - m1) / S1)) + i2q + ((P2 + i2r - m2) / S2)]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + P0 - S0*i0q - i0r + m0 - 1) + 1)*(bp_min(K1 - 1, H1 + P1 - S1*i1q - i1r + m1 - 1) + 1)*(bp_min(K2 - 1, H2 + P2 - S2*i2q - i2r + m2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, -S0*i0q - i0r + m0) + bp_min(K0 - 1, H0 - S0*i0q - i0r + m0 - 1) + 1)*(-bp_max(0, -S1*i1q - i1r + m1) + bp_min(K1 - 1, H1 - S1*i1q - i1r + m1 - 1) + 1)*(-bp_max(0, -S2*i2q - i2r + m2) + bp_min(K2 - 1, H2 - S2*i2q - i2r + m2 - 1) + 1)))));
+                                            }
+                                        }
+                                    }
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + S0*i0q + i0r) + S1*i1q + i1r) + S2*i2q + i2r] = acc;
                                 }
                             }
                         }
-                        grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = acc;
                     }
                 }
             }

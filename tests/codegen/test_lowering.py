@@ -85,3 +85,25 @@ def test_numpy_elementwise_lowering_refuses_what_is_not_elementwise(access):
     lower_numpy(probe(GUARDED['x[c, i]'], 'activation'))
     with pytest.raises(LoweringError, match='elementwise'):
         lower_numpy(probe(GUARDED[access], 'activation'))
+
+
+def test_residue_split_makes_strided_gathers_division_free_along_the_vector():
+    """conv2d_input: after i = S t + r the divisibilities depend on the residues only, the output element is
+    S t + r, and the general (S >= 2) vector path stores S apart with loads unit-stride along t."""
+    from codegen.ir import VStore
+    from codegen.lower import walk
+    from codegen.spec import rule
+    from codegen.split import residue_split
+    split = residue_split(rule('conv2d_input'))
+    quotients = {v for v in split.index if v.name.endswith('q')}
+    assert len(quotients) == 2 and all(not (e.free_symbols & quotients) for e, _ in split.terms[0][0].divs)
+    assert [str(e) for e in split.at[-2:]] == ['S0*i0q + i0r', 'S1*i1q + i1r']
+    strides = {str(n.stride) for n in walk(lower(rule('conv2d_input')).body) if isinstance(n, VStore)}
+    assert {'1', 'S1'} <= strides
+
+
+def test_residue_split_leaves_rules_without_strided_gathers_alone():
+    from codegen.spec import rule
+    from codegen.split import residue_split
+    for name in ('conv2d', 'conv2d_weight', 'avg_pool2d', 'max_pool2d_backward'):
+        assert residue_split(rule(name)) is rule(name)

@@ -21,6 +21,7 @@ from derive.zsum import (
     lattice,
     normalize,
     points,
+    split_residue,
     substitute,
 )
 
@@ -180,3 +181,29 @@ def test_instantiate_and_proof_rendering():
     assert 'PROVED' in proof.text() and '\\sum' in proof.latex()
     fixed = left.apply(instantiate, {n: 3})
     assert evaluate(fixed.result, {}) == x[0] * g[0] + x[1] * g[1] + x[2] * g[2]
+
+
+def test_residue_split_drops_the_multiple_of_the_modulus():
+    """sum_m g[(i + 1 - m)/s] [s | i + 1 - m] over 0 <= m < k, at i = s t + r: the divisibility depends on r only,
+    and the split sum equals the original at every i."""
+    t, r = symbols('t r', integer=True)
+    z = ZSum.make((m,), g[(i + 1 - m) / s], [m, k - 1 - m], [(i + 1 - m, s)])
+    split, note = split_residue(z, i, s, t, r)
+    assert split.divs == ((r + 1 - m, s),) and note == 'i = s t + r'
+    for sv, kv in itertools.product((1, 2, 3), (1, 2, 4)):
+        for iv in range(10):
+            tv, rv = divmod(iv, sv)
+            assert evaluate(split, {s: sv, k: kv, t: tv, r: rv}) == evaluate(z, {s: sv, k: kv, i: iv})
+
+
+def test_residue_split_refuses_bad_arguments():
+    t, r = symbols('t r', integer=True)
+    z = ZSum.make((m,), g[i - m], [m, k - 1 - m], [(i - m, s)])
+    with pytest.raises(RuleRefused, match='summation variable'):
+        split_residue(z, m, s, t, r)
+    with pytest.raises(RuleRefused, match='positive integer'):
+        split_residue(z, i, a, t, r)                 # a may be zero or negative
+    with pytest.raises(RuleRefused, match='fresh'):
+        split_residue(z, i, s, k, r)                 # k is a size of the sum
+    with pytest.raises(RuleRefused, match='fresh'):
+        split_residue(z, i, s, Symbol('x'), r)       # not declared integer
