@@ -22,7 +22,7 @@ def adjoint_input(shape, w, g, stride, padding, dilation, groups):
         window = tuple(slice(d * mm, d * mm + s * (o - 1) + 1, s)
                        for mm, s, d, o in zip(m, stride, dilation, out_size))
         for grp in range(groups):
-            wk = w[grp * kg:(grp + 1) * kg, :, *m].astype(np.float64)         # (kg, cg)
+            wk = w[(slice(grp * kg, (grp + 1) * kg), slice(None)) + m].astype(np.float64)   # (kg, cg)
             gk = g[:, grp * kg:(grp + 1) * kg].astype(np.float64)             # (n, kg, o...)
             padded[(slice(None), slice(grp * cg, (grp + 1) * cg)) + window] += np.einsum('nk...,kc->nc...', gk, wk)
     inner = (slice(None), slice(None)) + tuple(slice(padding, padding + h) for h in size)
