@@ -180,3 +180,59 @@ def substitute(nodes: tuple, mapping: dict) -> tuple:
             return replace(value, **{f: sub(getattr(value, f)) for f in value.__dataclass_fields__ if f != 'kind'})
         return value
     return sub(nodes)
+
+
+def _children(node) -> list:
+    return [getattr(node, f) for f in ('body', 'then', 'otherwise') if hasattr(node, f)]
+
+
+def _written(nodes) -> set:
+    """Names of the variables declared or assigned anywhere in ``nodes``."""
+    names = set()
+    for n in nodes:
+        if isinstance(n, Declare):
+            names.add(n.name)
+        elif isinstance(n, Assign) and not isinstance(n.target, ArrayRef):
+            names.add(str(n.target))
+        elif isinstance(n, SelectMax):
+            names |= {n.best, n.position}
+        elif isinstance(n, Loop):
+            names.add(str(n.var))
+        for child in _children(n):
+            names |= _written(child)
+    return names
+
+
+def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
+    """Move each index declaration that does not depend on its loop (no memory read, no variable written
+    in the loop) in front of the loop, innermost loops first, as far out as it goes -- a window bound
+    computed with divisions then runs once per row block instead of once per row.  Loops collapsed by
+    OpenMP (``pinned``) keep their bodies: they must stay perfectly nested."""
+    out: list = []
+    for n in nodes:
+        if isinstance(n, Loop):
+            body = hoist_invariants(n.body, max(pinned - 1, n.parallel - 1, 0))
+            if pinned or n.parallel:
+                out.append(replace(n, body=body))
+                continue
+            kept = list(body)
+            moved = []
+            for d in body:
+                if not (isinstance(d, Declare) and d.ctype == 'index') or d.value is None:
+                    continue
+                value = d.value if hasattr(d.value, 'free_symbols') else Integer(d.value)
+                inside = _written([k for k in kept if k is not d]) | {str(n.var)}
+                if d.name in inside:   # updated in the loop (a running position): its start belongs to each pass
+                    continue
+                taken = _written(out) | {m.name for m in moved}
+                if value.atoms(ArrayRef) or {str(s) for s in value.free_symbols} & inside or d.name in taken:
+                    continue
+                kept.remove(d)
+                moved.append(d)
+            out += moved + [replace(n, body=tuple(kept))]
+        elif _children(n):
+            out.append(replace(n, **{f: hoist_invariants(getattr(n, f)) for f in ('body', 'then', 'otherwise')
+                                     if hasattr(n, f)}))
+        else:
+            out.append(n)
+    return tuple(out)

@@ -23,7 +23,7 @@ from sympy import (Add, Eq, Expr, Function, Indexed, KroneckerDelta, Mod, Mul, S
 from derive.zsum import multiple_of, canon, implied, normalize
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, IfDef, IGcd, Kernel,
-                 LatticeStart, Loop, SelectMax, substitute)
+                 LatticeStart, Loop, SelectMax, hoist_invariants, substitute)
 from .spec import KernelRule
 
 
@@ -51,6 +51,7 @@ def lower(rule: KernelRule) -> Kernel:
     else:
         body = _gather_nodes(residue_split(rule), steps)
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
+    body = hoist_invariants(body)
     body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
     checks = tuple(h for h in rule.hyps if _scalars(h) <= set(params))
     return Kernel(rule.name, tuple((o.name, o.index_array) for o in rule.outputs),

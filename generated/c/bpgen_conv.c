@@ -472,10 +472,10 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                             }
                         }
                     } else {
+                        int64_t vlo = P0;
+                        int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                         for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t vlo = P0;
-                            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                             if (O0 >= BP_LANES_F) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -878,10 +878,10 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                             }
                         }
                     } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                         for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                             if (O0 >= BP_LANES_F) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1323,10 +1323,10 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                             }
                         }
                     } else {
+                        int64_t vlo = P0;
+                        int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                         for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t vlo = P0;
-                            int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                             if (O0 >= BP_LANES_D) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -1729,10 +1729,10 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                             }
                         }
                     } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                         for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                             if (O0 >= BP_LANES_D) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -2077,10 +2077,10 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                            int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                             for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                 int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                 if (H0 - i0r >= BP_LANES_F) {
                                     for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -2372,10 +2372,10 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                     if (H0 - i0r >= BP_LANES_F) {
                                         for (int64_t v0 = 0; v0 <= H0 - BP_LANES_F - i0r; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -2666,10 +2666,10 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
-                                    int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
                                     if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3000,10 +3000,10 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                            int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                             for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                 int64_t c__b = c__b1;
-                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                 if (H0 - i0r >= BP_LANES_D) {
                                     for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -3295,10 +3295,10 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
-                                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                                     if (H0 - i0r >= BP_LANES_D) {
                                         for (int64_t v0 = 0; v0 <= H0 - BP_LANES_D - i0r; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -3589,10 +3589,10 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
+                                int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
-                                    int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
                                     if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -3731,10 +3731,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     bp_vf v_3_1 = {0};
                                     bp_vf v_3_2 = {0};
                                     bp_vf v_3_3 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -3882,10 +3882,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     bp_vf v_3_1 = {0};
                                     bp_vf v_3_2 = {0};
                                     bp_vf v_3_3 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4023,10 +4023,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     bp_vf v_1_0 = {0};
                                     bp_vf v_2_0 = {0};
                                     bp_vf v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4092,10 +4092,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     bp_vf v_1_0 = {0};
                                     bp_vf v_2_0 = {0};
                                     bp_vf v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4164,10 +4164,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_0_1 = {0};
                                         bp_vf v_0_2 = {0};
                                         bp_vf v_0_3 = {0};
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4233,10 +4233,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_0_1 = {0};
                                         bp_vf v_0_2 = {0};
                                         bp_vf v_0_3 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4300,10 +4300,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                             for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     bp_vf v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4332,10 +4332,10 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                             for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     bp_vf v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4421,10 +4421,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                     bp_vd v_3_1 = {0};
                                     bp_vd v_3_2 = {0};
                                     bp_vd v_3_3 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4572,10 +4572,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                     bp_vd v_3_1 = {0};
                                     bp_vd v_3_2 = {0};
                                     bp_vd v_3_3 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4713,10 +4713,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                     bp_vd v_1_0 = {0};
                                     bp_vd v_2_0 = {0};
                                     bp_vd v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4782,10 +4782,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                     bp_vd v_1_0 = {0};
                                     bp_vd v_2_0 = {0};
                                     bp_vd v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4854,10 +4854,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_0_1 = {0};
                                         bp_vd v_0_2 = {0};
                                         bp_vd v_0_3 = {0};
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -4923,10 +4923,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_0_1 = {0};
                                         bp_vd v_0_2 = {0};
                                         bp_vd v_0_3 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -4990,10 +4990,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                             for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     bp_vd v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
@@ -5022,10 +5022,10 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                             for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     bp_vd v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0; n <= N - 1; ++n) {
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
@@ -5090,10 +5090,10 @@ int bpgen_conv1d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 bp_vf v_1 = {0};
                 bp_vf v_2 = {0};
                 bp_vf v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t n = 0; n <= N - 1; ++n) {
-                    int64_t vlo = 0;
-                    int64_t vhi = O0 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                         bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
@@ -5126,13 +5126,13 @@ int bpgen_conv1d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
-                        int64_t vlo = 0;
-                        int64_t vhi = O0 - 1;
-                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                             v_0 += x0;
@@ -5187,10 +5187,10 @@ int bpgen_conv1d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 bp_vd v_1 = {0};
                 bp_vd v_2 = {0};
                 bp_vd v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t n = 0; n <= N - 1; ++n) {
-                    int64_t vlo = 0;
-                    int64_t vhi = O0 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                         bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
@@ -5223,13 +5223,13 @@ int bpgen_conv1d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
-                        int64_t vlo = 0;
-                        int64_t vhi = O0 - 1;
-                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                             v_0 += x0;
@@ -5609,10 +5609,10 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                                 }
                             }
                         } else {
+                            int64_t vlo = P1;
+                            int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                             for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t vlo = P1;
-                                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                                 if (O1 >= BP_LANES_F) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6037,10 +6037,10 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                             for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                                 if (O1 >= BP_LANES_F) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6512,10 +6512,10 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                                 }
                             }
                         } else {
+                            int64_t vlo = P1;
+                            int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                             for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t vlo = P1;
-                                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                                 if (O1 >= BP_LANES_D) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -6940,10 +6940,10 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                             for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                                 if (O1 >= BP_LANES_D) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7320,10 +7320,10 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                                         }
                                     }
                                 } else {
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                    int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                     for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                         int64_t c__b = c__b1;
-                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
-                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                         if (H1 - i1r >= BP_LANES_F) {
                                             for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -7639,10 +7639,10 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                     } else {
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                         for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
-                                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                             if (H1 - i1r >= BP_LANES_F) {
                                                 for (int64_t v0 = 0; v0 <= H1 - BP_LANES_F - i1r; v0 += BP_LANES_F) {
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -7957,10 +7957,10 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                     } else {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                        int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
                                         for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
-                                            int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
                                             if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
                                                 for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_F) {
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -8326,10 +8326,10 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                                         }
                                     }
                                 } else {
+                                    int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                    int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                     for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                         int64_t c__b = c__b1;
-                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
-                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                         if (H1 - i1r >= BP_LANES_D) {
                                             for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -8645,10 +8645,10 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                     } else {
+                                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                         for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
-                                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                                             if (H1 - i1r >= BP_LANES_D) {
                                                 for (int64_t v0 = 0; v0 <= H1 - BP_LANES_D - i1r; v0 += BP_LANES_D) {
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -8963,10 +8963,10 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                     } else {
+                                        int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
+                                        int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
                                         for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
-                                            int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
                                             if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
                                                 for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1; v0 += BP_LANES_D) {
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -9128,11 +9128,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_3_1 = {0};
                                         bp_vf v_3_2 = {0};
                                         bp_vf v_3_3 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -9291,11 +9291,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_3_1 = {0};
                                         bp_vf v_3_2 = {0};
                                         bp_vf v_3_3 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -9444,11 +9444,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_1_0 = {0};
                                         bp_vf v_2_0 = {0};
                                         bp_vf v_3_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -9521,11 +9521,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_1_0 = {0};
                                         bp_vf v_2_0 = {0};
                                         bp_vf v_3_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -9601,11 +9601,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_0_1 = {0};
                                             bp_vf v_0_2 = {0};
                                             bp_vf v_0_3 = {0};
+                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                     for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                         bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -9678,11 +9678,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_0_1 = {0};
                                             bp_vf v_0_2 = {0};
                                             bp_vf v_0_3 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                     for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                         bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -9753,11 +9753,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         bp_vf v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -9789,11 +9789,11 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         bp_vf v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -9890,11 +9890,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_3_1 = {0};
                                         bp_vd v_3_2 = {0};
                                         bp_vd v_3_3 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -10053,11 +10053,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_3_1 = {0};
                                         bp_vd v_3_2 = {0};
                                         bp_vd v_3_3 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -10206,11 +10206,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_1_0 = {0};
                                         bp_vd v_2_0 = {0};
                                         bp_vd v_3_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -10283,11 +10283,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_1_0 = {0};
                                         bp_vd v_2_0 = {0};
                                         bp_vd v_3_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -10363,11 +10363,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_0_1 = {0};
                                             bp_vd v_0_2 = {0};
                                             bp_vd v_0_3 = {0};
+                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                     for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                         bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -10440,11 +10440,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_0_1 = {0};
                                             bp_vd v_0_2 = {0};
                                             bp_vd v_0_3 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                     for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                         bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -10515,11 +10515,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         bp_vd v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
-                                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
@@ -10551,11 +10551,11 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                 for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         bp_vd v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0; n <= N - 1; ++n) {
                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
-                                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
@@ -10627,11 +10627,11 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 bp_vf v_1 = {0};
                 bp_vf v_2 = {0};
                 bp_vf v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t n = 0; n <= N - 1; ++n) {
                     for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                        int64_t vlo = 0;
-                        int64_t vhi = O1 - 1;
-                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                             bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
@@ -10665,14 +10665,14 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            int64_t vlo = 0;
-                            int64_t vhi = O1 - 1;
-                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                 v_0 += x0;
@@ -10731,11 +10731,11 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 bp_vd v_1 = {0};
                 bp_vd v_2 = {0};
                 bp_vd v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t n = 0; n <= N - 1; ++n) {
                     for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                        int64_t vlo = 0;
-                        int64_t vhi = O1 - 1;
-                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                             bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
@@ -10769,14 +10769,14 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                            int64_t vlo = 0;
-                            int64_t vhi = O1 - 1;
-                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
                                 v_0 += x0;
@@ -11174,10 +11174,10 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
                                     }
                                 }
                             } else {
+                                int64_t vlo = P2;
+                                int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                                 for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    int64_t vlo = P2;
-                                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                                     if (O2 >= BP_LANES_F) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -11624,10 +11624,10 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                                 for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                                     if (O2 >= BP_LANES_F) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -12129,10 +12129,10 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
                                     }
                                 }
                             } else {
+                                int64_t vlo = P2;
+                                int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                                 for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    int64_t vlo = P2;
-                                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                                     if (O2 >= BP_LANES_D) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -12579,10 +12579,10 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
                                     }
                                 }
                             } else {
+                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                                 for (int64_t k_b1 = k_b; k_b1 <= KG - 1; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                                     if (O2 >= BP_LANES_D) {
                                         for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -12991,10 +12991,10 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                         } else {
+                                            int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                            int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                             for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                 int64_t c__b = c__b1;
-                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
-                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                 if (H2 - i2r >= BP_LANES_F) {
                                                     for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
                                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -13334,10 +13334,10 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
                                                     }
                                                 }
                                             } else {
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                     int64_t c__b = c__b1;
-                                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
-                                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                     if (H2 - i2r >= BP_LANES_F) {
                                                         for (int64_t v0 = 0; v0 <= H2 - BP_LANES_F - i2r; v0 += BP_LANES_F) {
                                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -13676,10 +13676,10 @@ int bpgen_conv3d_input_f32(float *restrict grad_input, const float *restrict gra
                                                     }
                                                 }
                                             } else {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
                                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                     int64_t c__b = c__b1;
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
-                                                    int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
                                                     if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
                                                         for (int64_t v0 = 0; v0 <= -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_F) {
                                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -14080,10 +14080,10 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                         } else {
+                                            int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                            int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                             for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                 int64_t c__b = c__b1;
-                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
-                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                 if (H2 - i2r >= BP_LANES_D) {
                                                     for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
                                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14423,10 +14423,10 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
                                                     }
                                                 }
                                             } else {
+                                                int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
+                                                int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                     int64_t c__b = c__b1;
-                                                    int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
-                                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                                     if (H2 - i2r >= BP_LANES_D) {
                                                         for (int64_t v0 = 0; v0 <= H2 - BP_LANES_D - i2r; v0 += BP_LANES_D) {
                                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14765,10 +14765,10 @@ int bpgen_conv3d_input_f64(double *restrict grad_input, const double *restrict g
                                                     }
                                                 }
                                             } else {
+                                                int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
+                                                int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
                                                 for (int64_t c__b1 = c__b; c__b1 <= CG - 1; ++c__b1) {
                                                     int64_t c__b = c__b1;
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
-                                                    int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
                                                     if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
                                                         for (int64_t v0 = 0; v0 <= -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1; v0 += BP_LANES_D) {
                                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14953,12 +14953,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_3_1 = {0};
                                             bp_vf v_3_2 = {0};
                                             bp_vf v_3_3 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -15128,12 +15128,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_3_1 = {0};
                                             bp_vf v_3_2 = {0};
                                             bp_vf v_3_3 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -15293,12 +15293,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_1_0 = {0};
                                             bp_vf v_2_0 = {0};
                                             bp_vf v_3_0 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -15378,12 +15378,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_1_0 = {0};
                                             bp_vf v_2_0 = {0};
                                             bp_vf v_3_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -15466,12 +15466,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                 bp_vf v_0_1 = {0};
                                                 bp_vf v_0_2 = {0};
                                                 bp_vf v_0_3 = {0};
+                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t n = 0; n <= N - 1; ++n) {
                                                     for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                         for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                                 bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -15551,12 +15551,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                 bp_vf v_0_1 = {0};
                                                 bp_vf v_0_2 = {0};
                                                 bp_vf v_0_3 = {0};
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                 for (int64_t n = 0; n <= N - 1; ++n) {
                                                     for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                         for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                                 bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -15634,12 +15634,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
                                             bp_vf v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -15674,12 +15674,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
                                             bp_vf v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                                             bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -15787,12 +15787,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_3_1 = {0};
                                             bp_vd v_3_2 = {0};
                                             bp_vd v_3_3 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -15962,12 +15962,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_3_1 = {0};
                                             bp_vd v_3_2 = {0};
                                             bp_vd v_3_3 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -16127,12 +16127,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_1_0 = {0};
                                             bp_vd v_2_0 = {0};
                                             bp_vd v_3_0 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -16212,12 +16212,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_1_0 = {0};
                                             bp_vd v_2_0 = {0};
                                             bp_vd v_3_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -16300,12 +16300,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                 bp_vd v_0_1 = {0};
                                                 bp_vd v_0_2 = {0};
                                                 bp_vd v_0_3 = {0};
+                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t n = 0; n <= N - 1; ++n) {
                                                     for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                         for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                                 bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -16385,12 +16385,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                 bp_vd v_0_1 = {0};
                                                 bp_vd v_0_2 = {0};
                                                 bp_vd v_0_3 = {0};
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                 for (int64_t n = 0; n <= N - 1; ++n) {
                                                     for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                         for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                                 bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -16468,12 +16468,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
                                             bp_vd v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
@@ -16508,12 +16508,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                     for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                                         for (int64_t m2_ = 0; m2_ <= K2 - 1; ++m2_) {
                                             bp_vd v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
+                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0; n <= N - 1; ++n) {
                                                 for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)); o0 <= bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); ++o0) {
                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)); o1 <= bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); ++o1) {
-                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
-                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                         for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                                             bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
@@ -16592,12 +16592,12 @@ int bpgen_conv3d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 bp_vf v_1 = {0};
                 bp_vf v_2 = {0};
                 bp_vf v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t n = 0; n <= N - 1; ++n) {
                     for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                         for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                            int64_t vlo = 0;
-                            int64_t vhi = O2 - 1;
-                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                             for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                 bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
@@ -16632,15 +16632,15 @@ int bpgen_conv3d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                 float t_3 = bp_hsum_f(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                             for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                int64_t vlo = 0;
-                                int64_t vhi = O2 - 1;
-                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_F + vhi + 1; v0 += BP_LANES_F) {
                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                     v_0 += x0;
@@ -16703,12 +16703,12 @@ int bpgen_conv3d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 bp_vd v_1 = {0};
                 bp_vd v_2 = {0};
                 bp_vd v_3 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t n = 0; n <= N - 1; ++n) {
                     for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                         for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                            int64_t vlo = 0;
-                            int64_t vhi = O2 - 1;
-                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                             for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                 bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
@@ -16743,15 +16743,15 @@ int bpgen_conv3d_bias_f64(double *restrict grad_bias, const double *restrict gra
                 double t_3 = bp_hsum_d(v_3);
                 grad_bias[KG*g_ + k__b + 3] = t_3;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b; k__b1 <= KG - 1; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
                     for (int64_t n = 0; n <= N - 1; ++n) {
                         for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                             for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                                int64_t vlo = 0;
-                                int64_t vhi = O2 - 1;
-                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 for (int64_t v0 = vlo; v0 <= -BP_LANES_D + vhi + 1; v0 += BP_LANES_D) {
                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
                                     v_0 += x0;

@@ -430,10 +430,10 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                         }
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                     for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                         int64_t c_b = c_b1;
-                        int64_t vlo = P0;
-                        int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -652,10 +652,10 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                         int64_t c_b = c_b1;
-                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -906,10 +906,10 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                         }
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                     for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                         int64_t c_b = c_b1;
-                        int64_t vlo = P0;
-                        int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -1128,10 +1128,10 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                         int64_t c_b = c_b1;
-                        int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -1621,10 +1621,10 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                             }
                         }
                     } else {
+                        int64_t vlo = P1;
+                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                         for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                             int64_t c_b = c_b1;
-                            int64_t vlo = P1;
-                            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1865,10 +1865,10 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                             }
                         }
                     } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                         for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                             int64_t c_b = c_b1;
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -2151,10 +2151,10 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                             }
                         }
                     } else {
+                        int64_t vlo = P1;
+                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                         for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                             int64_t c_b = c_b1;
-                            int64_t vlo = P1;
-                            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -2395,10 +2395,10 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                             }
                         }
                     } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                         for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                             int64_t c_b = c_b1;
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -2974,10 +2974,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                         } else {
+                            int64_t vlo = P2;
+                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                             for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                                 int64_t c_b = c_b1;
-                                int64_t vlo = P2;
-                                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3240,10 +3240,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                             for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                                 int64_t c_b = c_b1;
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3558,10 +3558,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                         } else {
+                            int64_t vlo = P2;
+                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                             for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                                 int64_t c_b = c_b1;
-                                int64_t vlo = P2;
-                                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -3824,10 +3824,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                         } else {
+                            int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                             for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
                                 int64_t c_b = c_b1;
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {

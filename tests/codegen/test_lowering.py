@@ -107,3 +107,34 @@ def test_residue_split_leaves_rules_without_strided_gathers_alone():
     from codegen.split import residue_split
     for name in ('conv2d', 'conv2d_weight', 'avg_pool2d', 'max_pool2d_backward'):
         assert residue_split(rule(name)) is rule(name)
+
+
+def test_hoisting_moves_loop_invariant_bounds_only():
+    from sympy import Symbol as Sym
+
+    from codegen.ir import ArrayRef, Assign, Declare, Loop, SelectMax, hoist_invariants
+    i, j, n, s = (Sym(x, integer=True) for x in 'ijns')
+    lo = Declare('lo', 'index', n // 2 + s)                        # invariant in j and i: leaves both loops
+    dep = Declare('hi', 'index', i + 1)                            # depends on i: leaves the j loop only
+    read = Declare('at', 'index', ArrayRef(Sym('idx'), i))         # a memory read stays
+    running = Declare('position', 'index', -1)                     # updated in the loop: stays
+    select = SelectMax('best', 'position', ArrayRef(Sym('x'), j), j)
+    inner = Loop(j, Sym('lo'), Sym('hi'), (lo, dep, read, running, select, Assign(Sym('acc'), j, '+=')))
+    out = hoist_invariants((Loop(i, 0, n - 1, (inner,)),))
+    assert out[0] == lo
+    loop_i = out[1]
+    assert loop_i.body[0] == dep and isinstance(loop_i.body[1], Loop)
+    assert loop_i.body[1].body[:2] == (read, running)
+
+
+def test_hoisting_keeps_collapsed_loops_perfectly_nested():
+    from sympy import Symbol as Sym
+
+    from codegen.ir import Assign, Declare, Loop, hoist_invariants
+    i, j, k, n = (Sym(x, integer=True) for x in 'ijkn')
+    bound = Declare('b', 'index', i * 2)
+    nest = (Loop(i, 0, n, (Loop(j, 0, n, (Loop(k, 0, n, (bound, Assign(Sym('a'), k))),)),), parallel=2),)
+    out = hoist_invariants(nest)
+    j_loop = out[0].body[0]
+    assert isinstance(j_loop, Loop) and len(out[0].body) == 1      # nothing between the collapsed i and j
+    assert j_loop.body[0] == bound                                 # out of the k loop, inside the j loop
