@@ -81,30 +81,25 @@ def size_tuple(value, name: str, fn: str, rank: int) -> tuple:
 
 
 def geometry(kind, *args):
-    """kind(*args), cached when the arguments are hashable (lists become tuples): repeated calls with
-    the same shapes and parameters skip the checks, which cost more than a small kernel."""
-    try:
-        return _cached_geometry(kind, tuple(_typed(a) for a in args))
-    except TypeError:   # an unhashable argument: check it without the cache
-        return kind(*args)
-
-
-def _typed(value):
-    """A cache key that tells 2 from 2.0 and True (equal as keys, not as arguments)."""
-    if isinstance(value, (list, tuple)):
-        return type(value).__name__, tuple(_typed(v) for v in value)
-    return type(value).__name__, value
-
-
-def _untyped(key):
-    kind, value = key
-    return [_untyped(v) for v in value] if kind == 'list' else tuple(_untyped(v) for v in value) \
-        if kind == 'tuple' else value
+    """kind(*args), cached when every argument is an int, a str or a tuple of ints (shapes and the
+    usual parameters): repeated calls with the same shapes and parameters skip the checks, which
+    cost more than a small kernel.  Any other argument (a list, a float, a bool, a NumPy integer)
+    is checked afresh, so a cached result never stands for an argument that compares equal to a
+    valid one (2.0 == 2, True == 1) but must be refused."""
+    for a in args:
+        t = type(a)
+        if t is tuple:
+            for v in a:
+                if type(v) is not int:
+                    return kind(*args)
+        elif t is not int and t is not str:
+            return kind(*args)
+    return _cached_geometry(kind, args)
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_geometry(kind, key):
-    return kind(*(_untyped(k) for k in key))
+def _cached_geometry(kind, args):
+    return kind(*args)
 
 
 def spatial(prefix: str, values) -> dict:
