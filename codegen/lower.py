@@ -46,7 +46,7 @@ def lower(rule: KernelRule) -> Kernel:
     params = kernel_params(rule)
     steps: dict = {}
     failures = ()
-    if scatter_target(rule) is not None:
+    if scatter_targets(rule):
         body, failures = _scatter_nodes(rule, steps)
     else:
         body = _gather_nodes(residue_split(rule), steps)
@@ -87,49 +87,71 @@ def specialized(rule: KernelRule, special: tuple) -> KernelRule:
                    box=tuple(e.xreplace(values) for e in rule.box))
 
 
-def scatter_target(rule: KernelRule):
-    """(free index, data) when the rule's sum carries a Kronecker delta tying its last free index to
-    array data (max pooling's selector, derive.pool.max_pool_scatter): the kernel then visits the
-    summation points once each and writes where the data points, instead of searching the sum for
-    every output element."""
+def scatter_targets(rule: KernelRule) -> tuple:
+    """((free index, where), ...) when the rule's sum carries Kronecker deltas tying trailing free
+    indices to array data (max pooling's selector, derive.pool.max_pool_scatter) or to the summation
+    variables (a window's taps, derive.pool.avg_pool_scatter): the kernel then visits the summation
+    points once each and writes where they point, instead of searching the sum for every output
+    element.  Empty otherwise."""
     if len(rule.terms) != 1:
-        return None
-    term, var = rule.terms[0][0], rule.index[-1]
-    for d in Mul.make_args(term.body):
-        if isinstance(d, KroneckerDelta) and var in d.args:
-            other = d.args[1] if d.args[0] == var else d.args[0]
-            if isinstance(other, Indexed):
-                return var, other
-    return None
+        return ()
+    deltas = [d for d in Mul.make_args(rule.terms[0][0].body) if isinstance(d, KroneckerDelta)]
+    targets = [d.args if d.args[0] in rule.index else d.args[::-1] for d in deltas]
+    index = list(rule.index)
+    trailing = set(index[len(index) - len(targets):])
+    if not targets or {v for v, _ in targets} != trailing or any(w.free_symbols & trailing for _, w in targets):
+        return ()
+    return tuple(sorted(targets, key=lambda t: index.index(t[0])))
 
 
-INVALID = 'invalid'
+INVALID, SHARE = 'invalid', 'share'
 
 
 def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
-    """out[..., e] = sum_v value(v) [data(v) = e]: per block of the other free indices (parallel, each
+    """out[..., e] = sum_v value(v) [e = where(v)]: per block of the other free indices (parallel, each
     block its own slice of the output), zero the slice, then for every summation point add the value
-    at the position the data names.  A position outside the slice is skipped and reported (the
-    kernel's last status): every write is inside the output."""
+    at the position ``where`` names.  A position computed from the summation variables must be
+    proved inside the slice by the constraints; one read from array data is checked at run time,
+    skipped and reported (the kernel's last status): every write is inside the output."""
     (term, _), = rule.terms
+    term = expand_definitions(rule, term)
     check_accesses(rule, term)   # the reads of value and data
-    var, data = scatter_target(rule)
+    targets = scatter_targets(rule)
     first = rule.outputs[0]
-    extent = first.shape[rule.index.index(var)]
-    delta = next(d for d in Mul.make_args(term.body) if isinstance(d, KroneckerDelta) and var in d.args)
-    target = Symbol('target', integer=True)
-    at = tuple(target if v == var else v for v in rule.index)
-    write = Branch((target >= 0, extent - 1 - target >= 0),
-                   (Assign(access(first, at), _replace_arrays(rule, term.body / delta), '+='),),
-                   (Assign(Symbol(INVALID), S.One),))
-    leaf = (Declare('target', 'index', _replace_arrays(rule, data)), write)
-    zero = Loop(var, S.Zero, extent - 1, (Assign(access(first, rule.index), S.Zero),))
-    visits = _nest(term, loop_order(term), set(rule.index) - {var}, list(term.conds), list(term.divs), [], leaf,
-                   steps)
-    outer = [(v, n) for v, n in zip(rule.index, first.shape) if v != var]
-    blocks = parallel(_box_loops([v for v, _ in outer], [n for _, n in outer], (zero, *visits)))
+    outer = rule.index[:len(rule.index) - len(targets)]
+    facts = list(term.conds) + list(rule.hyps)
+    at, checks, names, leaf = list(outer), [], [], []
+    for k, (var, where) in enumerate(targets):
+        extent = first.shape[rule.index.index(var)]
+        if not where.atoms(Indexed):
+            if not (implied(where, facts) and implied(extent - 1 - where, facts)):
+                raise LoweringError(f'{rule.name}: the write at {var} = {where} may leave [0, {extent})')
+            at.append(expand(where))
+            continue
+        name = Symbol(f'target{k}', integer=True)
+        leaf.append(Declare(name.name, 'index', _replace_arrays(rule, where)))
+        checks += [name >= 0, extent - 1 - name >= 0]
+        names.append(f'{_tensors(rule)[next(iter(where.atoms(Indexed))).base].name} lies outside [0, {extent})')
+        at.append(name)
+    value = term.body / Mul(*[f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)])
+    add = (Assign(access(first, at), Symbol(SHARE), '+='),)
+    leaf = tuple(leaf) + ((Branch(tuple(checks), add, (Assign(Symbol(INVALID), S.One),)),) if checks else add)
+    zero = _box_loops([v for v, _ in targets], [first.shape[rule.index.index(v)] for v, _ in targets],
+                      (Assign(access(first, rule.index), S.Zero),))
+    # the value once per point of the variables it depends on (a window), the targets inside (its taps)
+    per = [v for v in term.vars if v in value.free_symbols]
+    taps = [v for v in term.vars if v not in per]
+    inner = [c for c in term.conds if c.free_symbols & set(taps)]
+    if any(e.free_symbols & set(taps) for e, _ in term.divs):
+        raise LoweringError(f'{rule.name}: a divisibility on the taps of a scatter')
+    taps_nest = _nest(term, taps, set(outer) | set(per), inner, [], [], leaf, steps)
+    visits = _nest(term, per, set(outer), [c for c in term.conds if c not in inner], list(term.divs), [],
+                   (Declare(SHARE, 'acc', _replace_arrays(rule, value)), *taps_nest), steps)
+    blocks = parallel(_box_loops(outer, first.shape[:len(outer)], (*zero, *visits)))
+    if not checks:
+        return blocks, ()
     blocks = (replace(blocks[0], flags=(INVALID,)),) + blocks[1:]
-    what = f'an element of {_tensors(rule)[data.base].name} lies outside [0, {extent})'
+    what = 'an element of ' + ' or '.join(names)
     return (Declare(INVALID, 'index', S.Zero), *blocks), ((INVALID, what),)
 
 

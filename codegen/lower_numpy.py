@@ -22,10 +22,10 @@ from functools import cache
 
 from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_key, expand, Max
 
-from derive.zsum import ZSum, lattice_point, normalize
+from derive.zsum import ZSum, drop_implied, eliminate_delta, lattice_point, normalize
 
 from .lower import (LoweringError, _bounds, check_accesses, expand_definitions, kernel_params,
-                    scatter_target)
+                    scatter_targets)
 from .printers import NumpyPrinter, identifier
 from .spec import KernelRule
 
@@ -56,10 +56,10 @@ def lower_numpy(rule: KernelRule) -> NumpyKernel:
         lines += _elements(rule, body_printer)
     elif rule.reduction == 'max':
         lines += _taps_max(rule, body_printer)
-    elif scatter_target(rule) is not None:
+    elif any(where.atoms(Indexed) for _, where in scatter_targets(rule)):
         lines += _scatter(rule, body_printer)
     else:
-        for n, (term, optional) in enumerate(rule.terms):
+        for n, (term, optional) in enumerate(_gather_terms(rule)):
             body = _term(rule, expand_definitions(rule, term), n > 0, body_printer)
             lines += [f'if {optional} is not None:'] + ['    ' + b for b in body] if optional else body
     arrays = tuple(t.name for t in rule.outputs + rule.inputs)
@@ -98,12 +98,26 @@ def _term(rule: KernelRule, term: ZSum, accumulate: bool, printer) -> list:
 
 # ----------------------------------------------------------------------------- scatter
 
+def _gather_terms(rule: KernelRule) -> tuple:
+    """The rule's terms in gather form: a sum in scatter form over a window's taps
+    (derive.pool.avg_pool_scatter) has its deltas eliminated by derive's rule, solved for the
+    variables that are not taps (NumPy then loops over the taps and slices the rest)."""
+    if not scatter_targets(rule):
+        return rule.terms
+    (term, optional), = rule.terms
+    taps = [v for v in term.vars if any(expand(K - 1 - v) in term.conds for K in rule.window)]
+    while term.body.has(KroneckerDelta):
+        term, _ = eliminate_delta(term, prefer=[v for v in term.vars if v not in taps])
+    term, _ = drop_implied(term, list(rule.hyps) + list(rule.index_box))
+    return ((term, optional),)
+
+
 def _scatter(rule: KernelRule, printer) -> list:
     """out[..., e] = sum_v value(v) [data(v) = e] over a box of v (derive.pool.max_pool_scatter):
     one bincount over the flat positions block * extent + data, weighted by the values (summed in
     float64, then rounded once).  Positions outside [0, extent) are refused before anything is written."""
     (term, _), = rule.terms
-    var, data = scatter_target(rule)
+    (var, data), = scatter_targets(rule)
     first, tensors = rule.outputs[0], _tensors(rule)
     outer = [v for v in rule.index if v != var]
     extent = first.shape[rule.index.index(var)]

@@ -101,6 +101,15 @@ def _max_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
                       source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.max-scatter)')
 
 
+def _avg_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
+    """The scatter form: one visit per tap of each window, the divisor once per window (pool.avg-scatter)."""
+    out = TensorArg('grad_input', IndexedBase('grad_input'), tuple(grad.wrt.shape))
+    return KernelRule(f'avg_pool{dims}d_backward', 'avg_pool', 'backward', dims, (out,), (_arg(grad.upstream),),
+                      grad.index, ((pool.avg_pool_scatter(dims).result, ''),), 'sum', lay.hyps, window,
+                      grad.definitions,
+                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.avg-scatter)')
+
+
 @cache
 def kernel_rules() -> tuple:
     """Every kernel of the project, in a fixed order."""
@@ -118,7 +127,7 @@ def kernel_rules() -> tuple:
         rules.append(_forward(mx, 'max_pool', dims, pwin))
         rules.append(_max_pool_backward(mx, pgrads['max'], dims, pwin))
         rules.append(_forward(av, 'avg_pool', dims, pwin))
-        rules.append(_backward(av, pgrads['avg'], 'avg_pool', 'backward', f'avg_pool{dims}d_backward', dims, pwin))
+        rules.append(_avg_pool_backward(av, pgrads['avg'], dims, pwin))
     for act in activations.ACTIVATIONS.values():
         rules += list(activation_rules(act))
     return tuple(rules)

@@ -49,8 +49,8 @@ from sympy import (
 from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
-from .rules import Gradient, Layer, Tensor, gradient
-from .zsum import ZSum, count_box, evaluate
+from .rules import Gradient, Layer, Tensor, gradient, scatter_form
+from .zsum import ZSum, count_box, drop_implied, eliminate_delta, evaluate
 
 DIVISOR = Function('divisor')
 
@@ -172,6 +172,21 @@ def max_pool_scatter(dims: int) -> tuple:
     body = grad.upstream.base[nc_o] * KroneckerDelta(max_pool_layer(dims).selector.base[nc_o], e)
     box = [cond for o, O in zip(s['o'], s['O']) for cond in (o, O - 1 - o)]
     return (n, c, e), ZSum.make(s['o'], body, box)
+
+
+@cache
+def avg_pool_scatter(dims: int) -> Derivation:
+    """The avg-pool input gradient in scatter form: the chain rule with the batch and channel deltas
+    eliminated, and no other,
+
+        dx[n', c', i] = sum_{o, m} g[n', c', o] / divisor(o) [i = S o + m - P]
+
+    over the windows o and their taps m inside the input: each window sends its share to its
+    inputs, overlapping windows adding up (the form the kernels run: one visit per tap of each
+    window, the divisor computed once per window).  Claim pool.avg-scatter: equal to the gather form."""
+    s = pool_symbols(dims)
+    grad = pool_gradients(dims)['avg']
+    return scatter_form(avg_pool_layer(dims), 'input', grad.index, (s['n'], s['c']))
 
 
 def _valid_selectors(dims: int, values: dict, limit: int, rng) -> list:
@@ -327,6 +342,23 @@ def _max_scatter() -> Verdict:
                         f'geometries, {n1} selector arrays: all, or 16 random); 2-d: H 3, K 2, S 1..2, P 0..1 per '
                         f'axis ({len(two)} geometries, {n2} selector arrays); every input position'),
                    not why, (Note(why),) if why else ())
+
+
+@claim('pool.avg-scatter', SLIDE, 'avg-pooling backward in scatter form: each window sends dE/dy[o] / divisor(o) '
+       'to every input of the window, overlapping windows add; equal to the derived gather form (the form the '
+       'kernels run: one visit per tap of each window)')
+def _avg_scatter() -> Verdict:
+    proofs = []
+    for dims in (1, 2, 3):
+        grad, scatter = pool_gradients(dims)['avg'], avg_pool_scatter(dims)
+        hyps = list(avg_pool_layer(dims).hyps) + grad.wrt.box(grad.index)
+        gathered = scatter
+        while gathered.result.body.has(KroneckerDelta):   # solved for the window, as the gather form
+            gathered = gathered.apply(eliminate_delta, prefer=avg_pool_layer(dims).index)
+        gathered = gathered.apply(drop_implied, hyps)
+        proofs.append(prove_equal(f'avg_pool{dims}d: the scatter form, its window deltas eliminated, is the '
+                                  f'gather form of the kernels', gathered, grad.derivation, hyps))
+    return Verdict(PROVED, all(p.holds for p in proofs), tuple(proofs))
 
 
 @claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "

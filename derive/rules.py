@@ -110,15 +110,7 @@ def chain_rule(term: ZSum, layer: Layer, upstream: Tensor, target: Indexed) -> t
 
 def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_output') -> Gradient:
     """Derive dE/d(wrt) in gather form for the element ``wrt[index]``."""
-    tensor = layer.tensor(wrt)
-    upstream = Tensor('grad_output', IndexedBase(upstream_base), layer.output.shape)
-    target = tensor[index]
-    terms = [t for t in layer.terms if tensor.occurs_in(t.body)]
-    if len(terms) != 1:
-        raise RuleRefused(chain_rule.title, f'{wrt} must appear in exactly one term, found {len(terms)}')
-    start = ZSum.make(terms[0].vars, terms[0].body, terms[0].conds, terms[0].divs)
-    d = Derivation.given(f'd E / d {wrt} of {layer.name}', start, f'forward term of {layer.name}')
-    d = d.apply(chain_rule, layer, upstream, target)
+    tensor, upstream, terms, d = _chain_rule_sum(layer, wrt, index, upstream_base)
     while _has_eliminable_delta(d.result):
         d = d.apply(eliminate_delta, prefer=layer.index)
     d = d.apply(drop_implied, list(layer.hyps) + tensor.box(index))
@@ -128,5 +120,29 @@ def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_ou
     return Gradient(layer.name, tensor, upstream, tuple(index), d.result, d, layer.definitions)
 
 
-def _has_eliminable_delta(z: ZSum) -> bool:
-    return any(solvable_vars(z, expand(d.args[0] - d.args[1])) for d in z.body.atoms(KroneckerDelta))
+def scatter_form(layer: Layer, wrt: str, index: tuple, among: tuple) -> Derivation:
+    """dE/d(wrt) in scatter form: the chain-rule sum with only the deltas of the summation variables
+    ``among`` eliminated (the batch and channel indices).  The sum then runs over the output
+    positions and the taps, and each remaining delta names the element of ``wrt`` a summand
+    reaches: a kernel visits every summand once and adds it there."""
+    tensor, _, _, d = _chain_rule_sum(layer, wrt, index, 'grad_output')
+    while _has_eliminable_delta(d.result, among):
+        d = d.apply(eliminate_delta, among=among)
+    return d.apply(drop_implied, list(layer.hyps) + tensor.box(index))
+
+
+def _chain_rule_sum(layer: Layer, wrt: str, index: tuple, upstream_base: str):
+    """(wrt tensor, upstream tensor, the layer's terms with wrt, derivation up to the chain rule)."""
+    tensor = layer.tensor(wrt)
+    upstream = Tensor('grad_output', IndexedBase(upstream_base), layer.output.shape)
+    terms = [t for t in layer.terms if tensor.occurs_in(t.body)]
+    if len(terms) != 1:
+        raise RuleRefused(chain_rule.title, f'{wrt} must appear in exactly one term, found {len(terms)}')
+    start = ZSum.make(terms[0].vars, terms[0].body, terms[0].conds, terms[0].divs)
+    d = Derivation.given(f'd E / d {wrt} of {layer.name}', start, f'forward term of {layer.name}')
+    return tensor, upstream, terms, d.apply(chain_rule, layer, upstream, tensor[index])
+
+
+def _has_eliminable_delta(z: ZSum, among=None) -> bool:
+    return any(set(solvable_vars(z, expand(d.args[0] - d.args[1]))) & set(z.vars if among is None else among)
+               for d in z.body.atoms(KroneckerDelta))

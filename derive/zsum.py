@@ -470,8 +470,8 @@ def solvable_vars(z: ZSum, lin: Expr) -> list:
     return out
 
 
-def _delta_variable(z: ZSum, lin: Expr, prefer) -> Symbol | None:
-    cands = solvable_vars(z, lin)
+def _delta_variable(z: ZSum, lin: Expr, prefer, among=None) -> Symbol | None:
+    cands = [v for v in solvable_vars(z, lin) if among is None or v in among]
     if not cands:
         return None
     order = {v: i for i, v in enumerate(prefer)}
@@ -479,13 +479,14 @@ def _delta_variable(z: ZSum, lin: Expr, prefer) -> Symbol | None:
 
 
 @rule('Kronecker-delta elimination (divisibility recorded)')
-def eliminate_delta(z: ZSum, prefer=()) -> tuple[ZSum, str]:
-    """sum_{v in Z} g(v) KD(c v + r, t) = [c | t - r] g((t - r) / c), c a nonzero integer."""
+def eliminate_delta(z: ZSum, prefer=(), among=None) -> tuple[ZSum, str]:
+    """sum_{v in Z} g(v) KD(c v + r, t) = [c | t - r] g((t - r) / c), c a nonzero integer.  With
+    ``among``, only those summation variables are eliminated (the other deltas stay)."""
     for delta in Mul.make_args(z.body):
         if not isinstance(delta, KroneckerDelta):
             continue
         lin = expand(delta.args[0] - delta.args[1])
-        var = _delta_variable(z, lin, prefer)
+        var = _delta_variable(z, lin, prefer, among)
         if var is None:
             continue
         c = lin.coeff(var)

@@ -138,3 +138,36 @@ def test_hoisting_keeps_collapsed_loops_perfectly_nested():
     j_loop = out[0].body[0]
     assert isinstance(j_loop, Loop) and len(out[0].body) == 1      # nothing between the collapsed i and j
     assert j_loop.body[0] == bound                                 # out of the k loop, inside the j loop
+
+
+def _scatter_probe(conds) -> KernelRule:
+    """y[c, i] = sum_{o, m} x[c, o] [i = o + m - 1] (a window of K taps sent from each o to its inputs)."""
+    from sympy import KroneckerDelta
+    o = Symbol('o', integer=True)
+    term = ZSum.make((o, M), X[C, o] * KroneckerDelta(I, o + M - 1), [o, SIZE - 1 - o, M, WINDOW - 1 - M] + conds)
+    return probe(term, 'avg_pool')
+
+
+def test_scatter_writes_where_the_taps_point_once_proved_inside():
+    from codegen.ir import Kernel
+    from codegen.lower import scatter_targets
+    o = Symbol('o', integer=True)
+    rule = _scatter_probe([o + M - 1, SIZE - o - M])      # 0 <= o + m - 1 <= n - 1
+    assert scatter_targets(rule) == ((I, o + M - 1),)
+    kernel = lower(rule)
+    assert isinstance(kernel, Kernel) and kernel.failures == ()     # proved: no run-time check to report
+
+
+def test_scatter_refuses_a_write_the_constraints_do_not_keep_inside():
+    o = Symbol('o', integer=True)
+    with pytest.raises(LoweringError, match='may leave'):
+        lower(_scatter_probe([o + M - 1]))                   # the upper end unproved: o + m - 1 may reach n
+
+
+def test_pool_backward_kernels_scatter_and_only_max_checks_its_data():
+    from codegen.lower import scatter_targets
+    from codegen.spec import rule
+    for dims in (1, 2, 3):
+        avg, mx = rule(f'avg_pool{dims}d_backward'), rule(f'max_pool{dims}d_backward')
+        assert len(scatter_targets(avg)) == dims and len(scatter_targets(mx)) == 1
+        assert lower(avg).failures == () and 'indices' in lower(mx).failures[0][1]

@@ -1,8 +1,9 @@
 """Pooling rules: proofs, errata, and the derived sums evaluated against brute force."""
 import itertools
+from dataclasses import replace
 
 import pytest
-from sympy import IndexedBase, Lambda, Rational, Symbol, expand
+from sympy import IndexedBase, KroneckerDelta, Lambda, Rational, Symbol, expand
 
 from derive import pool
 from derive.claims import all_claims
@@ -110,3 +111,28 @@ def test_scatter_check_catches_a_wrong_scatter_form(monkeypatch):
 def test_scatter_check_covers_every_valid_selector_of_a_small_geometry():
     checked, why = pool.check_max_scatter(1, [_geometry_1d(5, 3, 2, 1, 1, 3)], limit=10**6)
     assert not why and checked == 2 * 3 * 2     # windows {0, 1}, {1, 2, 3}, {3, 4}
+
+
+def test_avg_scatter_form_is_the_chain_rule_with_only_batch_and_channel_solved():
+    s = pool.pool_symbols(2)
+    scatter = pool.avg_pool_scatter(2)
+    z = scatter.result
+    assert set(z.vars) == set(s['o']) | set(s['m'])
+    assert len(z.body.atoms(KroneckerDelta)) == 2 and not z.divs   # per axis: i_d = S_d o_d + m_d - P_d
+    assert [st.rule for st in scatter.steps][1].startswith('chain rule')
+
+
+def test_avg_scatter_claim_refuses_a_shifted_scatter_form(monkeypatch):
+    """Send each window's share one position to the right: the claim's proof must fail."""
+    from derive.claims import select
+    true = pool.avg_pool_scatter
+
+    def shifted(dims):
+        d = true(dims)
+        i = pool.pool_gradients(dims)['avg'].index[2]
+        z = d.result
+        wrong = type(z)(z.vars, z.body.xreplace({i: i + 1}), z.conds, z.divs)
+        return replace(d, steps=d.steps[:-1] + (replace(d.steps[-1], result=wrong),))
+    monkeypatch.setattr(pool, 'avg_pool_scatter', shifted)
+    claim, = select(['pool.avg-scatter'])
+    assert not claim.check().holds

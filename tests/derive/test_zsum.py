@@ -65,6 +65,15 @@ def test_delta_with_symbolic_stride():
     assert evaluate(z, {s: 3, m: 1, a: 8, n: 5}) == 0
 
 
+def test_delta_elimination_among_chosen_variables_leaves_the_other_deltas():
+    j = Symbol('j', integer=True)
+    z = ZSum.make((i, j), g[i] * KroneckerDelta(i, a) * KroneckerDelta(j + i, m), [i, n - 1 - i, j, n - 1 - j])
+    z, note = eliminate_delta(z, among=(j,))
+    assert z.vars == (i,) and note.startswith('j = ') and z.body.has(KroneckerDelta(i, a))
+    with pytest.raises(RuleRefused):
+        eliminate_delta(z, among=(j,))                    # nothing left to solve for j
+
+
 def test_delta_refuses_nonlinear_or_non_integer_coefficient():
     z = ZSum.make((i,), g[i] * KroneckerDelta(i * i, a), [i, n - i])
     with pytest.raises(RuleRefused):
