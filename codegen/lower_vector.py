@@ -10,8 +10,11 @@ from its proven Z-sum:
   pooling: vector stores), else the innermost summed variable read that way
   (weight and bias gradients: horizontal sums at the end);
 * register blocking: free indices read by exactly one factor -- output
-  channels against broadcast weights (8 at a time), or output channels x
-  input channels (4 x 4) when both factors are vectors;
+  channels against broadcast weights (8 at a time), or, when both factors
+  are vectors, 8 values of the index whose factor is read at the same
+  positions for every tap (output channels of the upstream gradient) x 2 of
+  the one read at tap-shifted, unaligned positions (input channels):
+  measured 1.1-1.7x faster than 4 x 4 on the weight gradients of the bench;
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest (borders,
@@ -109,7 +112,8 @@ def _blocks(rule, term, vec, taps, hoisted) -> tuple:
     chosen, used = [], []
     for v in reversed(single):
         if readers[v][0] not in used:
-            chosen.append((v, 4))
+            shifted = any(t in e.free_symbols for e in readers[v][0].indices for t in taps)
+            chosen.append((v, 2 if shifted else 8))
             used.append(readers[v][0])
     return tuple(reversed(chosen[:2]))
 

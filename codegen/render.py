@@ -10,7 +10,7 @@ from functools import cache
 
 import jinja2
 import sympy
-from sympy import Symbol
+from sympy import S, Symbol
 
 from .ir import Kernel
 from .lower import PARALLEL_WORK, lower
@@ -72,18 +72,25 @@ def c_signature(kernel: Kernel, rule: KernelRule, dtype: str) -> str:
     return ', '.join(args)
 
 
-def printed_nodes(nodes, printer: CPrinter, real: str) -> list:
+def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> list:
+    """Printed nodes for the templates.  A loop's upper bound that is not a plain symbol or number is
+    computed once, in the loop's init (C evaluates the condition every iteration, and a compiler does
+    not always hoist a division out of it); loops under OpenMP keep the canonical form it requires."""
     out = []
     for n in nodes:
         if n.kind == 'loop':
             var = printer.doprint(n.var)
             step = f'++{var}' if n.step == 1 else f'{var} += {printer.doprint(n.step)}'
-            out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower), upper=printer.doprint(n.upper),
+            upper, end = printer.doprint(n.upper), ''
+            if not (n.parallel or collapsed or S(n.upper).is_Atom):
+                upper, end = f'{var}_end', f', {var}_end = {upper}'
+            inner = n.parallel - 1 if n.parallel else max(collapsed - 1, 0)
+            out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower) + end, upper=upper,
                             step=step, parallel=n.parallel, work=printer.doprint(n.work), flags=n.flags,
-                            body=printed_nodes(n.body, printer, real)))
+                            body=printed_nodes(n.body, printer, real, inner)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
-                            body=printed_nodes(n.body, printer, real)))
+                            body=printed_nodes(n.body, printer, real, collapsed)))
         elif n.kind == 'declare':
             vector = VECTOR[real]
             ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]

@@ -163,7 +163,7 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 float best = (-INFINITY);
                 int64_t position = -1;
-                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                     {
                         const float candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
                         if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -199,7 +199,7 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 double best = (-INFINITY);
                 int64_t position = -1;
-                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
+                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                     {
                         const double candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
                         if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -229,10 +229,10 @@ int bpgen_max_pool1d_backward_f32(float *restrict grad_input, const int64_t *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0 - 1; e <= e_end; ++e) {
                 grad_input[H0*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 float share = grad_output[O0*(C*n_ + c_) + o0];
                 int64_t target0 = indices[O0*(C*n_ + c_) + o0];
                 if (target0 >= 0 && H0 - target0 - 1 >= 0) {
@@ -260,10 +260,10 @@ int bpgen_max_pool1d_backward_f64(double *restrict grad_input, const int64_t *re
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0 - 1; e <= e_end; ++e) {
                 grad_input[H0*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 double share = grad_output[O0*(C*n_ + c_) + o0];
                 int64_t target0 = indices[O0*(C*n_ + c_) + o0];
                 if (target0 >= 0 && H0 - target0 - 1 >= 0) {
@@ -295,26 +295,20 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
         #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                if (c_b + 4 <= C) {
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                     if (O0 >= BP_LANES_F) {
-                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
                                 bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                     bp_vf x1 = bp_vload_f(input + (C*H0*n + H0*c_b + H0 - P0 + m0 + v0), 1);
-                                    bp_vf x2 = bp_vload_f(input + (C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0), 1);
-                                    bp_vf x3 = bp_vload_f(input + (C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vf h;
                                 for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -325,24 +319,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = h*v_2;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = h*v_3;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             } else {
                                 bp_vf v_0 = {0};
                                 bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                     bp_vf x1 = bp_vload_range_f(input, C*H0*n + H0*c_b + H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                    bp_vf x2 = bp_vload_range_f(input, C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                    bp_vf x3 = bp_vload_range_f(input, C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vf h;
                                 for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -353,28 +337,18 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = h*v_2;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = h*v_3;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             }
                         }
                         if (((O0) % BP_LANES_F) != 0) {
-                            for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         bp_vf x1 = bp_vload_f(input + (C*H0*n + H0*c_b + H0 - P0 + m0 + v0), 1);
-                                        bp_vf x2 = bp_vload_f(input + (C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0), 1);
-                                        bp_vf x3 = bp_vload_f(input + (C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vf h;
                                     for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -385,24 +359,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 } else {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         bp_vf x1 = bp_vload_range_f(input, C*H0*n + H0*c_b + H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                        bp_vf x2 = bp_vload_range_f(input, C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                        bp_vf x3 = bp_vload_range_f(input, C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vf h;
                                     for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -413,18 +377,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 }
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                        for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 float acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
                                     acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                                 }
                                 output[O0*(C*n + c) + o0] = acc;
@@ -434,13 +394,13 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                 } else {
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
-                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                         int64_t c_b = c_b1;
                         if (O0 >= BP_LANES_F) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                     }
@@ -453,7 +413,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
                                     bp_vf v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         v_0 += x0;
                                     }
@@ -467,10 +427,10 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                             if (((O0) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                             v_0 += x0;
                                         }
@@ -483,7 +443,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                             v_0 += x0;
                                         }
@@ -499,9 +459,9 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                             }
                         } else {
                             for (int64_t c = c_b; c <= c_b; ++c) {
-                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                     float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
                                         acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                                     }
                                     output[O0*(C*n + c) + o0] = acc;
@@ -517,26 +477,20 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
         #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                if (c_b + 4 <= C) {
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
                     int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_F) {
-                        for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
                                 bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                     bp_vf x1 = bp_vload_f(input + (C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0), S0);
-                                    bp_vf x2 = bp_vload_f(input + (C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0), S0);
-                                    bp_vf x3 = bp_vload_f(input + (C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0), S0);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vf h;
                                 for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -547,24 +501,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = h*v_2;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = h*v_3;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             } else {
                                 bp_vf v_0 = {0};
                                 bp_vf v_1 = {0};
-                                bp_vf v_2 = {0};
-                                bp_vf v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                     bp_vf x1 = bp_vload_range_f(input, C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                    bp_vf x2 = bp_vload_range_f(input, C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                    bp_vf x3 = bp_vload_range_f(input, C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vf h;
                                 for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -575,28 +519,18 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vf t_2 = h*v_2;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vf t_3 = h*v_3;
-                                bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             }
                         }
                         if (((O0) % BP_LANES_F) != 0) {
-                            for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         bp_vf x1 = bp_vload_f(input + (C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0), S0);
-                                        bp_vf x2 = bp_vload_f(input + (C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0), S0);
-                                        bp_vf x3 = bp_vload_f(input + (C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vf h;
                                     for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -607,24 +541,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 } else {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         bp_vf x1 = bp_vload_range_f(input, C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                        bp_vf x2 = bp_vload_range_f(input, C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                        bp_vf x3 = bp_vload_range_f(input, C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vf h;
                                     for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
@@ -635,18 +559,14 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 }
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                        for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 float acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                 }
                                 output[O0*(C*n + c) + o0] = acc;
@@ -656,13 +576,13 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                 } else {
                     int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
                     int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                         int64_t c_b = c_b1;
                         if (O0 >= BP_LANES_F) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O0; v0 += BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                     }
@@ -675,7 +595,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
                                     bp_vf v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         v_0 += x0;
                                     }
@@ -689,10 +609,10 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                             if (((O0) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + O0; v0 <= -BP_LANES_F + O0; ++v0) {
+                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                             v_0 += x0;
                                         }
@@ -705,7 +625,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vf x0 = bp_vload_range_f(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                             v_0 += x0;
                                         }
@@ -721,9 +641,9 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                             }
                         } else {
                             for (int64_t c = c_b; c <= c_b; ++c) {
-                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                     float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                     }
                                     output[O0*(C*n + c) + o0] = acc;
@@ -743,7 +663,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 float acc = 0;
-                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                     acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                 }
                 output[O0*(C*n + c) + o0] = acc;
@@ -771,26 +691,20 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
         #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                if (c_b + 4 <= C) {
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                     if (O0 >= BP_LANES_D) {
-                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
                                 bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                     bp_vd x1 = bp_vload_d(input + (C*H0*n + H0*c_b + H0 - P0 + m0 + v0), 1);
-                                    bp_vd x2 = bp_vload_d(input + (C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0), 1);
-                                    bp_vd x3 = bp_vload_d(input + (C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vd h;
                                 for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -801,24 +715,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = h*v_2;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = h*v_3;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             } else {
                                 bp_vd v_0 = {0};
                                 bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                     bp_vd x1 = bp_vload_range_d(input, C*H0*n + H0*c_b + H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                    bp_vd x2 = bp_vload_range_d(input, C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                    bp_vd x3 = bp_vload_range_d(input, C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vd h;
                                 for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -829,28 +733,18 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = h*v_2;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = h*v_3;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             }
                         }
                         if (((O0) % BP_LANES_D) != 0) {
-                            for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         bp_vd x1 = bp_vload_d(input + (C*H0*n + H0*c_b + H0 - P0 + m0 + v0), 1);
-                                        bp_vd x2 = bp_vload_d(input + (C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0), 1);
-                                        bp_vd x3 = bp_vload_d(input + (C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vd h;
                                     for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -861,24 +755,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 } else {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         bp_vd x1 = bp_vload_range_d(input, C*H0*n + H0*c_b + H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                        bp_vd x2 = bp_vload_range_d(input, C*H0*n + H0*c_b + 2*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
-                                        bp_vd x3 = bp_vload_range_d(input, C*H0*n + H0*c_b + 3*H0 - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vd h;
                                     for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -889,18 +773,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 }
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                        for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 double acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
                                     acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                                 }
                                 output[O0*(C*n + c) + o0] = acc;
@@ -910,13 +790,13 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                 } else {
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
-                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                         int64_t c_b = c_b1;
                         if (O0 >= BP_LANES_D) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                     }
@@ -929,7 +809,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
                                     bp_vd v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                         v_0 += x0;
                                     }
@@ -943,10 +823,10 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                             if (((O0) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                             v_0 += x0;
                                         }
@@ -959,7 +839,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + m0 + v0, 1, P0 - m0 - v0, H0 + P0 - m0 - v0 - 1);
                                             v_0 += x0;
                                         }
@@ -975,9 +855,9 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                             }
                         } else {
                             for (int64_t c = c_b; c <= c_b; ++c) {
-                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                     double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - o0); m0 <= bp_min(K0 - 1, H0 + P0 - o0 - 1); ++m0) {
+                                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
                                         acc += input[H0*(C*n + c) - P0 + m0 + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                                     }
                                     output[O0*(C*n + c) + o0] = acc;
@@ -993,26 +873,20 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
         #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                if (c_b + 4 <= C) {
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
                     int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_D) {
-                        for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
                                 bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                     bp_vd x1 = bp_vload_d(input + (C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0), S0);
-                                    bp_vd x2 = bp_vload_d(input + (C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0), S0);
-                                    bp_vd x3 = bp_vload_d(input + (C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0), S0);
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vd h;
                                 for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -1023,24 +897,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = h*v_2;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = h*v_3;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             } else {
                                 bp_vd v_0 = {0};
                                 bp_vd v_1 = {0};
-                                bp_vd v_2 = {0};
-                                bp_vd v_3 = {0};
-                                for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                     bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                     bp_vd x1 = bp_vload_range_d(input, C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                    bp_vd x2 = bp_vload_range_d(input, C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                    bp_vd x3 = bp_vload_range_d(input, C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                     v_0 += x0;
                                     v_1 += x1;
-                                    v_2 += x2;
-                                    v_3 += x3;
                                 }
                                 bp_vd h;
                                 for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -1051,28 +915,18 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                bp_vd t_2 = h*v_2;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                bp_vd t_3 = h*v_3;
-                                bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                             }
                         }
                         if (((O0) % BP_LANES_D) != 0) {
-                            for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         bp_vd x1 = bp_vload_d(input + (C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0), S0);
-                                        bp_vd x2 = bp_vload_d(input + (C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0), S0);
-                                        bp_vd x3 = bp_vload_d(input + (C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vd h;
                                     for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -1083,24 +937,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 } else {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         bp_vd x1 = bp_vload_range_d(input, C*H0*n + H0*c_b + H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                        bp_vd x2 = bp_vload_range_d(input, C*H0*n + H0*c_b + 2*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
-                                        bp_vd x3 = bp_vload_range_d(input, C*H0*n + H0*c_b + 3*H0 - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         v_0 += x0;
                                         v_1 += x1;
-                                        v_2 += x2;
-                                        v_3 += x3;
                                     }
                                     bp_vd h;
                                     for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
@@ -1111,18 +955,14 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 2*O0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*n + O0*c_b + 3*O0 + v0), 1, t_3);
                                 }
                             }
                         }
                     } else {
-                        for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                        for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 double acc = 0;
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                 }
                                 output[O0*(C*n + c) + o0] = acc;
@@ -1132,13 +972,13 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                 } else {
                     int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
                     int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                         int64_t c_b = c_b1;
                         if (O0 >= BP_LANES_D) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O0; v0 += BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                     }
@@ -1151,7 +991,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
                                     bp_vd v_0 = {0};
-                                    for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                         bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                         v_0 += x0;
                                     }
@@ -1165,10 +1005,10 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                             if (((O0) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + O0; v0 <= -BP_LANES_D + O0; ++v0) {
+                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                             v_0 += x0;
                                         }
@@ -1181,7 +1021,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0; m0 <= K0 - 1; ++m0) {
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                             bp_vd x0 = bp_vload_range_d(input, C*H0*n + H0*c_b - P0 + S0*v0 + m0, S0, -v0 + bp_ceildiv(P0 - m0, S0), -v0 + bp_floordiv(H0 + P0 - m0 - 1, S0));
                                             v_0 += x0;
                                         }
@@ -1197,9 +1037,9 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                             }
                         } else {
                             for (int64_t c = c_b; c <= c_b; ++c) {
-                                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                     double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                     }
                                     output[O0*(C*n + c) + o0] = acc;
@@ -1219,7 +1059,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 double acc = 0;
-                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                     acc += input[H0*(C*n + c) - P0 + S0*o0 + m0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                 }
                 output[O0*(C*n + c) + o0] = acc;
@@ -1246,12 +1086,12 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
                 grad_input[H0*(C*n_ + c_) + i0_] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                     grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
                 }
             }
@@ -1276,12 +1116,12 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
                 grad_input[H0*(C*n_ + c_) + i0_] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                 double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
+                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                     grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
                 }
             }
@@ -1313,11 +1153,11 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float best = (-INFINITY);
                     int64_t position = -1;
-                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                             {
                                 const float candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
                                 if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -1359,11 +1199,11 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double best = (-INFINITY);
                     int64_t position = -1;
-                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
+                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                             {
                                 const double candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
                                 if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -1397,11 +1237,11 @@ int bpgen_max_pool2d_backward_f32(float *restrict grad_input, const int64_t *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0*H1 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0*H1 - 1; e <= e_end; ++e) {
                 grad_input[H0*H1*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1];
                     int64_t target0 = indices[O1*(O0*(C*n_ + c_) + o0) + o1];
                     if (target0 >= 0 && H0*H1 - target0 - 1 >= 0) {
@@ -1432,11 +1272,11 @@ int bpgen_max_pool2d_backward_f64(double *restrict grad_input, const int64_t *re
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0*H1 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0*H1 - 1; e <= e_end; ++e) {
                 grad_input[H0*H1*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1];
                     int64_t target0 = indices[O1*(O0*(C*n_ + c_) + o0) + o1];
                     if (target0 >= 0 && H0*H1 - target0 - 1 >= 0) {
@@ -1476,27 +1316,21 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                    if (c_b + 4 <= C) {
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
                         int64_t vlo = P1;
                         int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                         if (O1 >= BP_LANES_F) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                             bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                            bp_vf x2 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                            bp_vf x3 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vf h;
@@ -1508,25 +1342,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 } else {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             bp_vf x1 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                            bp_vf x2 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                            bp_vf x3 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vf h;
@@ -1538,29 +1362,19 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 }
                             }
                             if (((O1) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                                bp_vf x2 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                                bp_vf x3 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vf h;
@@ -1572,25 +1386,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 bp_vf x1 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                                bp_vf x2 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                                bp_vf x3 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vf h;
@@ -1602,19 +1406,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                            for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
                                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                         }
                                     }
@@ -1625,14 +1425,14 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                     } else {
                         int64_t vlo = P1;
                         int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
-                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                             int64_t c_b = c_b1;
                             if (O1 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 v_0 += x0;
                                             }
@@ -1646,8 +1446,8 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 v_0 += x0;
                                             }
@@ -1662,11 +1462,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 }
                                 if (((O1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                     v_0 += x0;
                                                 }
@@ -1680,8 +1480,8 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                     v_0 += x0;
                                                 }
@@ -1698,10 +1498,10 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                 }
                             } else {
                                 for (int64_t c = c_b; c <= c_b; ++c) {
-                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                         float acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
                                                 acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                             }
                                         }
@@ -1720,27 +1520,21 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                    if (c_b + 4 <= C) {
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                         int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                         if (O1 >= BP_LANES_F) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                             bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                            bp_vf x2 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                            bp_vf x3 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vf h;
@@ -1752,25 +1546,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 } else {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                             bp_vf x1 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                            bp_vf x2 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                            bp_vf x3 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vf h;
@@ -1782,29 +1566,19 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vf t_2 = h*v_2;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vf t_3 = h*v_3;
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 }
                             }
                             if (((O1) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                                bp_vf x2 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                                bp_vf x3 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vf h;
@@ -1816,25 +1590,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 bp_vf x1 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                                bp_vf x2 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                                bp_vf x3 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vf h;
@@ -1846,19 +1610,15 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                            for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     float acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         }
                                     }
@@ -1869,14 +1629,14 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                         int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                             int64_t c_b = c_b1;
                             if (O1 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O1; v0 += BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 v_0 += x0;
                                             }
@@ -1890,8 +1650,8 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 v_0 += x0;
                                             }
@@ -1906,11 +1666,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 }
                                 if (((O1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + O1; v0 <= -BP_LANES_F + O1; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                     v_0 += x0;
                                                 }
@@ -1924,8 +1684,8 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vf x0 = bp_vload_range_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                     v_0 += x0;
                                                 }
@@ -1942,10 +1702,10 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                 }
                             } else {
                                 for (int64_t c = c_b; c <= c_b; ++c) {
-                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                         float acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                 acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             }
                                         }
@@ -1966,10 +1726,10 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float acc = 0;
-                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                         }
                     }
@@ -2006,27 +1766,21 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                    if (c_b + 4 <= C) {
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
                         int64_t vlo = P1;
                         int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                         if (O1 >= BP_LANES_D) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                             bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                            bp_vd x2 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                            bp_vd x3 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vd h;
@@ -2038,25 +1792,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 } else {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             bp_vd x1 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                            bp_vd x2 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                            bp_vd x3 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vd h;
@@ -2068,29 +1812,19 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 }
                             }
                             if (((O1) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                                bp_vd x2 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
-                                                bp_vd x3 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vd h;
@@ -2102,25 +1836,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 bp_vd x1 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                                bp_vd x2 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
-                                                bp_vd x3 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vd h;
@@ -2132,19 +1856,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                            for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
                                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                         }
                                     }
@@ -2155,14 +1875,14 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                     } else {
                         int64_t vlo = P1;
                         int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
-                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                             int64_t c_b = c_b1;
                             if (O1 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                 v_0 += x0;
                                             }
@@ -2176,8 +1896,8 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 v_0 += x0;
                                             }
@@ -2192,11 +1912,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 }
                                 if (((O1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1);
                                                     v_0 += x0;
                                                 }
@@ -2210,8 +1930,8 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                     v_0 += x0;
                                                 }
@@ -2228,10 +1948,10 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                 }
                             } else {
                                 for (int64_t c = c_b; c <= c_b; ++c) {
-                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                         double acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - o1); m1 <= bp_min(K1 - 1, H1 + P1 - o1 - 1); ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
                                                 acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + m1 + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                             }
                                         }
@@ -2250,27 +1970,21 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                    if (c_b + 4 <= C) {
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                         int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                         if (O1 >= BP_LANES_D) {
-                            for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                             bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                            bp_vd x2 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                            bp_vd x3 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vd h;
@@ -2282,25 +1996,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 } else {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                             bp_vd x1 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                            bp_vd x2 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                            bp_vd x3 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                             v_0 += x0;
                                             v_1 += x1;
-                                            v_2 += x2;
-                                            v_3 += x3;
                                         }
                                     }
                                     bp_vd h;
@@ -2312,29 +2016,19 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                    bp_vd t_2 = h*v_2;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                    bp_vd t_3 = h*v_3;
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                 }
                             }
                             if (((O1) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                                bp_vd x2 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
-                                                bp_vd x3 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vd h;
@@ -2346,25 +2040,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 bp_vd x1 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                                bp_vd x2 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 2*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
-                                                bp_vd x3 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b + 3*H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 v_0 += x0;
                                                 v_1 += x1;
-                                                v_2 += x2;
-                                                v_3 += x3;
                                             }
                                         }
                                         bp_vd h;
@@ -2376,19 +2060,15 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
                                     }
                                 }
                             }
                         } else {
-                            for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                            for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     double acc = 0;
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         }
                                     }
@@ -2399,14 +2079,14 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                         int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                        for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                             int64_t c_b = c_b1;
                             if (O1 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O1; v0 += BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                 v_0 += x0;
                                             }
@@ -2420,8 +2100,8 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 v_0 += x0;
                                             }
@@ -2436,11 +2116,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 }
                                 if (((O1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + O1; v0 <= -BP_LANES_D + O1; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1);
                                                     v_0 += x0;
                                                 }
@@ -2454,8 +2134,8 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = 0; m1 <= K1 - 1; ++m1) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     bp_vd x0 = bp_vload_range_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, -v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                     v_0 += x0;
                                                 }
@@ -2472,10 +2152,10 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                 }
                             } else {
                                 for (int64_t c = c_b; c <= c_b; ++c) {
-                                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                         double acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                 acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             }
                                         }
@@ -2496,10 +2176,10 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double acc = 0;
-                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                             acc += input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                         }
                     }
@@ -2534,16 +2214,16 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
                     grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
                 }
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                             grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
                         }
                     }
@@ -2576,16 +2256,16 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
                     grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
                 }
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                    for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                        for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                             grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
                         }
                     }
@@ -2625,13 +2305,13 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float best = (-INFINITY);
                         int64_t position = -1;
-                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
+                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
                                     {
                                         const float candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                         if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -2681,13 +2361,13 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double best = (-INFINITY);
                         int64_t position = -1;
-                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)); m0 <= bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); ++m0) {
-                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)); m1 <= bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); ++m1) {
-                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)); m2 <= bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); ++m2) {
+                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
                                     {
                                         const double candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
                                         if (position < 0 || candidate_value > best || isnan(candidate_value)) {
@@ -2725,12 +2405,12 @@ int bpgen_max_pool3d_backward_f32(float *restrict grad_input, const int64_t *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0*H1*H2 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0*H1*H2 - 1; e <= e_end; ++e) {
                 grad_input[H0*H1*H2*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         int64_t target0 = indices[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         if (target0 >= 0 && H0*H1*H2 - target0 - 1 >= 0) {
@@ -2764,12 +2444,12 @@ int bpgen_max_pool3d_backward_f64(double *restrict grad_input, const int64_t *re
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t e = 0; e <= H0*H1*H2 - 1; ++e) {
+            for (int64_t e = 0, e_end = H0*H1*H2 - 1; e <= e_end; ++e) {
                 grad_input[H0*H1*H2*(C*n_ + c_) + e] = 0;
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         int64_t target0 = indices[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2];
                         if (target0 >= 0 && H0*H1*H2 - target0 - 1 >= 0) {
@@ -2817,28 +2497,22 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                        if (c_b + 4 <= C) {
+                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
+                        if (c_b + 2 <= C) {
                             int64_t vlo = P2;
                             int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                             if (O2 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -2851,26 +2525,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     bp_vf x1 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                    bp_vf x2 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                    bp_vf x3 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -2883,30 +2547,20 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     }
                                 }
                                 if (((O2) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_F + O2, v0_end = -BP_LANES_F + O2; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                        bp_vf x3 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -2919,26 +2573,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vf t_2 = h*v_2;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vf t_3 = h*v_3;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         bp_vf x1 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                        bp_vf x2 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                        bp_vf x3 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -2951,20 +2595,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vf t_2 = h*v_2;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vf t_3 = h*v_3;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                         float acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
                                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                                 }
                                             }
@@ -2976,15 +2616,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                         } else {
                             int64_t vlo = P2;
                             int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
-                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                                 int64_t c_b = c_b1;
                                 if (O2 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         v_0 += x0;
                                                     }
@@ -2999,9 +2639,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         v_0 += x0;
                                                     }
@@ -3017,12 +2657,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         }
                                     }
                                     if (((O2) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                        for (int64_t v0 = -BP_LANES_F + O2, v0_end = -BP_LANES_F + O2; v0 <= v0_end; ++v0) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                             v_0 += x0;
                                                         }
@@ -3037,9 +2677,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                             v_0 += x0;
                                                         }
@@ -3057,11 +2697,11 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 } else {
                                     for (int64_t c = c_b; c <= c_b; ++c) {
-                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                             float acc = 0;
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
                                                         acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                                     }
                                                 }
@@ -3083,28 +2723,22 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                        if (c_b + 4 <= C) {
+                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
+                        if (c_b + 2 <= C) {
                             int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                             int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                             if (O2 >= BP_LANES_F) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                     bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                    bp_vf x2 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                    bp_vf x3 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3117,26 +2751,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        bp_vf v_2 = {0};
-                                        bp_vf v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                     bp_vf x1 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                    bp_vf x2 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                    bp_vf x3 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3149,30 +2773,20 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vf t_2 = h*v_2;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vf t_3 = h*v_3;
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     }
                                 }
                                 if (((O2) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_F + O2, v0_end = -BP_LANES_F + O2; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                        bp_vf x2 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                        bp_vf x3 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3185,26 +2799,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vf t_2 = h*v_2;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vf t_3 = h*v_3;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         bp_vf x1 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                        bp_vf x2 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                        bp_vf x3 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3217,20 +2821,16 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vf t_2 = h*v_2;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vf t_3 = h*v_3;
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                         float acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                                 }
                                             }
@@ -3242,15 +2842,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                         } else {
                             int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                             int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                                 int64_t c_b = c_b1;
                                 if (O2 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0; v0 <= -BP_LANES_F + O2; v0 += BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         v_0 += x0;
                                                     }
@@ -3265,9 +2865,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         v_0 += x0;
                                                     }
@@ -3283,12 +2883,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         }
                                     }
                                     if (((O2) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O2; v0 <= -BP_LANES_F + O2; ++v0) {
+                                        for (int64_t v0 = -BP_LANES_F + O2, v0_end = -BP_LANES_F + O2; v0 <= v0_end; ++v0) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                             v_0 += x0;
                                                         }
@@ -3303,9 +2903,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vf x0 = bp_vload_range_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                             v_0 += x0;
                                                         }
@@ -3323,11 +2923,11 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 } else {
                                     for (int64_t c = c_b; c <= c_b; ++c) {
-                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                             float acc = 0;
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                                         acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                                     }
                                                 }
@@ -3350,12 +2950,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float acc = 0;
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                 }
                             }
@@ -3401,28 +3001,22 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                        if (c_b + 4 <= C) {
+                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
+                        if (c_b + 2 <= C) {
                             int64_t vlo = P2;
                             int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                             if (O2 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3435,26 +3029,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     bp_vd x1 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                    bp_vd x2 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                    bp_vd x3 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3467,30 +3051,20 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     }
                                 }
                                 if (((O2) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_D + O2, v0_end = -BP_LANES_D + O2; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
-                                                        bp_vd x3 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3503,26 +3077,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vd t_2 = h*v_2;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vd t_3 = h*v_3;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         bp_vd x1 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                        bp_vd x2 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
-                                                        bp_vd x3 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3535,20 +3099,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vd t_2 = h*v_2;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vd t_3 = h*v_3;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                         double acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
                                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                                 }
                                             }
@@ -3560,15 +3120,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                         } else {
                             int64_t vlo = P2;
                             int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
-                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                                 int64_t c_b = c_b1;
                                 if (O2 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                         v_0 += x0;
                                                     }
@@ -3583,9 +3143,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         v_0 += x0;
                                                     }
@@ -3601,12 +3161,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         }
                                     }
                                     if (((O2) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                        for (int64_t v0 = -BP_LANES_D + O2, v0_end = -BP_LANES_D + O2; v0 <= v0_end; ++v0) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1);
                                                             v_0 += x0;
                                                         }
@@ -3621,9 +3181,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                             v_0 += x0;
                                                         }
@@ -3641,11 +3201,11 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 } else {
                                     for (int64_t c = c_b; c <= c_b; ++c) {
-                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                             double acc = 0;
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = bp_max(0, P2 - o2); m2 <= bp_min(K2 - 1, H2 + P2 - o2 - 1); ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
                                                         acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                                     }
                                                 }
@@ -3667,28 +3227,22 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
         for (int64_t n = 0; n <= N - 1; ++n) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 4) {
-                        if (c_b + 4 <= C) {
+                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
+                        if (c_b + 2 <= C) {
                             int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                             int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                             if (O2 >= BP_LANES_D) {
-                                for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                     bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                    bp_vd x2 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                    bp_vd x3 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3701,26 +3255,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        bp_vd v_2 = {0};
-                                        bp_vd v_3 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                     bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                     bp_vd x1 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                    bp_vd x2 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                    bp_vd x3 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                     v_0 += x0;
                                                     v_1 += x1;
-                                                    v_2 += x2;
-                                                    v_3 += x3;
                                                 }
                                             }
                                         }
@@ -3733,30 +3277,20 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                        bp_vd t_2 = h*v_2;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                        bp_vd t_3 = h*v_3;
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                     }
                                 }
                                 if (((O2) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                    for (int64_t v0 = -BP_LANES_D + O2, v0_end = -BP_LANES_D + O2; v0 <= v0_end; ++v0) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                        bp_vd x2 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
-                                                        bp_vd x3 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3769,26 +3303,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vd t_2 = h*v_2;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vd t_3 = h*v_3;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         bp_vd x1 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                        bp_vd x2 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 2*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
-                                                        bp_vd x3 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + 3*H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         v_0 += x0;
                                                         v_1 += x1;
-                                                        v_2 += x2;
-                                                        v_3 += x3;
                                                     }
                                                 }
                                             }
@@ -3801,20 +3325,16 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_1);
-                                            bp_vd t_2 = h*v_2;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_2);
-                                            bp_vd t_3 = h*v_3;
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_3);
                                         }
                                     }
                                 }
                             } else {
-                                for (int64_t c = c_b; c <= c_b + 3; ++c) {
-                                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                for (int64_t c = c_b, c_end = c_b + 1; c <= c_end; ++c) {
+                                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                         double acc = 0;
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                                 }
                                             }
@@ -3826,15 +3346,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                         } else {
                             int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                             int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                            for (int64_t c_b1 = c_b; c_b1 <= C - 1; ++c_b1) {
+                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                                 int64_t c_b = c_b1;
                                 if (O2 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0; v0 <= -BP_LANES_D + O2; v0 += BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                         v_0 += x0;
                                                     }
@@ -3849,9 +3369,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                         bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         v_0 += x0;
                                                     }
@@ -3867,12 +3387,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         }
                                     }
                                     if (((O2) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O2; v0 <= -BP_LANES_D + O2; ++v0) {
+                                        for (int64_t v0 = -BP_LANES_D + O2, v0_end = -BP_LANES_D + O2; v0 <= v0_end; ++v0) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2);
                                                             v_0 += x0;
                                                         }
@@ -3887,9 +3407,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                        for (int64_t m2 = 0; m2 <= K2 - 1; ++m2) {
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
                                                             bp_vd x0 = bp_vload_range_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, -v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                             v_0 += x0;
                                                         }
@@ -3907,11 +3427,11 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 } else {
                                     for (int64_t c = c_b; c <= c_b; ++c) {
-                                        for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                             double acc = 0;
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                    for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                                         acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                                     }
                                                 }
@@ -3934,12 +3454,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c = 0; c <= C - 1; ++c) {
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double acc = 0;
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                     acc += input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                 }
                             }
@@ -3982,20 +3502,20 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                    for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
                         grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
                     }
                 }
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                     grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
                                 }
                             }
@@ -4036,20 +3556,20 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #endif
     for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
         for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-            for (int64_t i0_ = 0; i0_ <= H0 - 1; ++i0_) {
-                for (int64_t i1_ = 0; i1_ <= H1 - 1; ++i1_) {
-                    for (int64_t i2_ = 0; i2_ <= H2 - 1; ++i2_) {
+            for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                    for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
                         grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
                     }
                 }
             }
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t o2 = 0; o2 <= O2 - 1; ++o2) {
+            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                         double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0); m0 <= bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); ++m0) {
-                            for (int64_t m1 = bp_max(0, P1 - S1*o1); m1 <= bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); ++m1) {
-                                for (int64_t m2 = bp_max(0, P2 - S2*o2); m2 <= bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); ++m2) {
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
                                     grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
                                 }
                             }
