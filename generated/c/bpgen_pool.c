@@ -155,25 +155,50 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
     if (!(P0 >= 0)) return 6;
     if (!(K0 - 2*P0 >= 0)) return 7;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 8;
+    if (D0 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                float best = (-INFINITY);
-                int64_t position = -1;
-                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                    {
-                        const float candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
-                        if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                            best = candidate_value;
-                            position = D0*m0 - P0 + S0*o0;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = -1;
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        {
+                            const float candidate_value = input[H0*(C*n + c) - P0 + S0*o0 + m0];
+                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                best = candidate_value;
+                                position = -P0 + S0*o0 + m0;
+                            }
                         }
                     }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
                 }
-                output[O0*(C*n + c) + o0] = best;
-                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    float best = (-INFINITY);
+                    int64_t position = -1;
+                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                        {
+                            const float candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
+                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                best = candidate_value;
+                                position = D0*m0 - P0 + S0*o0;
+                            }
+                        }
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
             }
         }
     }
@@ -191,25 +216,50 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
     if (!(P0 >= 0)) return 6;
     if (!(K0 - 2*P0 >= 0)) return 7;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 8;
+    if (D0 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                double best = (-INFINITY);
-                int64_t position = -1;
-                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                    {
-                        const double candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
-                        if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                            best = candidate_value;
-                            position = D0*m0 - P0 + S0*o0;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = -1;
+                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                        {
+                            const double candidate_value = input[H0*(C*n + c) - P0 + S0*o0 + m0];
+                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                best = candidate_value;
+                                position = -P0 + S0*o0 + m0;
+                            }
                         }
                     }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
                 }
-                output[O0*(C*n + c) + o0] = best;
-                indices[O0*(C*n + c) + o0] = position;
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*N + 2*C*N*O0 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    double best = (-INFINITY);
+                    int64_t position = -1;
+                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                        {
+                            const double candidate_value = input[D0*m0 + H0*(C*n + c) - P0 + S0*o0];
+                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                best = candidate_value;
+                                position = D0*m0 - P0 + S0*o0;
+                            }
+                        }
+                    }
+                    output[O0*(C*n + c) + o0] = best;
+                    indices[O0*(C*n + c) + o0] = position;
+                }
             }
         }
     }
@@ -1147,28 +1197,57 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
     if (!(K1 - 2*P1 >= 0)) return 12;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 13;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 14;
+    if (D0 == 1 && D1 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                    float best = (-INFINITY);
-                    int64_t position = -1;
-                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
-                            {
-                                const float candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
-                                if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                                    best = candidate_value;
-                                    position = D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = -1;
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                {
+                                    const float candidate_value = input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1];
+                                    if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                        best = candidate_value;
+                                        position = -H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*o1 + m1;
+                                    }
                                 }
                             }
                         }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                     }
-                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
-                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        float best = (-INFINITY);
+                        int64_t position = -1;
+                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                {
+                                    const float candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
+                                    if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                        best = candidate_value;
+                                        position = D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                                    }
+                                }
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
                 }
             }
         }
@@ -1193,28 +1272,57 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
     if (!(K1 - 2*P1 >= 0)) return 12;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 13;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 14;
+    if (D0 == 1 && D1 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                    double best = (-INFINITY);
-                    int64_t position = -1;
-                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
-                            {
-                                const double candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
-                                if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                                    best = candidate_value;
-                                    position = D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = -1;
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                {
+                                    const double candidate_value = input[H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1];
+                                    if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                        best = candidate_value;
+                                        position = -H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*o1 + m1;
+                                    }
                                 }
                             }
                         }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                     }
-                    output[O1*(O0*(C*n + c) + o0) + o1] = best;
-                    indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                }
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + 2*C*N*O0*O1 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        double best = (-INFINITY);
+                        int64_t position = -1;
+                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                {
+                                    const double candidate_value = input[D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1];
+                                    if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                        best = candidate_value;
+                                        position = D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*o1;
+                                    }
+                                }
+                            }
+                        }
+                        output[O1*(O0*(C*n + c) + o0) + o1] = best;
+                        indices[O1*(O0*(C*n + c) + o0) + o1] = position;
+                    }
                 }
             }
         }
@@ -2299,31 +2407,64 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 18;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 19;
     if (!(H2 + P2 - S2*(O2 - 1) - 1 >= 0)) return 20;
+    if (D0 == 1 && D1 == 1 && D2 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                        float best = (-INFINITY);
-                        int64_t position = -1;
-                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
-                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
-                                    {
-                                        const float candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
-                                        if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                                            best = candidate_value;
-                                            position = D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = -1;
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                        {
+                                            const float candidate_value = input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2];
+                                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                                best = candidate_value;
+                                                position = -H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*o2 + m2;
+                                            }
                                         }
                                     }
                                 }
                             }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                         }
-                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
-                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            float best = (-INFINITY);
+                            int64_t position = -1;
+                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
+                                        {
+                                            const float candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                                best = candidate_value;
+                                                position = D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
                     }
                 }
             }
@@ -2355,31 +2496,64 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 18;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 19;
     if (!(H2 + P2 - S2*(O2 - 1) - 1 >= 0)) return 20;
+    if (D0 == 1 && D1 == 1 && D2 == 1) {
 #ifdef _OPENMP
-    #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
 #endif
-    for (int64_t n = 0; n <= N - 1; ++n) {
-        for (int64_t c = 0; c <= C - 1; ++c) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                    for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                        double best = (-INFINITY);
-                        int64_t position = -1;
-                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
-                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
-                                for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
-                                    {
-                                        const double candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
-                                        if (position < 0 || candidate_value > best || isnan(candidate_value)) {
-                                            best = candidate_value;
-                                            position = D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = -1;
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                        {
+                                            const double candidate_value = input[H2*(H1*(H0*(C*n + c) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2];
+                                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                                best = candidate_value;
+                                                position = -H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*o2 + m2;
+                                            }
                                         }
                                     }
                                 }
                             }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                         }
-                        output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
-                        indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                    }
+                }
+            }
+        }
+    } else {
+#ifdef _OPENMP
+        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + 2*C*N*O0*O1*O2 >= 32768)
+#endif
+        for (int64_t n = 0; n <= N - 1; ++n) {
+            for (int64_t c = 0; c <= C - 1; ++c) {
+                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            double best = (-INFINITY);
+                            int64_t position = -1;
+                            for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = bp_max(0, bp_ceildiv(P2 - S2*o2, D2)), m2_end = bp_min(K2 - 1, bp_floordiv(H2 + P2 - S2*o2 - 1, D2)); m2 <= m2_end; ++m2) {
+                                        {
+                                            const double candidate_value = input[D2*m2 + H2*(D1*m1 + H1*(D0*m0 + H0*(C*n + c) - P0 + S0*o0) - P1 + S1*o1) - P2 + S2*o2];
+                                            if (position < 0 || candidate_value > best || isnan(candidate_value)) {
+                                                best = candidate_value;
+                                                position = D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*o2;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            output[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = best;
+                            indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
+                        }
                     }
                 }
             }

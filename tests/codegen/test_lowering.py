@@ -171,3 +171,21 @@ def test_pool_backward_kernels_scatter_and_only_max_checks_its_data():
         avg, mx = rule(f'avg_pool{dims}d_backward'), rule(f'max_pool{dims}d_backward')
         assert len(scatter_targets(avg)) == dims and len(scatter_targets(mx)) == 1
         assert lower(avg).failures == () and 'indices' in lower(mx).failures[0][1]
+
+
+def test_window_bounds_divided_by_the_dilation_get_a_division_free_copy():
+    """max pooling has no vector path: its scalar nest runs with dilation 1 specialized (no integer
+    division in any loop bound), the general nest kept for other dilations."""
+    from sympy import Eq
+    from codegen.ir import Branch, CeilDiv, FloorDiv, Loop
+    from codegen.lower import walk
+    from codegen.spec import rule
+    kernel = lower(rule('max_pool2d'))
+    branch = next(n for n in kernel.body if isinstance(n, Branch))
+    D0, D1 = Symbol('D0', integer=True), Symbol('D1', integer=True)
+    assert {str(c) for c in branch.conds} == {str(Eq(D0, 1)), str(Eq(D1, 1))}
+
+    def divisions(nodes):
+        return [d for n in walk(nodes) if isinstance(n, Loop) for e in (n.lower, n.upper)
+                for d in e.atoms(FloorDiv, CeilDiv)]
+    assert divisions(branch.otherwise) and not divisions(branch.then)
