@@ -377,15 +377,14 @@ def _hoisted_contraction(rule, z, taps, vector, contracted):
     if len(tapped) != 1 or len(plain) != 1 or not all(e.is_Symbol for e in plain[0].indices + tapped[0].indices):
         return None
     a, b = plain[0], tapped[0]
-    available = {v for f in (a, b) for v in f.indices} - set(contracted)
-    keep = [t for t in taps if t in available] + [v for v in vector if v in available and v not in taps]
+    # the matrix product's own axis order (shared, then a's, then b's): cols is its result, uncopied
+    keep = [v for v in a.indices if v in b.indices and v not in contracted]
+    keep += [v for v in a.indices if v not in b.indices] + [v for v in b.indices if v not in a.indices]
     tensors = _tensors(rule)
     names = {v: LABELS[i] for i, v in enumerate(dict.fromkeys(a.indices + b.indices))}
-    shape = {v: n for f in (a, b) for v, n in zip(f.indices, tensors[f.base].shape)}
-    lines = [f'cols = numpy.empty(({"".join(pr(shape[v]) + ", " for v in keep)}), {rule.outputs[0].name}.dtype)',
-             f'runtime.contract(cols, {"".join(names[v] for v in keep)!r}, '
+    lines = [f'cols = runtime.contracted({"".join(names[v] for v in keep)!r}, '
              f'[({tensors[a.base].name}_r, {"".join(names[v] for v in a.indices)!r}), '
-             f'({tensors[b.base].name}_r, {"".join(names[v] for v in b.indices)!r})], accumulate=False)']
+             f'({tensors[b.base].name}_r, {"".join(names[v] for v in b.indices)!r})])']
     return lines, keep
 
 

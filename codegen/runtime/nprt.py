@@ -61,6 +61,16 @@ def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> No
     operands: (array, labels) pairs; a label absent from every other operand and
     from the output is summed first.
     """
+    value = contracted(out_labels, operands)
+    if accumulate:
+        out += value
+    else:
+        out[...] = value
+
+
+def contracted(out_labels: str, operands) -> np.ndarray:
+    """The contraction of :func:`contract` as an array (a view when it can be) with the axes of
+    out_labels: when these are the matrix product's own order, no copy follows it."""
     ops = []
     for k, (array, labels) in enumerate(operands):
         others = ''.join(lb for j, (_, lb) in enumerate(operands) if j != k) + out_labels
@@ -75,10 +85,7 @@ def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> No
     value = aligned(ops[0][0], ops[0][1], out_labels)
     for array, labels in ops[1:]:
         value = value * aligned(array, labels, out_labels)
-    if accumulate:
-        out += value
-    else:
-        out[...] = value
+    return value
 
 
 def select_max(best: np.ndarray, position: np.ndarray, value: np.ndarray, candidate: np.ndarray) -> None:

@@ -33,8 +33,7 @@ def conv1d_input(*, grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
     weight_r = weight.reshape((G, KG, CG, K0,))
     grad_input_r[...] = 0
-    cols = numpy.empty((K0, N, G, CG, O0, ), grad_input.dtype)
-    runtime.contract(cols, 'fabed', [(grad_output_r, 'abcd'), (weight_r, 'bcef')], accumulate=False)
+    cols = runtime.contracted('badef', [(grad_output_r, 'abcd'), (weight_r, 'bcef')])
     n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
     c__lo, c__hi = 0, CG - 1
@@ -43,7 +42,7 @@ def conv1d_input(*, grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O
         t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
         if t0_lo <= t0_hi:
             ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
-            ov += cols[m0, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1]
+            ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, c__lo:c__hi + 1, m0], 'badc', 'abcd')
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -152,8 +151,7 @@ def conv2d_input(*, grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, 
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
     weight_r = weight.reshape((G, KG, CG, K0, K1,))
     grad_input_r[...] = 0
-    cols = numpy.empty((K0, K1, N, G, CG, O0, O1, ), grad_input.dtype)
-    runtime.contract(cols, 'ghabfde', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')], accumulate=False)
+    cols = runtime.contracted('badefgh', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')])
     n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
     c__lo, c__hi = 0, CG - 1
@@ -164,7 +162,7 @@ def conv2d_input(*, grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, 
             t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
             if t0_lo <= t0_hi and t1_lo <= t1_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
-                ov += cols[m0, m1, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1]
+                ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, c__lo:c__hi + 1, m0, m1], 'badec', 'abcde')
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -280,8 +278,7 @@ def conv3d_input(*, grad_input, grad_output, weight, CG, D0, D1, D2, G, H0, H1, 
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
     weight_r = weight.reshape((G, KG, CG, K0, K1, K2,))
     grad_input_r[...] = 0
-    cols = numpy.empty((K0, K1, K2, N, G, CG, O0, O1, O2, ), grad_input.dtype)
-    runtime.contract(cols, 'hijabgdef', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')], accumulate=False)
+    cols = runtime.contracted('badefghij', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')])
     n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
     c__lo, c__hi = 0, CG - 1
@@ -294,7 +291,7 @@ def conv3d_input(*, grad_input, grad_output, weight, CG, D0, D1, D2, G, H0, H1, 
                 t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
                 if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
-                    ov += cols[m0, m1, m2, n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1]
+                    ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1, c__lo:c__hi + 1, m0, m1, m2], 'badefc', 'abcdef')
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
