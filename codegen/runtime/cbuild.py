@@ -28,7 +28,10 @@ import tempfile
 from functools import cache
 from pathlib import Path
 
-OPTIMIZE = ('-O3', '-march=native', '-std=c99', '-ffp-contract=fast', '-fno-math-errno', '-fopenmp')
+# -fschedule-insns -fsched-pressure: register-pressure-aware scheduling keeps the weight gradient's
+# loaded rows in registers instead of re-reading them as memory operands (resnet dW 37 -> 30 ms)
+OPTIMIZE = ('-O3', '-march=native', '-std=c99', '-ffp-contract=fast', '-fno-math-errno', '-fopenmp',
+            '-fschedule-insns', '-fsched-pressure')
 SANITIZE = ('-O1', '-g', '-std=c99', '-fno-omit-frame-pointer', '-fsanitize=address,undefined',
             '-fno-sanitize-recover=undefined')
 
