@@ -73,6 +73,14 @@ class HSum(Function):
     """The sum of the lanes of a vector."""
 
 
+class VSplat(Function):
+    """A vector with every lane equal to the argument."""
+
+
+class VIndex(Function):
+    """A vector of positions start + lane * step (int64 lanes, one per lane of the real vector)."""
+
+
 # ----------------------------------------------------------------------------- nodes
 
 @dataclass(frozen=True)
@@ -123,6 +131,17 @@ class SelectMax:
 
 
 @dataclass(frozen=True)
+class VSelectMax:
+    """SelectMax lane by lane: vectors best and position, a vector value, a VIndex candidate."""
+
+    best: str
+    position: str
+    value: object
+    candidate: object
+    kind: str = 'vselect_max'
+
+
+@dataclass(frozen=True)
 class Branch:
     conds: tuple         # all hold -> then, else otherwise
     then: tuple
@@ -145,6 +164,16 @@ class VStore:
     stride: object       # elements between lanes
     value: object
     kind: str = 'vstore'
+
+
+@dataclass(frozen=True)
+class VStoreIndex:
+    """The int64 lanes of ``value`` (a position vector) to array[flat], array[flat + 1], ..."""
+
+    array: object        # Symbol
+    flat: object
+    value: object
+    kind: str = 'vstore_index'
 
 
 @dataclass(frozen=True)
@@ -194,7 +223,7 @@ def _written(nodes) -> set:
             names.add(n.name)
         elif isinstance(n, Assign) and not isinstance(n.target, ArrayRef):
             names.add(str(n.target))
-        elif isinstance(n, SelectMax):
+        elif isinstance(n, (SelectMax, VSelectMax)):
             names |= {n.best, n.position}
         elif isinstance(n, Loop):
             names.add(str(n.var))

@@ -61,31 +61,23 @@ def lower(rule: KernelRule) -> Kernel:
 
 def _gather_nodes(rule: KernelRule, steps: dict) -> tuple:
     """Each output element computed once: the scalar nest, and the vector fast path where it applies."""
-    from .lower_vector import choose_tile, vector_nodes   # the fast path builds on this module
+    from .lower_vector import choose_tile, max_vector_nodes, vector_nodes   # the fast path builds on this module
     element = tuple(_element(rule, steps))
     scalar = parallel(_box_loops(rule.index, rule.sizes, element))
     main = expand_definitions(rule, rule.terms[0][0])
     tiles = [] if rule.family == 'activation' else [_tile_or_none(choose_tile, rule, main),
                                                     _tile_or_none(choose_tile, rule, main, all_unit=True)]
     fast = scalar
+    if rule.reduction == 'max':
+        found = _tile_or_none(max_vector_nodes, rule, element, steps)
+        fast = (Branch(found[0], found[1], scalar),) if found else scalar
     for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
         try:
             vector = vector_nodes(specialized(rule, tile.special), tile, element, steps)
         except LoweringError:   # no fast path for this rule: the scalar nest stays
             continue
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector
-    return (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else unit_divisor_version(scalar)
-
-
-def unit_divisor_version(nodes: tuple) -> tuple:
-    """Where parameters divide loop bounds (a dilation: the taps of a window inside the input), a
-    copy specialized to those parameters being 1, the common case, and the general nest for the
-    rest: an integer division costs 20-40 cycles, and a pooling window pays four per output."""
-    params = sorted({d.args[1] for n in walk(nodes) if isinstance(n, Loop) for e in (S(n.lower), S(n.upper))
-                     for d in e.atoms(FloorDiv, CeilDiv) if d.args[1].is_Symbol}, key=str)
-    if not params:
-        return nodes
-    return (Branch(tuple(Eq(p, 1) for p in params), substitute(nodes, {p: S.One for p in params}), nodes),)
+    return (IfDef('BP_VECTOR', fast, scalar),) if fast is not scalar else scalar
 
 
 def specialized(rule: KernelRule, special: tuple) -> KernelRule:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand
+from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand, oo
 
-from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VLoad, VLoadRange, VStore,
-                 substitute)
-from .lower import (LoweringError, Present, _bounds, _max, _nest, _tensors, access, check_accesses, loop_order,
+from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VIndex, VLoad, VLoadRange,
+                 VSelectMax, VSplat, VStore, VStoreIndex, substitute)
+from .lower import (LoweringError, Present, _bounds, _max, _min, _nest, _tensors, access, check_accesses, loop_order,
                     parallel, walk, without_output_box)
 from .spec import KernelRule
 
@@ -348,6 +348,17 @@ def _free_chunks(tile, size, plain, guarded, element) -> tuple:
     return (Branch((size >= LANES,), rows, short),)
 
 
+def _interior_chunks(vec, size, plain, element) -> tuple:
+    """The row [0, size): the scalar element before vlo and after vhi, chunks of LANES positions from
+    vlo on, the last one ending at vhi (overlapping its neighbour: it computes the same values
+    again); an interior narrower than a vector runs the scalar element too."""
+    chunks = (Loop(V0, VLO, VHI - LANES + 1, plain, LANES),
+              Guard((Ne(Mod(VHI - VLO + 1, LANES), 0),), (Loop(V0, VHI - LANES + 1, VHI - LANES + 1, plain),)))
+    return (Loop(vec, S.Zero, _min([VLO, size]) - 1, element),
+            Branch((VHI - VLO + 1 >= LANES,), chunks, (Loop(vec, VLO, VHI, element),)),
+            Loop(vec, _max([VHI + 1, S.Zero]), size - 1, element))
+
+
 def _finish(rule, tile, combos, vector: bool) -> tuple:
     """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums)."""
     out = rule.outputs[0]
@@ -383,3 +394,50 @@ def _other_terms(rule, tile, total, shift) -> list:
         add = Assign(total, part, '+=')
         nodes.append(Guard((Present(Symbol(optional)),), (add,)) if optional else add)
     return nodes
+
+
+# ----------------------------------------------------------------------------- max (pooling forward)
+
+def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
+    """(conditions, nodes): the forward of a 'max' layer with LANES outputs of a row at a time.
+    Inside the interior every tap of every lane's window is in the input, and the selector rule runs
+    lane by lane over the taps in the scalar nest's order (the same first maximum, the same NaN
+    rule); chunks that touch the border, and rows shorter than a vector, run the scalar element per
+    output.  Positions are held in int32 lanes: the path runs when every position of an input plane
+    fits (the conditions)."""
+    (term, _), = rule.terms
+    check_accesses(rule, term)
+    (delta,) = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)]
+    value = term.body / delta
+    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == rule.outputs[1].base))
+    vec = rule.index[-1]
+    if not isinstance(value, Indexed) or vec not in value.indices[-1].free_symbols:
+        raise LoweringError(f'{rule.name}: no vector along {vec}')
+    term = without_output_box(rule, term)
+    tile = Tile(vec, True, (), type(term)(term.vars, value, term.conds, term.divs), S.One, ())
+    lo, hi = interior(rule, tile)
+    tensors = _tensors(rule)
+    (load,) = _load(tensors[value.base], value, vec, Symbol('x'), None)
+    step = expand(candidate.diff(vec))
+    if step.has(vec):
+        raise LoweringError(f'{rule.name}: the position {candidate} is not affine in {vec}')
+    leaf = (load, VSelectMax('best', 'position', Symbol('x'), VIndex(expand(candidate.xreplace({vec: V0})), step)))
+    conds = [c for c in term.conds if vec not in c.free_symbols]
+    nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], leaf, steps)
+    stores = []
+    for out, name in zip(rule.outputs, ('best', 'position')):
+        flat = access(out, rule.output_at).args[1]
+        if expand(flat.diff(vec)) != 1:
+            raise LoweringError(f'{rule.name}: {out.name} is not contiguous along {vec}')
+        start = expand(flat.xreplace({vec: V0}))
+        stores.append(VStore(Symbol(out.name), start, S.One, Symbol(name)) if name == 'best'
+                      else VStoreIndex(Symbol(out.name), start, Symbol(name)))
+    plain = (Declare('best', 'vec', VSplat(-oo)), Declare('position', 'vindex', VIndex(S.NegativeOne, S.Zero)),
+             *nest, *stores)
+    sizes = dict(zip(rule.index, rule.sizes))
+    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(vec, sizes[vec], plain,
+                                                                                         element)
+    for v in reversed(rule.index[:-1]):
+        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
+    return (plane <= 2**31 - 1,), _unit_stride_version(parallel(body))

@@ -173,19 +173,16 @@ def test_pool_backward_kernels_scatter_and_only_max_checks_its_data():
         assert lower(avg).failures == () and 'indices' in lower(mx).failures[0][1]
 
 
-def test_window_bounds_divided_by_the_dilation_get_a_division_free_copy():
-    """max pooling has no vector path: its scalar nest runs with dilation 1 specialized (no integer
-    division in any loop bound), the general nest kept for other dilations."""
-    from sympy import Eq
-    from codegen.ir import Branch, CeilDiv, FloorDiv, Loop
+def test_max_pool_forward_runs_lanes_of_outputs_when_positions_fit_int32():
+    """The vector path of max pooling: the selector rule lane by lane (VSelectMax), guarded by the plane
+    fitting int32 positions, the scalar nest otherwise and without BP_VECTOR."""
+    from codegen.ir import Branch, IfDef, SelectMax, VSelectMax
     from codegen.lower import walk
     from codegen.spec import rule
     kernel = lower(rule('max_pool2d'))
-    branch = next(n for n in kernel.body if isinstance(n, Branch))
-    D0, D1 = Symbol('D0', integer=True), Symbol('D1', integer=True)
-    assert {str(c) for c in branch.conds} == {str(Eq(D0, 1)), str(Eq(D1, 1))}
-
-    def divisions(nodes):
-        return [d for n in walk(nodes) if isinstance(n, Loop) for e in (n.lower, n.upper)
-                for d in e.atoms(FloorDiv, CeilDiv)]
-    assert divisions(branch.otherwise) and not divisions(branch.then)
+    ifdef = next(n for n in kernel.body if isinstance(n, IfDef))
+    branch = ifdef.then[0]
+    assert isinstance(branch, Branch) and str(branch.conds[0]) == 'H0*H1 <= 2147483647'
+    assert any(isinstance(n, VSelectMax) for n in walk(branch.then))
+    assert not any(isinstance(n, VSelectMax) for n in (*walk(branch.otherwise), *walk(ifdef.otherwise)))
+    assert any(isinstance(n, SelectMax) for n in walk(ifdef.otherwise))

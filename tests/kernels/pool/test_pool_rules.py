@@ -16,6 +16,10 @@ MAX_CONFIGS = [
     (2, 2, 1, (4, 4), (4, 4), (4, 4), (0, 2), (1, 1), True),          # kernel equal to the input
     (2, 1, 1, (5, 5), (1, 1), (2, 2), (0, 0), (1, 1), False),         # 1x1 window
     (3, 1, 2, (3, 4, 3), (2, 2, 1), (1, 2, 1), (1, 0, 0), (1, 2, 1), True),
+    # rows of 16 to 40 outputs: the C vector path (interior chunks, the overlapping last one, borders)
+    (1, 1, 2, (40,), (3,), (1,), (1,), (1,), False),
+    (2, 1, 1, (3, 37), (2, 3), (1, 2), (0, 1), (1, 2), True),
+    (2, 2, 1, (4, 36), (2, 2), (2, 2), (0, 0), (1, 1), False),
 ]
 # dims, N, C, input size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override
 AVG_CONFIGS = [

@@ -245,6 +245,22 @@ def test_max_pool_selection_matches_torch(backend, row, kernel, stride):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('kernel, stride, padding, dilation, ceil_mode', [
+    (2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 1, False), (2, 3, 1, 2, True), (4, 1, 2, 1, True)])
+def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding, dilation, ceil_mode):
+    """Rows of 16 to 70 outputs (the C kernels' vector path for both float widths), ties, NaN and -inf."""
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + padding)
+    x = rng.integers(-2, 3, size=(2, 3, 5, 71)).astype(dtype)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    x[rng.random(x.shape) < 0.1] = -np.inf
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+    expected, expected_idx = torch_max(x, **params)
+    got, idx = backend.max_pool2d(x, return_indices=True, **params)
+    np.testing.assert_array_equal(idx, expected_idx)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_max_pool_padded_neg_inf_window_matches_torch(backend):
     x = np.full((1, 1, 3, 3), -np.inf)
     expected, expected_idx = torch_max(x, kernel_size=2, stride=1, padding=1)
