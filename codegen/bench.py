@@ -44,7 +44,12 @@ from contextlib import ExitStack, contextmanager
 from types import SimpleNamespace
 from typing import Callable, Iterator
 
-import numpy as np
+# OpenBLAS's workers spin 2^28 cycles after each call by default, taking the second core from whatever
+# is sampled next: interleaved two-thread rows would time the spinner.  A short spin (2^4 cycles) keeps
+# them honest; it must be set before NumPy loads OpenBLAS (as with `bpgen bench`).
+os.environ.setdefault('OPENBLAS_THREAD_TIMEOUT', '4')
+
+import numpy as np  # noqa: E402
 from numpy.lib.stride_tricks import sliding_window_view
 
 
