@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Eq, Expr, Indexed, KroneckerDelta, Mod, Mul, Ne, S, Symbol, expand, oo
+from sympy import Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne, S, Symbol, expand, oo
+
+from derive.zsum import implied
 
 from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VIndex, VLoad, VLoadRange,
                  VSelectMax, VSplat, VStore, VStoreIndex, substitute)
@@ -142,6 +144,12 @@ def _box(term, var, index):
 def interior(rule, tile: Tile) -> tuple:
     """(lo, hi) of the vector variable where all its constraints hold for every value of the other
     summation variables in their boxes (each replaced by the end that minimizes the constraint)."""
+    lo, hi, _ = _bounds(tile.vec, interior_facts(rule, tile), {tile.vec})
+    return lo, hi
+
+
+def interior_facts(rule, tile: Tile) -> list:
+    """Linear constraints on the vector variable (and parameters) that hold exactly in the interior."""
     term, vec = tile.term, tile.vec
     worst = []
     for c in (c for c in term.conds if vec in c.free_symbols):
@@ -154,8 +162,25 @@ def interior(rule, tile: Tile) -> tuple:
         worst.append(c)
     if tile.vec_free:
         worst += [c for c in rule.index_box if vec in c.free_symbols]
-    lo, hi, _ = _bounds(vec, worst, {vec})
-    return lo, hi
+    return worst
+
+
+def within(expr: Expr, facts: list) -> Expr:
+    """``expr`` with each Min / Max whose order the facts decide (exact LP, derive.zsum.implied)
+    replaced by that argument: in the interior a window's clipped size is its full size."""
+    def first(e):
+        for a in e.args:
+            if all(b == a or _holds(b - a if isinstance(e, Min) else a - b, facts) for b in e.args):
+                return a
+        return e
+    return expr.replace(lambda e: isinstance(e, (Min, Max)), first)
+
+
+def _holds(e: Expr, facts: list) -> bool:
+    try:
+        return implied(expand(e), facts)
+    except ValueError:     # not a linear question: undecided
+        return False
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -327,7 +352,7 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
         def chunk(guard):
             nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], accumulate(guard),
                          steps)
-            return zero + tuple(nest) + _finish(rule, tile, combos, vector=True)
+            return zero + tuple(nest) + _finish(rule, tile, combos, vector=True, inside=guard is None)
         return bounds + _free_chunks(tile, sizes[tile.vec], chunk(None), chunk(own), element)
     ahead = (Declare('vend', 'index', VLO + _max([S.Zero, LANES * FloorDiv(VHI - VLO + 1, LANES)])),)
     tail = (S.Zero, VHI - V0)   # [vlo, vhi] is the exact range: past vend only the upper end can fail
@@ -359,18 +384,22 @@ def _interior_chunks(vec, size, plain, element) -> tuple:
             Loop(vec, _max([VHI + 1, S.Zero]), size - 1, element))
 
 
-def _finish(rule, tile, combos, vector: bool) -> tuple:
-    """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums)."""
+def _finish(rule, tile, combos, vector: bool, inside: bool = False) -> tuple:
+    """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums).  In
+    the interior (``inside``) the factors are simplified under its facts; one that no longer depends
+    on the vector variable (an average's divisor: the full window) is a scalar for every lane."""
     out = rule.outputs[0]
     nodes = []
-    if vector and tile.hoisted != 1:
-        nodes.append(Lanes('h', tile.vec, V0, tile.hoisted))
+    hoisted = within(tile.hoisted, interior_facts(rule, tile) + list(rule.hyps)) if inside else tile.hoisted
+    if vector and hoisted != 1:
+        nodes.append(Lanes('h', tile.vec, V0, hoisted) if tile.vec in hoisted.free_symbols
+                     else Declare('h', 'acc', hoisted))
     for combo in combos:
         shift = _shift(tile, combo)
         acc = Symbol(_name('v', combo))
         value = acc if vector else HSum(acc)
-        if tile.hoisted != 1:
-            value = value * (Symbol('h') if vector else tile.hoisted.xreplace(shift))
+        if hoisted != 1:
+            value = value * (Symbol('h') if vector else hoisted.xreplace(shift))
         total = Symbol(_name('t', combo))
         nodes.append(Declare(total.name, 'vec' if vector else 'acc', value))
         nodes += _other_terms(rule, tile, total, shift)

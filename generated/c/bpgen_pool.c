@@ -734,11 +734,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     v_0 += x0;
                                     v_1 += x1;
                                 }
-                                bp_vf h;
-                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                    const int64_t o0 = v0 + lane;
-                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                }
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                 bp_vf t_0 = h*v_0;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
@@ -774,11 +770,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         v_0 += x0;
                                         v_1 += x1;
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
@@ -828,11 +820,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
@@ -858,11 +846,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                             bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                             v_0 += x0;
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o0 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
@@ -916,11 +900,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     v_0 += x0;
                                     v_1 += x1;
                                 }
-                                bp_vf h;
-                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                    const int64_t o0 = v0 + lane;
-                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                }
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                 bp_vf t_0 = h*v_0;
                                 bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vf t_1 = h*v_1;
@@ -956,11 +936,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         v_0 += x0;
                                         v_1 += x1;
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
@@ -1010,11 +986,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                         bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
@@ -1040,11 +1012,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                             bp_vf x0 = bp_vload_f(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                             v_0 += x0;
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o0 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
@@ -1130,11 +1098,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     v_0 += x0;
                                     v_1 += x1;
                                 }
-                                bp_vd h;
-                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                    const int64_t o0 = v0 + lane;
-                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                }
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                 bp_vd t_0 = h*v_0;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
@@ -1170,11 +1134,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         v_0 += x0;
                                         v_1 += x1;
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
@@ -1224,11 +1184,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                         v_0 += x0;
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
@@ -1254,11 +1210,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                             bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + m0 + v0), 1);
                                             v_0 += x0;
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o0 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
@@ -1312,11 +1264,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     v_0 += x0;
                                     v_1 += x1;
                                 }
-                                bp_vd h;
-                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                    const int64_t o0 = v0 + lane;
-                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                }
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                 bp_vd t_0 = h*v_0;
                                 bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 bp_vd t_1 = h*v_1;
@@ -1352,11 +1300,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         v_0 += x0;
                                         v_1 += x1;
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
@@ -1406,11 +1350,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                         bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                         v_0 += x0;
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o0 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                 } else {
@@ -1436,11 +1376,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                             bp_vd x0 = bp_vload_d(input + (C*H0*n + H0*c_b - P0 + S0*v0 + m0), S0);
                                             v_0 += x0;
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o0 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*n + O0*c_b + v0), 1, t_0);
                                     } else {
@@ -2191,11 +2127,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             v_1 += x1;
                                         }
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o1 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
@@ -2235,11 +2167,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 v_1 += x1;
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
@@ -2295,11 +2223,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 v_0 += x0;
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
@@ -2329,11 +2253,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                     v_0 += x0;
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o1 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
@@ -2395,11 +2315,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             v_1 += x1;
                                         }
                                     }
-                                    bp_vf h;
-                                    for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                        const int64_t o1 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                     bp_vf t_0 = h*v_0;
                                     bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vf t_1 = h*v_1;
@@ -2439,11 +2355,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 v_1 += x1;
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
@@ -2499,11 +2411,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 v_0 += x0;
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
@@ -2533,11 +2441,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                     v_0 += x0;
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o1 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
@@ -2641,11 +2545,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             v_1 += x1;
                                         }
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o1 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
@@ -2685,11 +2585,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 v_1 += x1;
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
@@ -2745,11 +2641,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 v_0 += x0;
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
@@ -2779,11 +2671,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                     v_0 += x0;
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o1 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
@@ -2845,11 +2733,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             v_1 += x1;
                                         }
                                     }
-                                    bp_vd h;
-                                    for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                        const int64_t o1 = v0 + lane;
-                                        h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                     bp_vd t_0 = h*v_0;
                                     bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     bp_vd t_1 = h*v_1;
@@ -2889,11 +2773,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 v_1 += x1;
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
@@ -2949,11 +2829,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 v_0 += x0;
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o1 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
@@ -2983,11 +2859,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                     v_0 += x0;
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o1 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
@@ -3864,11 +3736,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 }
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o2 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
@@ -3912,11 +3780,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     }
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
@@ -3978,11 +3842,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     }
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
@@ -4016,11 +3876,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                         }
                                                     }
                                                 }
-                                                bp_vf h;
-                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                    const int64_t o2 = v0 + lane;
-                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                                 bp_vf t_0 = h*v_0;
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
@@ -4090,11 +3946,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 }
                                             }
                                         }
-                                        bp_vf h;
-                                        for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                            const int64_t o2 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         bp_vf t_0 = h*v_0;
                                         bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vf t_1 = h*v_1;
@@ -4138,11 +3990,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     }
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vf t_1 = h*v_1;
@@ -4204,11 +4052,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     }
                                                 }
                                             }
-                                            bp_vf h;
-                                            for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vf t_0 = h*v_0;
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
@@ -4242,11 +4086,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                         }
                                                     }
                                                 }
-                                                bp_vf h;
-                                                for (int64_t lane = 0; lane < BP_LANES_F; ++lane) {
-                                                    const int64_t o2 = v0 + lane;
-                                                    h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                                 bp_vf t_0 = h*v_0;
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
@@ -4368,11 +4208,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 }
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o2 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
@@ -4416,11 +4252,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     }
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
@@ -4482,11 +4314,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     }
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
@@ -4520,11 +4348,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                         }
                                                     }
                                                 }
-                                                bp_vd h;
-                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                    const int64_t o2 = v0 + lane;
-                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                                 bp_vd t_0 = h*v_0;
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
@@ -4594,11 +4418,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 }
                                             }
                                         }
-                                        bp_vd h;
-                                        for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                            const int64_t o2 = v0 + lane;
-                                            h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                         bp_vd t_0 = h*v_0;
                                         bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         bp_vd t_1 = h*v_1;
@@ -4642,11 +4462,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     }
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             bp_vd t_1 = h*v_1;
@@ -4708,11 +4524,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     }
                                                 }
                                             }
-                                            bp_vd h;
-                                            for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                const int64_t o2 = v0 + lane;
-                                                h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                             bp_vd t_0 = h*v_0;
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
@@ -4746,11 +4558,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                         }
                                                     }
                                                 }
-                                                bp_vd h;
-                                                for (int64_t lane = 0; lane < BP_LANES_D; ++lane) {
-                                                    const int64_t o2 = v0 + lane;
-                                                    h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                                 bp_vd t_0 = h*v_0;
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
