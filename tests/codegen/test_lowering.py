@@ -186,3 +186,15 @@ def test_max_pool_forward_runs_lanes_of_outputs_when_positions_fit_int32():
     assert any(isinstance(n, VSelectMax) for n in walk(branch.then))
     assert not any(isinstance(n, VSelectMax) for n in (*walk(branch.otherwise), *walk(ifdef.otherwise)))
     assert any(isinstance(n, SelectMax) for n in walk(ifdef.otherwise))
+
+
+def test_interior_facts_decide_a_windows_clipped_size():
+    """within(): Min/Max replaced only when the facts order their arguments (exact LP)."""
+    from sympy import Max, Min
+    from codegen.lower_vector import within
+    o, H, K, P = (Symbol(n, integer=True) for n in 'oHKP')
+    size = Min(K - 1, H + P - o - 1) - Max(0, P - o) + 1          # taps of window o inside [0, H)
+    inside = [o - P, H - 1 - (o + K - 1 - P), P, K - 1]            # every tap of the window in the input
+    assert within(size, inside) == K
+    assert within(size, inside[1:]) == K - Max(0, P - o)     # left end unknown: its Max stays
+    assert within(size, []) == size
