@@ -80,13 +80,13 @@ def _forward(lay: Layer, family: str, dims: int, window) -> KernelRule:
                       lay.hyps, window, lay.definitions, source=f'derive: {lay.name} forward definition')
 
 
-def _backward(lay: Layer, grad, family: str, role: str, name: str, dims: int, window) -> KernelRule:
+def _conv_backward(lay: Layer, grad, role: str, dims: int, window) -> KernelRule:
     tensors = {t.base: t for t in (*lay.inputs, grad.upstream)}
     used = _bases(grad.value.body)
     inputs = tuple(_arg(tensors[b]) for b in sorted(used, key=str) if b in tensors)
     out = TensorArg(f'grad_{grad.wrt.name}', IndexedBase(f'grad_{grad.wrt.name}'), tuple(grad.wrt.shape))
-    return KernelRule(name, family, role, dims, (out,), inputs, grad.index, ((grad.value, ''),), 'sum',
-                      lay.hyps, window, grad.definitions,
+    return KernelRule(f'conv{dims}d_{role}', 'conv', role, dims, (out,), inputs, grad.index, ((grad.value, ''),),
+                      'sum', lay.hyps, window, grad.definitions,
                       source=f'derive: chain rule of {lay.name} w.r.t. {grad.wrt.name}, gather form')
 
 
@@ -120,7 +120,7 @@ def kernel_rules() -> tuple:
         grads = layer.conv_gradients(dims)
         rules.append(_forward(conv, 'conv', dims, window))
         for role in ('input', 'weight', 'bias'):
-            rules.append(_backward(conv, grads[role], 'conv', role, f'conv{dims}d_{role}', dims, window))
+            rules.append(_conv_backward(conv, grads[role], role, dims, window))
         pwin = pool.pool_symbols(dims)['K']
         mx, av = pool.max_pool_layer(dims), pool.avg_pool_layer(dims)
         pgrads = pool.pool_gradients(dims)
