@@ -7,6 +7,10 @@
     conditions that are not bounds become guards at the depth where their
     variables are known; Kronecker deltas left in the body become equality
     guards; Indexed objects become flat memory accesses.
+    A sum whose deltas tie the trailing free indices to array data or to the
+    summation variables (the pooling backward kernels' scatter forms) is
+    visited once per summation point instead: zero the output block, add each
+    value where the deltas point.
 
 Every memory access is checked to stay inside its array under the rule's
 constraints and hypotheses (exact LP, derive.zsum.implied) before the kernel is

@@ -1,4 +1,4 @@
-"""Vector lowering: the fast path of a sum kernel (tiled, register-blocked, SIMD).
+"""Vector lowering: the fast path of a sum or max kernel (tiled, register-blocked, SIMD).
 
     # [KernelRule] -> [Tile] -> [vector loop nest + scalar remainder]
 
@@ -19,8 +19,12 @@ from its proven Z-sum:
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest (borders,
   the last partial chunk, incomplete register blocks) runs the scalar loop nest;
+* in the interior, the hoisted factors are simplified under its facts (an
+  average's divisor becomes the full window: one scalar per chunk);
 * a divisibility condition on the vector variable (the stride of a transposed
-  access) is specialized away: the vector path runs when that modulus is 1.
+  access) is specialized away: the vector path runs when that modulus is 1;
+* a 'max' kernel (pooling forward) runs the selector rule lane by lane over
+  the taps (max_vector_nodes), the scalar element at the borders.
 """
 from __future__ import annotations
 
