@@ -215,6 +215,14 @@ def _children(node) -> list:
     return [getattr(node, f) for f in ('body', 'then', 'otherwise') if hasattr(node, f)]
 
 
+def walk(nodes):
+    """Every node of a loop nest, depth first."""
+    for n in nodes:
+        yield n
+        for child in _children(n):
+            yield from walk(child)
+
+
 def _written(nodes) -> set:
     """Names of the variables declared or assigned anywhere in ``nodes``."""
     names = set()

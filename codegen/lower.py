@@ -181,14 +181,6 @@ def _tile_or_none(choose, *args, **kwargs):
         return None
 
 
-def walk(nodes):
-    """Every node of a loop nest, depth first."""
-    for n in nodes:
-        yield n
-        for field in ('body', 'then', 'otherwise'):
-            yield from walk(getattr(n, field, ()))
-
-
 def _element(rule: KernelRule, steps: dict) -> list:
     """The scalar nodes computing one element of the first output (all its terms)."""
     first = rule.outputs[0]
@@ -383,13 +375,18 @@ def _max_nodes(rule: KernelRule, steps: dict) -> list:
     always replacing the running maximum (derive.pool: PyTorch's CPU rule)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
-    (delta,) = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)]
-    selector_base = rule.outputs[1].base
-    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == selector_base))
-    value = _replace_arrays(rule, term.body / delta)
-    leaf = (SelectMax(BEST, POSITION, value, expand(candidate)),)
+    value, candidate = max_parts(rule, term)
+    leaf = (SelectMax(BEST, POSITION, _replace_arrays(rule, value), candidate),)
     nodes = [Declare(BEST, 'acc', -oo), Declare(POSITION, 'index', S.NegativeOne)]
     nodes += list(_nest(term, loop_order(term), set(rule.index), list(term.conds), list(term.divs), [], leaf, steps))
     nodes += [Assign(access(rule.outputs[0], rule.output_at), Symbol(BEST)),
               Assign(access(rule.outputs[1], rule.output_at), Symbol(POSITION))]
     return nodes
+
+
+def max_parts(rule: KernelRule, term) -> tuple[Expr, Expr]:
+    """(value, candidate position) of a 'max' layer's term sum_m [selector = position(m)] value(m)."""
+    (delta,) = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)]
+    selector_base = rule.outputs[1].base
+    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == selector_base))
+    return term.body / delta, expand(candidate)

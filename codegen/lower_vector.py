@@ -36,8 +36,9 @@ from derive.zsum import implied
 
 from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VIndex, VLoad, VLoadRange,
                  VSelectMax, VSplat, VStore, VStoreIndex, substitute)
-from .lower import (LoweringError, Present, _bounds, _max, _min, _nest, _tensors, access, check_accesses, loop_order,
-                    parallel, walk, without_output_box)
+from .ir import walk
+from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
+                    check_accesses, loop_order, max_parts, parallel, without_output_box)
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
@@ -440,9 +441,7 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
-    (delta,) = [f for f in Mul.make_args(term.body) if isinstance(f, KroneckerDelta)]
-    value = term.body / delta
-    candidate = next(a for a in delta.args if not (isinstance(a, Indexed) and a.base == rule.outputs[1].base))
+    value, candidate = max_parts(rule, term)
     vec = rule.index[-1]
     if not isinstance(value, Indexed) or vec not in value.indices[-1].free_symbols:
         raise LoweringError(f'{rule.name}: no vector along {vec}')
@@ -454,23 +453,21 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     step = expand(candidate.diff(vec))
     if step.has(vec):
         raise LoweringError(f'{rule.name}: the position {candidate} is not affine in {vec}')
-    leaf = (load, VSelectMax('best', 'position', Symbol('x'), VIndex(expand(candidate.xreplace({vec: V0})), step)))
+    leaf = (load, VSelectMax(BEST, POSITION, Symbol('x'), VIndex(expand(candidate.xreplace({vec: V0})), step)))
     conds = [c for c in term.conds if vec not in c.free_symbols]
     nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], leaf, steps)
     stores = []
-    for out, name in zip(rule.outputs, ('best', 'position')):
+    for out, name in zip(rule.outputs, (BEST, POSITION)):
         flat = access(out, rule.output_at).args[1]
         if expand(flat.diff(vec)) != 1:
             raise LoweringError(f'{rule.name}: {out.name} is not contiguous along {vec}')
         start = expand(flat.xreplace({vec: V0}))
-        stores.append(VStore(Symbol(out.name), start, S.One, Symbol(name)) if name == 'best'
+        stores.append(VStore(Symbol(out.name), start, S.One, Symbol(name)) if name == BEST
                       else VStoreIndex(Symbol(out.name), start, Symbol(name)))
-    plain = (Declare('best', 'vec', VSplat(-oo)), Declare('position', 'vindex', VIndex(S.NegativeOne, S.Zero)),
+    plain = (Declare(BEST, 'vec', VSplat(-oo)), Declare(POSITION, 'vindex', VIndex(S.NegativeOne, S.Zero)),
              *nest, *stores)
-    sizes = dict(zip(rule.index, rule.sizes))
-    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(vec, sizes[vec], plain,
+    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(vec, rule.sizes[-1], plain,
                                                                                          element)
-    for v in reversed(rule.index[:-1]):
-        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
     return (plane <= 2**31 - 1,), _unit_stride_version(parallel(body))

@@ -91,7 +91,7 @@ def test_residue_split_makes_strided_gathers_division_free_along_the_vector():
     """conv2d_input: after i = S t + r the divisibilities depend on the residues only, the output element is
     S t + r, and the general (S >= 2) vector path stores S apart with loads unit-stride along t."""
     from codegen.ir import VStore
-    from codegen.lower import walk
+    from codegen.ir import walk
     from codegen.spec import rule
     from codegen.split import residue_split
     split = residue_split(rule('conv2d_input'))
@@ -177,7 +177,7 @@ def test_max_pool_forward_runs_lanes_of_outputs_when_positions_fit_int32():
     """The vector path of max pooling: the selector rule lane by lane (VSelectMax), guarded by the plane
     fitting int32 positions, the scalar nest otherwise and without BP_VECTOR."""
     from codegen.ir import Branch, IfDef, SelectMax, VSelectMax
-    from codegen.lower import walk
+    from codegen.ir import walk
     from codegen.spec import rule
     kernel = lower(rule('max_pool2d'))
     ifdef = next(n for n in kernel.body if isinstance(n, IfDef))
