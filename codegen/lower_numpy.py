@@ -22,7 +22,9 @@ from functools import cache
 
 from sympy import Expr, Indexed, KroneckerDelta, Mul, S, Symbol, default_sort_key, expand, Max
 
-from derive.zsum import ZSum, drop_implied, eliminate_delta, lattice_point, normalize
+from derive.proof import Derivation
+from derive.rules import to_gather
+from derive.zsum import ZSum, lattice_point, normalize
 
 from .lower import (LoweringError, _bounds, check_accesses, expand_definitions, kernel_params,
                     scatter_targets)
@@ -106,10 +108,9 @@ def _gather_terms(rule: KernelRule) -> tuple:
         return rule.terms
     (term, optional), = rule.terms
     taps = [v for v in term.vars if any(expand(K - 1 - v) in term.conds for K in rule.window)]
-    while term.body.has(KroneckerDelta):
-        term, _ = eliminate_delta(term, prefer=[v for v in term.vars if v not in taps])
-    term, _ = drop_implied(term, list(rule.hyps) + list(rule.index_box))
-    return ((term, optional),)
+    start = Derivation.given(f'{rule.name}: gather form', term, rule.source)
+    gathered = to_gather(start, [v for v in term.vars if v not in taps], list(rule.hyps) + list(rule.index_box))
+    return ((gathered.result, optional),)
 
 
 def _scatter(rule: KernelRule, printer) -> list:

@@ -49,8 +49,8 @@ from sympy import (
 from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
-from .rules import Gradient, Layer, Tensor, gradient, scatter_form
-from .zsum import ZSum, count_box, drop_implied, eliminate_delta, evaluate
+from .rules import Gradient, Layer, Tensor, gradient, scatter_form, to_gather
+from .zsum import ZSum, count_box, evaluate
 
 DIVISOR = Function('divisor')
 
@@ -352,10 +352,7 @@ def _avg_scatter() -> Verdict:
     for dims in (1, 2, 3):
         grad, scatter = pool_gradients(dims)['avg'], avg_pool_scatter(dims)
         hyps = list(avg_pool_layer(dims).hyps) + grad.wrt.box(grad.index)
-        gathered = scatter
-        while gathered.result.body.has(KroneckerDelta):   # solved for the window, as the gather form
-            gathered = gathered.apply(eliminate_delta, prefer=avg_pool_layer(dims).index)
-        gathered = gathered.apply(drop_implied, hyps)
+        gathered = to_gather(scatter, avg_pool_layer(dims).index, hyps)   # solved for the window, as the kernels
         proofs.append(prove_equal(f'avg_pool{dims}d: the scatter form, its window deltas eliminated, is the '
                                   f'gather form of the kernels', gathered, grad.derivation, hyps))
     return Verdict(PROVED, all(p.holds for p in proofs), tuple(proofs))

@@ -111,13 +111,20 @@ def chain_rule(term: ZSum, layer: Layer, upstream: Tensor, target: Indexed) -> t
 def gradient(layer: Layer, wrt: str, index: tuple, upstream_base: str = 'grad_output') -> Gradient:
     """Derive dE/d(wrt) in gather form for the element ``wrt[index]``."""
     tensor, upstream, terms, d = _chain_rule_sum(layer, wrt, index, upstream_base)
-    while _has_eliminable_delta(d.result):
-        d = d.apply(eliminate_delta, prefer=layer.index)
-    d = d.apply(drop_implied, list(layer.hyps) + tensor.box(index))
+    d = to_gather(d, layer.index, list(layer.hyps) + tensor.box(index))
     leaked = d.result.free_symbols & (set(layer.index) | set(terms[0].vars))
     if leaked:
         raise RuleRefused('gather form', f'{sorted(map(str, leaked))} still free: not a gather form')
     return Gradient(layer.name, tensor, upstream, tuple(index), d.result, d, layer.definitions)
+
+
+def to_gather(d: Derivation, prefer, hyps) -> Derivation:
+    """Eliminate every delta a summation variable solves (preferring those in ``prefer``), then drop
+    the constraints the others and ``hyps`` imply: from the chain-rule sum (or a scatter form) to
+    gather form."""
+    while _has_eliminable_delta(d.result):
+        d = d.apply(eliminate_delta, prefer=prefer)
+    return d.apply(drop_implied, hyps)
 
 
 def scatter_form(layer: Layer, wrt: str, index: tuple, among: tuple) -> Derivation:
