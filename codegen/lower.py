@@ -126,12 +126,12 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
     targets = scatter_targets(rule)
     first = rule.outputs[0]
     outer = rule.index[:len(rule.index) - len(targets)]
-    facts = list(term.conds) + list(rule.hyps)
+    facts = tuple(term.conds) + tuple(rule.hyps)
     at, checks, names, leaf = list(outer), [], [], []
     for k, (var, where) in enumerate(targets):
         extent = first.shape[rule.index.index(var)]
         if not where.atoms(Indexed):
-            if not (implied(where, facts) and implied(extent - 1 - where, facts)):
+            if not (_in_bounds(where, facts) and _in_bounds(extent - 1 - where, facts)):
                 raise LoweringError(f'{rule.name}: the write at {var} = {where} may leave [0, {extent})')
             at.append(expand(where))
             continue
