@@ -167,6 +167,19 @@ class VStore:
 
 
 @dataclass(frozen=True)
+class VAdd:
+    """array[flat + lane * stride] += value[lane] for the lanes first..last (a scatter's vector visit)."""
+
+    array: object        # Symbol
+    flat: object
+    stride: object
+    first: object
+    last: object
+    value: object
+    kind: str = 'vadd'
+
+
+@dataclass(frozen=True)
 class VStoreIndex:
     """The int64 lanes of ``value`` (a position vector) to array[flat], array[flat + 1], ..."""
 

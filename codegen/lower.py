@@ -152,11 +152,16 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
     if any(e.free_symbols & set(taps) for e, _ in term.divs):
         raise LoweringError(f'{rule.name}: a divisibility on the taps of a scatter')
     taps_nest = _nest(term, taps, set(outer) | set(per), inner, [], [], leaf, steps)
-    visits = _nest(term, per, set(outer), [c for c in term.conds if c not in inner], list(term.divs), [],
-                   (Declare(SHARE, 'acc', _replace_arrays(rule, value)), *taps_nest), steps)
+    visit = (Declare(SHARE, 'acc', _replace_arrays(rule, value)), *taps_nest)
+    visits = _nest(term, per, set(outer), [c for c in term.conds if c not in inner], list(term.divs), [], visit, steps)
     blocks = parallel(_box_loops(outer, first.shape[:len(outer)], (*zero, *visits)))
     if not checks:
-        return blocks, ()
+        from .lower_vector import scatter_vector_nodes   # the fast path builds on this module
+        try:
+            fast = scatter_vector_nodes(rule, term, value, outer, per, taps, zero, visit)
+        except LoweringError:
+            return blocks, ()
+        return (IfDef('BP_VECTOR', fast, blocks),), ()
     blocks = (replace(blocks[0], flags=(INVALID,)),) + blocks[1:]
     what = 'an element of ' + ' or '.join(names)
     return (Declare(INVALID, 'index', S.Zero), *blocks), ((INVALID, what),)

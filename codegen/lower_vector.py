@@ -34,11 +34,11 @@ from sympy import Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne, S, 
 
 from derive.zsum import implied
 
-from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VIndex, VLoad, VLoadRange,
+from .ir import (Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, Lanes, Loop, VAdd, VIndex, VLoad, VLoadRange,
                  VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
-                    check_accesses, loop_order, max_parts, parallel, without_output_box)
+                    check_accesses, loop_order, max_parts, parallel, scatter_targets, without_output_box)
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
@@ -156,18 +156,22 @@ def interior(rule, tile: Tile) -> tuple:
 def interior_facts(rule, tile: Tile) -> list:
     """Linear constraints on the vector variable (and parameters) that hold exactly in the interior."""
     term, vec = tile.term, tile.vec
-    worst = []
-    for c in (c for c in term.conds if vec in c.free_symbols):
-        for u in sorted(c.free_symbols & set(term.vars) - {vec}, key=str):
-            a = c.coeff(u)
-            if not (a.is_positive or a.is_negative):
-                raise LoweringError(f'coefficient of {u} in {c} has no known sign')
-            lo, hi = _box(term, u, rule.index)
-            c = expand(c.xreplace({u: lo if a.is_positive else hi}))
-        worst.append(c)
+    worst = [_worst_case(rule, term, c, set(term.vars) - {vec}) for c in term.conds if vec in c.free_symbols]
     if tile.vec_free:
         worst += [c for c in rule.index_box if vec in c.free_symbols]
     return worst
+
+
+def _worst_case(rule, term, c: Expr, among: set) -> Expr:
+    """Constraint c >= 0 with each summation variable of ``among`` at the end of its box that
+    minimizes c: where the result holds, c holds for every value of those variables."""
+    for u in sorted(c.free_symbols & among, key=str):
+        a = c.coeff(u)
+        if not (a.is_positive or a.is_negative):
+            raise LoweringError(f'coefficient of {u} in {c} has no known sign')
+        lo, hi = _box(term, u, rule.index)
+        c = expand(c.xreplace({u: lo if a.is_positive else hi}))
+    return c
 
 
 def within(expr: Expr, facts: list) -> Expr:
@@ -287,15 +291,18 @@ def _unit_stride_version(nodes: tuple) -> tuple:
     that parameter being 1 (contiguous loads and stores) and keep the general one for the rest."""
     strides = set()
     for n in walk(nodes):
-        if isinstance(n, VStore):
+        if isinstance(n, (VStore, VAdd)):
             strides.add(n.stride)
         elif isinstance(n, Declare) and isinstance(n.value, VLoad):
             strides.add(n.value.args[2])
     params = sorted({s for s in strides if s.is_Symbol}, key=str)
     if not params:
         return nodes
-    unit = substitute(nodes, {p: S.One for p in params})
-    return (Branch(tuple(Eq(p, 1) for p in params), unit, nodes),)
+    general = nodes
+    for value in (2, 1):
+        nodes = (Branch(tuple(Eq(p, value) for p in params), substitute(general, {p: S(value) for p in params}),
+                        nodes),)
+    return nodes
 
 
 def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
@@ -471,3 +478,74 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
     return (plane <= 2**31 - 1,), _unit_stride_version(parallel(body))
+
+
+# ----------------------------------------------------------------------------- scatter (average pooling backward)
+
+def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: list, taps: list, zero: tuple,
+                         visit: tuple) -> tuple:
+    """The scatter form out[..., where(w, m)] += value(w) (lower._scatter_nodes) with LANES windows w
+    at a time along the last window variable.  In the interior box of the window variables -- every
+    tap m of every window inside the constraints -- the taps loop outermost: two adds to one output
+    element are then a whole sweep apart (a masked add right after another to the same memory waits
+    for it: 3.4x slower, measured), and the value's non-array factors are simplified under the
+    interior's facts (an average's divisor: the full window).  The windows outside the box run the
+    scalar ``visit``; ``zero`` clears each block of the output first."""
+    vec = per[-1]
+    box = {v: _box(term, v, rule.index) for v in per + taps}
+    facts = list(rule.hyps) + [expand(e) for u in taps for e in (u - box[u][0], box[u][1] - u)]
+    inside, decls = {}, []
+    for w in per:
+        worst = [_worst_case(rule, term, c, set(taps)) for c in term.conds if w in c.free_symbols]
+        if any(c.free_symbols & (set(per) - {w}) for c in worst):
+            raise LoweringError(f'{rule.name}: the windows of {w} are coupled to other window variables')
+        inside[w] = tuple(Symbol(f'{w.name}_{end}', integer=True) for end in ('lo', 'hi'))
+        decls += [Declare(name.name, 'index', bound) for name, bound in zip(inside[w], _bounds(w, worst, {w})[:2])]
+        facts += worst
+    if not all(_holds(c, facts) for c in term.conds):
+        raise LoweringError(f'{rule.name}: the interior of the windows does not imply their constraints')
+    arrays = [f for f in Mul.make_args(value) if isinstance(f, Indexed)]
+    factor = within(value / Mul(*arrays), facts)
+    if factor.free_symbols & set(per[:-1]) or factor.has(Indexed):
+        raise LoweringError(f'{rule.name}: the value\'s factor {factor} is not one per row of windows')
+    out = rule.outputs[0]
+    where = dict(scatter_targets(rule))
+    flat = access(out, [where.get(v, v) for v in rule.index]).args[1]
+    start, stride = expand(flat.xreplace({vec: V0})), expand(flat.diff(vec))
+    if stride.has(vec) or stride.free_symbols & set(taps):
+        raise LoweringError(f'{rule.name}: the targets are not evenly spaced along {vec}')
+    vlo, vhi = inside[vec]
+
+    def chunk(lanes):
+        nodes, x = [], S.One
+        for k, f in enumerate(arrays):
+            name = Symbol(f'x{k}')
+            nodes += _load(_tensors(rule)[f.base], f, vec, name, lanes)
+            x *= name
+        if vec in factor.free_symbols:
+            nodes.append(Lanes('h', vec, V0, factor))
+        nodes.append(Declare('shares', 'vec', x * Symbol('h') if factor != 1 else x))
+        first, last = lanes or (S.Zero, LANES - 1)
+        return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, first, last, Symbol('shares')),)
+
+    row = (Declare('vend', 'index', vlo + _max([S.Zero, LANES * FloorDiv(vhi - vlo + 1, LANES)])),
+           Loop(V0, vlo, vhi - LANES + 1, chunk(None), LANES),
+           Guard((VEND <= vhi,), (Loop(V0, VEND, VEND, chunk((S.Zero, vhi - V0))),)))
+    scalar = factor != 1 and vec not in factor.free_symbols   # one factor per row, or for the whole block
+    if scalar and factor.free_symbols & set(per):
+        row = (Declare('h', 'acc', factor),) + row
+    for w in reversed(per[:-1]):
+        row = (Loop(w, *inside[w], row),)
+    for u in reversed(taps):
+        row = (Loop(u, *box[u], row),)
+    if scalar and not factor.free_symbols & set(per):
+        row = (Declare('h', 'acc', factor),) + row
+    lo, hi = box[vec]
+    edges = (Loop(vec, lo, _min([vlo, hi + 1]) - 1, visit), Loop(vec, _max([vhi + 1, vlo]), hi, visit))
+    if len(per) > 1:
+        edges = (Branch(tuple(c for w in per[:-1] for c in (w >= inside[w][0], w <= inside[w][1])), edges,
+                        (Loop(vec, lo, hi, visit),)),)
+    for w in reversed(per[:-1]):
+        edges = (Loop(w, *box[w], edges),)
+    plane = tuple(decls) + row + edges
+    return _unit_stride_version(parallel(_box_loops(outer, out.shape[:len(outer)], zero + plane)))

@@ -110,14 +110,30 @@ def _build(module: str, sources: dict, cdef: str, work: Path) -> Path:
     ffi = cffi.FFI()
     ffi.cdef(cdef)
     headers = ''.join(f'#include "{n}"\n' for n in sorted(sources) if n.endswith('.h'))
-    ffi.set_source(module, headers, sources=[str(work / n) for n in sorted(sources) if n.endswith('.c')],
-                   include_dirs=[str(work)], extra_compile_args=list(compile_flags()),
-                   extra_link_args=list(link_flags()))
     try:
+        objects = _objects([work / n for n in sorted(sources) if n.endswith('.c')])
+        ffi.set_source(module, headers, extra_objects=objects, include_dirs=[str(work)],
+                       extra_compile_args=list(compile_flags()), extra_link_args=list(link_flags()))
         return Path(ffi.compile(tmpdir=str(work), verbose=False))
     except Exception as exc:  # cffi raises VerificationError / CompileError subclasses
         raise RuntimeError(f'bpgen: building the C kernels failed ({compiler_identity()}, flags '
                            f'{" ".join(compile_flags())}): {exc}') from exc
+
+
+def _objects(paths: list) -> list:
+    """Each C source compiled to an object file, as many at a time as there are cores (the convolution
+    kernels alone take a minute at -O3)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def compile_one(path: Path) -> str:
+        obj = path.with_suffix('.o')
+        done = subprocess.run([os.environ.get('CC', 'cc'), *compile_flags(), '-fPIC', '-I', str(path.parent), '-c',
+                               str(path), '-o', str(obj)], capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f'{path.name}: {done.stderr.strip()[-2000:]}')
+        return str(obj)
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        return list(pool.map(compile_one, sorted(paths, key=lambda p: -p.stat().st_size)))
 
 
 def _import(path: Path, module: str):

@@ -30,6 +30,11 @@ AVG_CONFIGS = [
     (2, 2, 1, (4, 5), (2, 2), (3, 3), (1, 0), False, False, 3),        # stride > kernel, override
     (2, 1, 1, (3, 3), (3, 3), (1, 1), (0, 0), False, True, -2),         # kernel equal to the input
     (3, 1, 2, (3, 4, 3), (2, 3, 1), (1, 2, 1), (1, 1, 0), True, False, None),
+    # rows of 16 to 35 windows: the C vector paths (interior chunks, the masked last one, borders)
+    (1, 1, 2, (40,), (3,), (2,), (1,), True, False, None),
+    (2, 1, 1, (4, 70), (2, 2), (2, 2), (0, 0), False, True, None),
+    (2, 2, 1, (3, 40), (2, 3), (1, 1), (1, 1), True, True, None),
+    (3, 1, 1, (2, 3, 36), (1, 2, 3), (1, 1, 2), (0, 1, 1), False, False, 5),
 ]
 
 

@@ -261,6 +261,26 @@ def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('kernel, stride, padding, ceil_mode, count_include_pad, divisor_override', [
+    (2, 2, 0, False, True, None), (3, 2, 1, False, True, None), (3, 2, 1, True, False, None),
+    (3, 1, 1, False, False, None), (2, 3, 1, True, True, 3), (4, 1, 2, True, False, None)])
+def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding, ceil_mode, count_include_pad,
+                                        divisor_override):
+    """Rows of 18 to 71 windows: the C kernels' vector paths for both float widths (forward: chunks of
+    outputs; backward: chunks of windows scattered to their taps, interior first, then the borders)."""
+    rng = np.random.default_rng(kernel * 100 + stride * 10 + padding)
+    x = rng.standard_normal((2, 3, 6, 71)).astype(dtype)
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad, divisor_override=divisor_override)
+    t = torch.from_numpy(x).requires_grad_()
+    expected = F.avg_pool2d(t, **params)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    expected.backward(torch.from_numpy(g))
+    assert_close(backend.avg_pool2d(x, **params), expected.detach().numpy())
+    assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
+
+
 def test_max_pool_padded_neg_inf_window_matches_torch(backend):
     x = np.full((1, 1, 3, 3), -np.inf)
     expected, expected_idx = torch_max(x, kernel_size=2, stride=1, padding=1)
