@@ -14,7 +14,7 @@ from derive import layer, pool
 
 from .lower_numpy import lower_numpy
 from .printers import NumpyPrinter
-from .render import C_FILES, MARK, c_files, c_kernel_view, environment, header, template_header
+from .render import C_FILES, MARK, c_files, c_kernel_view, c_sources, environment, header, template_header
 from .spec import kernel_rules
 
 ROOT = Path(__file__).resolve().parent.parent / 'generated'
@@ -76,7 +76,8 @@ def binding_file(rules) -> str:
             prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
             signature=', '.join(kernel.arrays + kernel.params), first=kernel.arrays[0],
             call=', '.join(call + list(kernel.params)), failures=repr(k32['failure_messages'])))
-    sources = sorted(f'{b}{ext}' for b in {*C_FILES.values(), 'bpgen_runtime'} for ext in ('.c', '.h'))
+    sources = sorted([f'{b}.h' for b in {*C_FILES.values(), 'bpgen_runtime'}]
+                     + [f'{b}.c' for b in [*c_sources(rules), 'bpgen_runtime']])
     return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,
                   sources=sources)
 

@@ -42,6 +42,7 @@ from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops,
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
+WIDE_BLOCK_ELEMENTS = 6144
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
 
 
@@ -261,7 +262,13 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
     check_accesses(rule, tile.term)
     sizes = dict(zip(rule.index, rule.sizes))
     if len(tile.blocks) < 2:
-        return _nest_for(rule, tile, sizes, element, steps)
+        body = _nest_for(rule, tile, sizes, element, steps)
+        if tile.blocks and tile.blocks[0][1] == 8 and not (tile.special or tile.term.divs or rule.at):
+            (a, _), = tile.blocks
+            per_value = Mul(*[hi - lo + 1 for lo, hi in (_box(tile.term, v, rule.index) for v in tile.term.vars)])
+            wide = _nest_for(rule, replace(tile, blocks=((a, 16),)), sizes, element, steps)
+            body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
+        return body
     (a, ra), (b, rb) = tile.blocks
     variants = [((a, ra), (b, rb)), ((a, ra), (b, 1)), ((a, 1), (b, rb)), ((a, 1), (b, 1))]
     conds = [(sizes[a] >= ra, sizes[b] >= rb), (sizes[a] >= ra,), (sizes[b] >= rb,), ()]

@@ -20,6 +20,7 @@ from .spec import KernelRule
 REAL = {'float32': ('float', 'f32'), 'float64': ('double', 'f64')}
 VECTOR = {'float': 'bp_vf', 'double': 'bp_vd'}
 C_FILES = {'conv': 'bpgen_conv', 'max_pool': 'bpgen_pool', 'avg_pool': 'bpgen_pool', 'activation': 'bpgen_activation'}
+SPLIT_BY_DIMS = {'bpgen_conv'}
 MARK = '@' + 'generated'   # spelled in two pieces so this file is not itself taken for generated
 
 
@@ -147,17 +148,28 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
                 doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
 
 
+def c_sources(rules) -> dict[str, list]:
+    """{C file name without extension: its rules}.  The files of SPLIT_BY_DIMS have one source per
+    dimension count (bpgen_conv2d.c, ...) under their one header: a C compiler takes minutes over all
+    the convolution kernels at -O3, and the sources compile in parallel."""
+    sources = {}
+    for r in rules:
+        base = C_FILES[r.family]
+        sources.setdefault(f'{base}{len(r.window)}d' if base in SPLIT_BY_DIMS else base, []).append(r)
+    return dict(sorted(sources.items()))
+
+
 def c_files(rules) -> dict[str, str]:
     """{relative path: content} for the C sources and headers."""
     files = {}
     for base in sorted(set(C_FILES.values())):
         chosen = [r for r in rules if C_FILES[r.family] == base]
-        kernels = [c_kernel_view(r, dt) for r in chosen for dt in REAL]
-        head = f'{base}.h'
-        for template, name in (('c/kernels.h.j2', head), ('c/kernels.c.j2', f'{base}.c')):
+        parts = [('c/kernels.h.j2', f'{base}.h', chosen)]
+        parts += [('c/kernels.c.j2', f'{name}.c', mine) for name, mine in c_sources(chosen).items()]
+        for template, name, mine in parts:
             text = environment().get_template(template).render(
-                header=template_header('/*', template, chosen, ('c/macros.j2',)), header_name=head, kernels=kernels,
-                parallel_work=PARALLEL_WORK,
+                header=template_header('/*', template, mine, ('c/macros.j2',)), header_name=f'{base}.h',
+                kernels=[c_kernel_view(r, dt) for r in mine for dt in REAL], parallel_work=PARALLEL_WORK,
                 guard=f'BPGEN_{base.upper()}_H')
             files[f'c/{name}'] = text
     for template, name in (('c/runtime.h.j2', 'bpgen_runtime.h'), ('c/runtime.c.j2', 'bpgen_runtime.c')):
@@ -166,4 +178,4 @@ def c_files(rules) -> dict[str, str]:
     return files
 
 
-__all__ = ['c_files', 'header', 'template_header', 'environment']
+__all__ = ['c_files', 'c_sources', 'header', 'template_header', 'environment']

@@ -79,7 +79,7 @@ int bpgen_hardtanh_f64(double *output, const double *input, int64_t numel, doubl
 int bpgen_hardtanh_backward_f32(float *grad_input, const float *grad_output, const float *input, int64_t numel, float min_val, float max_val);
 int bpgen_hardtanh_backward_f64(double *grad_input, const double *grad_output, const double *input, int64_t numel, double min_val, double max_val);
 """
-SOURCES = ('bpgen_activation.c', 'bpgen_activation.h', 'bpgen_conv.c', 'bpgen_conv.h', 'bpgen_pool.c', 'bpgen_pool.h', 'bpgen_runtime.c', 'bpgen_runtime.h', )
+SOURCES = ('bpgen_activation.c', 'bpgen_activation.h', 'bpgen_conv.h', 'bpgen_conv1d.c', 'bpgen_conv2d.c', 'bpgen_conv3d.c', 'bpgen_pool.c', 'bpgen_pool.h', 'bpgen_runtime.c', 'bpgen_runtime.h', )
 
 lib, ffi = _build.load(Path(__file__).parent, SOURCES, CDEF)
 F32, F64 = numpy.dtype(numpy.float32), numpy.dtype(numpy.float64)

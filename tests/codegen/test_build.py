@@ -2,6 +2,7 @@
 own header only; the cache key follows flags, sources and cdef; BPGEN_NO_CACHE bypasses the cache; two
 processes importing generated.c into one empty cache both succeed (lock, temporary build, atomic rename)."""
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +30,7 @@ MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-marc
 def test_generated_c_file_compiles_alone_with_warnings_as_errors(tmp_path, source, mode):
     """C99 next to its own header only: default target, the portable scalar path (-DBPGEN_NO_VECTOR), and
     the build's own target and OpenMP."""
-    header = source[:-2] + '.h'
+    header = re.search(r'#include "(\w+\.h)"', (GENERATED_C / source).read_text())[1]
     for name in (source, header):
         shutil.copy(GENERATED_C / name, tmp_path / name)
     run = subprocess.run(['cc', '-std=c99', '-Wall', '-Wextra', '-Werror', *MODES[mode], '-c', source, '-o', 'out.o'],

@@ -36,7 +36,7 @@ def test_generation_is_byte_deterministic(expected):
 
 
 def test_every_generated_file_carries_the_do_not_edit_header(expected):
-    assert {'c/bpgen_conv.c', 'c/bpgen_conv.h', 'numpy/_kernels.py', 'c/_binding.py', '_api.py'} <= set(expected)
+    assert {'c/bpgen_conv2d.c', 'c/bpgen_conv.h', 'numpy/_kernels.py', 'c/_binding.py', '_api.py'} <= set(expected)
     for path, text in expected.items():
         head = '\n'.join(text.splitlines()[:3])
         assert MARK in head and 'do not edit' in head and 'spec hash' in head, path
@@ -68,7 +68,7 @@ def test_stale_reports_a_missing_and_an_extra_generated_file(copy):
 def test_write_restores_exactly_the_stale_files(copy):
     target = copy / 'numpy' / '_kernels.py'
     target.write_text(target.read_text() + '\n# edited\n')
-    untouched = copy / 'c' / 'bpgen_conv.c'
+    untouched = copy / 'c' / 'bpgen_conv2d.c'
     before = untouched.stat().st_mtime_ns
     assert generate.write(copy) == ['numpy/_kernels.py']
     assert generate.stale(copy)[1] == [] and generate.write(copy) == []

@@ -93,7 +93,7 @@ int main(void) {
 
 @pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 def test_c_division_helpers_round_toward_minus_and_plus_infinity(tmp_path):
-    source = (GENERATED_C / 'bpgen_conv.c').read_text()
+    source = (GENERATED_C / 'bpgen_conv2d.c').read_text()
     helpers = [m.group(0) for m in HELPER.finditer(source)]
     assert len(helpers) == 4, 'bp_floordiv, bp_ceildiv, bp_min, bp_max defined in the generated C'
     (tmp_path / 'check.c').write_text(CHECK % '\n'.join(helpers))

@@ -15,7 +15,7 @@ from sympy import Indexed
 from codegen.generate import numpy_kernels_file
 from codegen.lower import LoweringError
 from codegen.lower_numpy import lower_numpy
-from codegen.render import C_FILES, c_files, c_kernel_view, c_symbol
+from codegen.render import c_files, c_kernel_view, c_sources, c_symbol
 from codegen.spec import rule
 from derive.zsum import ZSum
 
@@ -50,11 +50,11 @@ def numpy_kernel(kernel_rule):
 
 def c_kernel(kernel_rule, tmp_path):
     """The float64 C function printed for ``kernel_rule`` alone, compiled into a shared library."""
-    base = C_FILES[kernel_rule.family]
+    (source,) = c_sources([kernel_rule])
     for path, text in c_files([kernel_rule]).items():
         (tmp_path / path.split('/')[-1]).write_text(text)
     library = tmp_path / f'{kernel_rule.name}.so'
-    subprocess.run(['cc', '-std=c99', '-O0', '-shared', '-fPIC', '-o', str(library), str(tmp_path / f'{base}.c'),
+    subprocess.run(['cc', '-std=c99', '-O0', '-shared', '-fPIC', '-o', str(library), str(tmp_path / f'{source}.c'),
                     '-lm'], check=True, capture_output=True)
     function = getattr(ctypes.CDLL(str(library)), c_symbol(kernel_rule.name, 'float64'))
     names = [part.split()[-1] for part in c_kernel_view(kernel_rule, 'float64')['signature'].split(', ')]
@@ -149,5 +149,5 @@ def test_dropping_the_stride_divisibility_changes_the_printed_kernels():
 def test_a_rule_change_changes_the_spec_hash_in_the_header():
     base = rule('conv1d')
     flipped = with_term(base, base.name, flip_kernel)
-    header = [c_files([r])['c/bpgen_conv.c'].splitlines()[1] for r in (base, flipped)]
+    header = [c_files([r])['c/bpgen_conv1d.c'].splitlines()[1] for r in (base, flipped)]
     assert 'spec hash' in header[0] and header[0] != header[1]
