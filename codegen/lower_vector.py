@@ -392,14 +392,18 @@ def _free_chunks(tile, size, plain, guarded, element) -> tuple:
     return (Branch((size >= LANES,), rows, short),)
 
 
-def _interior_chunks(vec, size, plain, element) -> tuple:
+def _interior_chunks(vec, size, chunks, element) -> tuple:
     """The row [0, size): the scalar element before vlo and after vhi, chunks of LANES positions from
-    vlo on, the last one ending at vhi (overlapping its neighbour: it computes the same values
-    again); an interior narrower than a vector runs the scalar element too."""
-    chunks = (Loop(V0, VLO, VHI - LANES + 1, plain, LANES),
-              Guard((Ne(Mod(VHI - VLO + 1, LANES), 0),), (Loop(V0, VHI - LANES + 1, VHI - LANES + 1, plain),)))
+    vlo on, two at a time (``chunks(a, b)``: chunks at a and b, their work interleaved), the last one
+    ending at vhi (overlapping its neighbour: it computes the same values again); an interior
+    narrower than a vector runs the scalar element too."""
+    rest = Symbol('vrest', integer=True)   # the first position no pair covers
+    row = (Declare(rest.name, 'index', VLO + 2 * LANES * FloorDiv(VHI - VLO + 1, 2 * LANES)),
+           Loop(V0, VLO, VHI - 2 * LANES + 1, chunks(V0, V0 + LANES), 2 * LANES),
+           Branch((VHI - rest + 1 > LANES,), chunks(rest, VHI - LANES + 1),
+                  (Guard((VHI - rest + 1 > 0,), chunks(VHI - LANES + 1)),)))
     return (Loop(vec, S.Zero, _min([VLO, size]) - 1, element),
-            Branch((VHI - VLO + 1 >= LANES,), chunks, (Loop(vec, VLO, VHI, element),)),
+            Branch((VHI - VLO + 1 >= LANES,), row, (Loop(vec, VLO, VHI, element),)),
             Loop(vec, _max([VHI + 1, S.Zero]), size - 1, element))
 
 
@@ -450,9 +454,10 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     """(conditions, nodes): the forward of a 'max' layer with LANES outputs of a row at a time.
     Inside the interior every tap of every lane's window is in the input, and the selector rule runs
     lane by lane over the taps in the scalar nest's order (the same first maximum, the same NaN
-    rule); chunks that touch the border, and rows shorter than a vector, run the scalar element per
-    output.  Positions are held in int32 lanes: the path runs when every position of an input plane
-    fits (the conditions)."""
+    rule), two chunks at a time (two independent compare-and-blend chains: pool2 0.54 -> 0.42 ms,
+    pool3 1.25 -> 1.03 ms); chunks that touch the border, and rows shorter than a vector, run the
+    scalar element per output.  Positions are held in int32 lanes: the path runs when every position
+    of an input plane fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
@@ -463,25 +468,32 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     tile = Tile(vec, True, (), type(term)(term.vars, value, term.conds, term.divs), S.One, ())
     lo, hi = interior(rule, tile)
     tensors = _tensors(rule)
-    (load,) = _load(tensors[value.base], value, vec, Symbol('x'), None)
     step = expand(candidate.diff(vec))
     if step.has(vec):
         raise LoweringError(f'{rule.name}: the position {candidate} is not affine in {vec}')
-    leaf = (load, VSelectMax(BEST, POSITION, Symbol('x'), VIndex(expand(candidate.xreplace({vec: V0})), step)))
-    conds = [c for c in term.conds if vec not in c.free_symbols]
-    nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], leaf, steps)
-    stores = []
-    for out, name in zip(rule.outputs, (BEST, POSITION)):
+    starts = []
+    for out in rule.outputs:
         flat = access(out, rule.output_at).args[1]
         if expand(flat.diff(vec)) != 1:
             raise LoweringError(f'{rule.name}: {out.name} is not contiguous along {vec}')
-        start = expand(flat.xreplace({vec: V0}))
-        stores.append(VStore(Symbol(out.name), start, S.One, Symbol(name)) if name == BEST
-                      else VStoreIndex(Symbol(out.name), start, Symbol(name)))
-    plain = (Declare(BEST, 'vec', VSplat(-oo)), Declare(POSITION, 'vindex', VIndex(S.NegativeOne, S.Zero)),
-             *nest, *stores)
-    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(vec, rule.sizes[-1], plain,
-                                                                                         element)
+        starts.append(expand(flat.xreplace({vec: V0})))
+    conds = [c for c in term.conds if vec not in c.free_symbols]
+
+    def chunks(*at):
+        """Chunks of LANES outputs starting at each of ``at``: one tap loop, a selector chain per chunk
+        (two independent chains hide the latency of compare and blend)."""
+        decls, leaf, stores = [], [], []
+        for k, v0 in enumerate(at):
+            best, position, x = f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}')
+            decls += [Declare(best, 'vec', VSplat(-oo)), Declare(position, 'vindex', VIndex(S.NegativeOne, S.Zero))]
+            (load,) = _load(tensors[value.base], value.xreplace({vec: vec + v0 - V0}), vec, x, None)
+            leaf += [load, VSelectMax(best, position, x, VIndex(expand(candidate.xreplace({vec: v0})), step))]
+            stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0}), S.One, Symbol(best)),
+                       VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), Symbol(position))]
+        nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], tuple(leaf), steps)
+        return (*decls, *nest, *stores)
+    body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
+        vec, rule.sizes[-1], chunks, element)
     body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
     return (plane <= 2**31 - 1,), _unit_stride_version(parallel(body))

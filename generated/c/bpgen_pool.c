@@ -307,26 +307,48 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
                         indices[O0*(C*n + c) + o0] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_F) {
-                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                            bp_vf best = bp_vsplat_f((-INFINITY));
-                            bp_vfp position; bp_vindex_f(&position, -1, 0);
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
-                                bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + v0, 1);
+                                bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + v0, 1);
+                                bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*m0 + BP_LANES_F - P0 + v0, 1);
                             }
-                            bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                            bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                            bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0);
+                            bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1);
                         }
-                        if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                bp_vf best = bp_vsplat_f((-INFINITY));
-                                bp_vfp position; bp_vindex_f(&position, -1, 0);
+                        if (vhi - vrest + 1 > BP_LANES_F) {
+                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                            bp_vf best1 = bp_vsplat_f((-INFINITY));
+                            bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + vrest), 1);
+                                bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + vrest, 1);
+                                bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_F - P0 + vhi + 1), 1);
+                                bp_vselect_max_f(&best1, &position1, x1, D0*m0 - BP_LANES_F - P0 + vhi + 1, 1);
+                            }
+                            bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                            bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0);
+                            bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                            bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
-                                    bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + v0, 1);
+                                    bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_F - P0 + vhi + 1), 1);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*m0 - BP_LANES_F - P0 + vhi + 1, 1);
                                 }
-                                bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0);
                             }
                         }
                     } else {
@@ -388,26 +410,48 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
                             indices[O0*(C*n + c) + o0] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_F) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf best = bp_vsplat_f((-INFINITY));
-                                bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                    bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + 2*v0, 2);
+                                    bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + 2*v0, 2);
+                                    bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c + 2*BP_LANES_F - P0 + 2*v0), 2);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*m0 + 2*BP_LANES_F - P0 + 2*v0, 2);
                                 }
-                                bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0);
+                                bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*vrest), 2);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + 2*vrest, 2);
+                                    bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2), 2);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*m0 - 2*BP_LANES_F - P0 + 2*vhi + 2, 2);
+                                }
+                                bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0);
+                                bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                        bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + 2*v0, 2);
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2), 2);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*m0 - 2*BP_LANES_F - P0 + 2*vhi + 2, 2);
                                     }
-                                    bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -468,26 +512,48 @@ int bpgen_max_pool1d_f32(float *restrict output, int64_t *restrict indices, cons
                             indices[O0*(C*n + c) + o0] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_F) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf best = bp_vsplat_f((-INFINITY));
-                                bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                    bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + S0*v0, S0);
+                                    bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + S0*v0, S0);
+                                    bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c + BP_LANES_F*S0 - P0 + S0*v0), S0);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*m0 + BP_LANES_F*S0 - P0 + S0*v0, S0);
                                 }
-                                bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position0);
+                                bp_vstore_f(output + (C*O0*n + BP_LANES_F + O0*c + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*n + BP_LANES_F + O0*c + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*vrest), S0);
+                                    bp_vselect_max_f(&best0, &position0, x0, D0*m0 - P0 + S0*vrest, S0);
+                                    bp_vf x1 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0), S0);
+                                    bp_vselect_max_f(&best1, &position1, x1, D0*m0 - BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
+                                }
+                                bp_vstore_f(output + (C*O0*n + O0*c + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*n + O0*c + vrest), &position0);
+                                bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        bp_vf x = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                        bp_vselect_max_f(&best, &position, x, D0*m0 - P0 + S0*v0, S0);
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0), S0);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*m0 - BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
                                     }
-                                    bp_vstore_f(output + (C*O0*n + O0*c + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*n + O0*c + v0), &position);
+                                    bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -614,26 +680,48 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
                         indices[O0*(C*n + c) + o0] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_D) {
-                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                            bp_vd best = bp_vsplat_d((-INFINITY));
-                            bp_vdp position; bp_vindex_d(&position, -1, 0);
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                        for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
-                                bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + v0, 1);
+                                bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + v0, 1);
+                                bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*m0 + BP_LANES_D - P0 + v0, 1);
                             }
-                            bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                            bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                            bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0);
+                            bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1);
                         }
-                        if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                bp_vd best = bp_vsplat_d((-INFINITY));
-                                bp_vdp position; bp_vindex_d(&position, -1, 0);
+                        if (vhi - vrest + 1 > BP_LANES_D) {
+                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                            bp_vd best1 = bp_vsplat_d((-INFINITY));
+                            bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + vrest), 1);
+                                bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + vrest, 1);
+                                bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_D - P0 + vhi + 1), 1);
+                                bp_vselect_max_d(&best1, &position1, x1, D0*m0 - BP_LANES_D - P0 + vhi + 1, 1);
+                            }
+                            bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                            bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0);
+                            bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                            bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1);
+                        } else {
+                            if (vhi - vrest + 1 > 0) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + v0), 1);
-                                    bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + v0, 1);
+                                    bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_D - P0 + vhi + 1), 1);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*m0 - BP_LANES_D - P0 + vhi + 1, 1);
                                 }
-                                bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0);
                             }
                         }
                     } else {
@@ -695,26 +783,48 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
                             indices[O0*(C*n + c) + o0] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_D) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd best = bp_vsplat_d((-INFINITY));
-                                bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                    bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + 2*v0, 2);
+                                    bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + 2*v0, 2);
+                                    bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c + 2*BP_LANES_D - P0 + 2*v0), 2);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*m0 + 2*BP_LANES_D - P0 + 2*v0, 2);
                                 }
-                                bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0);
+                                bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*vrest), 2);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + 2*vrest, 2);
+                                    bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2), 2);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*m0 - 2*BP_LANES_D - P0 + 2*vhi + 2, 2);
+                                }
+                                bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0);
+                                bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                        bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + 2*v0, 2);
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2), 2);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*m0 - 2*BP_LANES_D - P0 + 2*vhi + 2, 2);
                                     }
-                                    bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -775,26 +885,48 @@ int bpgen_max_pool1d_f64(double *restrict output, int64_t *restrict indices, con
                             indices[O0*(C*n + c) + o0] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_D) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd best = bp_vsplat_d((-INFINITY));
-                                bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                    bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                    bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + S0*v0, S0);
+                                    bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + S0*v0, S0);
+                                    bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c + BP_LANES_D*S0 - P0 + S0*v0), S0);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*m0 + BP_LANES_D*S0 - P0 + S0*v0, S0);
                                 }
-                                bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                                bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                                bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position0);
+                                bp_vstore_d(output + (C*O0*n + BP_LANES_D + O0*c + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*n + BP_LANES_D + O0*c + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*vrest), S0);
+                                    bp_vselect_max_d(&best0, &position0, x0, D0*m0 - P0 + S0*vrest, S0);
+                                    bp_vd x1 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0), S0);
+                                    bp_vselect_max_d(&best1, &position1, x1, D0*m0 - BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
+                                }
+                                bp_vstore_d(output + (C*O0*n + O0*c + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*n + O0*c + vrest), &position0);
+                                bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        bp_vd x = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                        bp_vselect_max_d(&best, &position, x, D0*m0 - P0 + S0*v0, S0);
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*n + D0*m0 + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0), S0);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*m0 - BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
                                     }
-                                    bp_vstore_d(output + (C*O0*n + O0*c + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*n + O0*c + v0), &position);
+                                    bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -2374,30 +2506,54 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
                             indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_F) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf best = bp_vsplat_f((-INFINITY));
-                                bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                 for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                        bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                        bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                        bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0, 1);
                                     }
                                 }
-                                bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_F) {
+                                bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + vrest), 1);
+                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + vrest, 1);
+                                        bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1), 1);
+                                        bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1, 1);
+                                    }
+                                }
+                                bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                            bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1), 1);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1, 1);
                                         }
                                     }
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -2467,30 +2623,54 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
                                 indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_F) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                            bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                            bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + 2*v0), 2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + 2*v0, 2);
                                         }
                                     }
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vf best = bp_vsplat_f((-INFINITY));
-                                        bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*vrest), 2);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*vrest, 2);
+                                            bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2), 2);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2), 2);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
                                             }
                                         }
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -2559,30 +2739,54 @@ int bpgen_max_pool2d_f32(float *restrict output, int64_t *restrict indices, cons
                                 indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_F) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                            bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                            bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0), S1);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0, S1);
                                         }
                                     }
-                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + BP_LANES_F + O0*O1*c + O1*o0 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vf best = bp_vsplat_f((-INFINITY));
-                                        bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest), S1);
+                                            bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                                            bp_vf x1 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1), S1);
+                                            bp_vselect_max_f(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                bp_vf x = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vselect_max_f(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1), S1);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
                                             }
                                         }
-                                        bp_vstore_f(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                        bp_vstore_index_f(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                        bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -2731,30 +2935,54 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
                             indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                         }
                         if (vhi - vlo + 1 >= BP_LANES_D) {
-                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd best = bp_vsplat_d((-INFINITY));
-                                bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                            for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                 for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                        bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                        bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                        bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0, 1);
                                     }
                                 }
-                                bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1);
                             }
-                            if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                            if (vhi - vrest + 1 > BP_LANES_D) {
+                                bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + vrest), 1);
+                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + vrest, 1);
+                                        bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1), 1);
+                                        bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1, 1);
+                                    }
+                                }
+                                bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                            } else {
+                                if (vhi - vrest + 1 > 0) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                            bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + v0, 1);
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1), 1);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1, 1);
                                         }
                                     }
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                 }
                             }
                         } else {
@@ -2824,30 +3052,54 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
                                 indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_D) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                            bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                            bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + 2*v0), 2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + 2*v0, 2);
                                         }
                                     }
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vd best = bp_vsplat_d((-INFINITY));
-                                        bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*vrest), 2);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*vrest, 2);
+                                            bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2), 2);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2);
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2), 2);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
                                             }
                                         }
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -2916,30 +3168,54 @@ int bpgen_max_pool2d_f64(double *restrict output, int64_t *restrict indices, con
                                 indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_D) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                            bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                            bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0), S1);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0, S1);
                                         }
                                     }
-                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + BP_LANES_D + O0*O1*c + O1*o0 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vd best = bp_vsplat_d((-INFINITY));
-                                        bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest), S1);
+                                            bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*vrest, S1);
+                                            bp_vd x1 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1), S1);
+                                            bp_vselect_max_d(&best1, &position1, x1, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + vrest), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                bp_vd x = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                bp_vselect_max_d(&best, &position, x, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1);
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*n + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1), S1);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*m0 + D1*m1 - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
                                             }
                                         }
-                                        bp_vstore_d(output + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), 1, best);
-                                        bp_vstore_index_d(indices + (C*O0*O1*n + O0*O1*c + O1*o0 + v0), &position);
+                                        bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -4875,34 +5151,60 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
                                 indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_F) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf best = bp_vsplat_f((-INFINITY));
-                                    bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + v0), 1);
+                                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F - P2 + v0, 1);
                                             }
                                         }
                                     }
-                                    bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                    bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vf best = bp_vsplat_f((-INFINITY));
-                                        bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_F) {
+                                    bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                    bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                    bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest), 1);
+                                                bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest, 1);
+                                                bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1), 1);
+                                                bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1, 1);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                    bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                    bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                    bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1), 1);
+                                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1, 1);
                                                 }
                                             }
                                         }
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -4980,34 +5282,60 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
                                     indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                                 }
                                 if (vhi - vlo + 1 >= BP_LANES_F) {
-                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        bp_vf best = bp_vsplat_f((-INFINITY));
-                                        bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                    bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                    bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + 2*v0), 2);
+                                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_F - P2 + 2*v0, 2);
                                                 }
                                             }
                                         }
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                     }
-                                    if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                            bp_vf best = bp_vsplat_f((-INFINITY));
-                                            bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                    if (vhi - vrest + 1 > BP_LANES_F) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest), 2);
+                                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest, 2);
+                                                    bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2), 2);
+                                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
+                                                }
+                                            }
+                                        }
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                    } else {
+                                        if (vhi - vrest + 1 > 0) {
+                                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                            bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                             for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                                 for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                        bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2), 2);
+                                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
                                                     }
                                                 }
                                             }
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                         }
                                     }
                                 } else {
@@ -5084,34 +5412,60 @@ int bpgen_max_pool3d_f32(float *restrict output, int64_t *restrict indices, cons
                                     indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                                 }
                                 if (vhi - vlo + 1 >= BP_LANES_F) {
-                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        bp_vf best = bp_vsplat_f((-INFINITY));
-                                        bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
+                                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position1; bp_vindex_f(&position1, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                    bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                    bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0), S2);
+                                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0, S2);
                                                 }
                                             }
                                         }
-                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                     }
-                                    if (((vhi - vlo + 1) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
-                                            bp_vf best = bp_vsplat_f((-INFINITY));
-                                            bp_vfp position; bp_vindex_f(&position, -1, 0);
+                                    if (vhi - vrest + 1 > BP_LANES_F) {
+                                        bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position0; bp_vindex_f(&position0, -1, 0);
+                                        bp_vf best1 = bp_vsplat_f((-INFINITY));
+                                        bp_vfp position1; bp_vindex_f(&position1, -1, 0);
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest), S2);
+                                                    bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                                    bp_vf x1 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2), S2);
+                                                    bp_vselect_max_f(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
+                                                }
+                                            }
+                                        }
+                                        bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                        bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                        bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                    } else {
+                                        if (vhi - vrest + 1 > 0) {
+                                            bp_vf best0 = bp_vsplat_f((-INFINITY));
+                                            bp_vfp position0; bp_vindex_f(&position0, -1, 0);
                                             for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                                 for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        bp_vf x = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vselect_max_f(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                        bp_vf x0 = bp_vload_f(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2), S2);
+                                                        bp_vselect_max_f(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
                                                     }
                                                 }
                                             }
-                                            bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                            bp_vstore_index_f(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                            bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                            bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                         }
                                     }
                                 } else {
@@ -5282,34 +5636,60 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
                                 indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                             }
                             if (vhi - vlo + 1 >= BP_LANES_D) {
-                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd best = bp_vsplat_d((-INFINITY));
-                                    bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                                for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                     for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + v0), 1);
+                                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D - P2 + v0, 1);
                                             }
                                         }
                                     }
-                                    bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                    bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                 }
-                                if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                        bp_vd best = bp_vsplat_d((-INFINITY));
-                                        bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                if (vhi - vrest + 1 > BP_LANES_D) {
+                                    bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                    bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                    bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                    for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest), 1);
+                                                bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + vrest, 1);
+                                                bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1), 1);
+                                                bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1, 1);
+                                            }
+                                        }
+                                    }
+                                    bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                    bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                    bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                } else {
+                                    if (vhi - vrest + 1 > 0) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                    bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1);
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1), 1);
+                                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1, 1);
                                                 }
                                             }
                                         }
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                     }
                                 }
                             } else {
@@ -5387,34 +5767,60 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
                                     indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                                 }
                                 if (vhi - vlo + 1 >= BP_LANES_D) {
-                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        bp_vd best = bp_vsplat_d((-INFINITY));
-                                        bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                    bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                    bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + 2*v0), 2);
+                                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + 2*BP_LANES_D - P2 + 2*v0, 2);
                                                 }
                                             }
                                         }
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                     }
-                                    if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                            bp_vd best = bp_vsplat_d((-INFINITY));
-                                            bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                    if (vhi - vrest + 1 > BP_LANES_D) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest), 2);
+                                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*vrest, 2);
+                                                    bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2), 2);
+                                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
+                                                }
+                                            }
+                                        }
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                    } else {
+                                        if (vhi - vrest + 1 > 0) {
+                                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                            bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                             for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                                 for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                        bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2);
+                                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2), 2);
+                                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
                                                     }
                                                 }
                                             }
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                         }
                                     }
                                 } else {
@@ -5491,34 +5897,60 @@ int bpgen_max_pool3d_f64(double *restrict output, int64_t *restrict indices, con
                                     indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                                 }
                                 if (vhi - vlo + 1 >= BP_LANES_D) {
-                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        bp_vd best = bp_vsplat_d((-INFINITY));
-                                        bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
+                                    for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position1; bp_vindex_d(&position1, -1, 0);
                                         for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                             for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                    bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
+                                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                    bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0), S2);
+                                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0, S2);
                                                 }
                                             }
                                         }
-                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position0);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best1);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position1);
                                     }
-                                    if (((vhi - vlo + 1) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
-                                            bp_vd best = bp_vsplat_d((-INFINITY));
-                                            bp_vdp position; bp_vindex_d(&position, -1, 0);
+                                    if (vhi - vrest + 1 > BP_LANES_D) {
+                                        bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position0; bp_vindex_d(&position0, -1, 0);
+                                        bp_vd best1 = bp_vsplat_d((-INFINITY));
+                                        bp_vdp position1; bp_vindex_d(&position1, -1, 0);
+                                        for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest), S2);
+                                                    bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, S2);
+                                                    bp_vd x1 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2), S2);
+                                                    bp_vselect_max_d(&best1, &position1, x1, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
+                                                }
+                                            }
+                                        }
+                                        bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), 1, best0);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vrest), &position0);
+                                        bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
+                                        bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1);
+                                    } else {
+                                        if (vhi - vrest + 1 > 0) {
+                                            bp_vd best0 = bp_vsplat_d((-INFINITY));
+                                            bp_vdp position0; bp_vindex_d(&position0, -1, 0);
                                             for (int64_t m0 = bp_max(0, bp_ceildiv(P0 - S0*o0, D0)), m0_end = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0)); m0 <= m0_end; ++m0) {
                                                 for (int64_t m1 = bp_max(0, bp_ceildiv(P1 - S1*o1, D1)), m1_end = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1)); m1 <= m1_end; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        bp_vd x = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0), S2);
-                                                        bp_vselect_max_d(&best, &position, x, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, S2);
+                                                        bp_vd x0 = bp_vload_d(input + (C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + D2*m2 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2), S2);
+                                                        bp_vselect_max_d(&best0, &position0, x0, D0*H1*H2*m0 + D1*H2*m1 + D2*m2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
                                                     }
                                                 }
                                             }
-                                            bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), 1, best);
-                                            bp_vstore_index_d(indices + (C*O0*O1*O2*n + O0*O1*O2*c + O1*O2*o0 + O2*o1 + v0), &position);
+                                            bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best0);
+                                            bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position0);
                                         }
                                     }
                                 } else {
