@@ -69,6 +69,19 @@ class VLoadRange(Function):
     other lanes are 0 and their memory is not touched."""
 
 
+class LaneMask(Function):
+    """The lanes first..last of a vector (clamped to it) as the bits of an integer."""
+
+
+class BitOr(Function):
+    """a | b of integers."""
+
+
+class VLoadMasked(Function):
+    """VLoad(array, flat, stride) on the lanes whose bits are set in ``mask``: the other lanes are 0
+    and their memory is not touched."""
+
+
 class HSum(Function):
     """The sum of the lanes of a vector."""
 

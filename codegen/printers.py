@@ -123,6 +123,16 @@ class CPrinter(IndexPrinting, C99CodePrinter):
         array, flat, stride, first, last = (self._print(a) for a in expr.args)
         return f'bp_vload_range_{self.suffix}({array}, {flat}, {stride}, {first}, {last})'
 
+    def _print_LaneMask(self, expr):
+        return f'bp_lane_mask_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'
+
+    def _print_BitOr(self, expr):
+        return f'({self._print(expr.args[0])} | {self._print(expr.args[1])})'
+
+    def _print_VLoadMasked(self, expr):
+        array, flat, stride, mask = (self._print(a) for a in expr.args)
+        return f'bp_vload_masked_{self.suffix}({array}, {flat}, {stride}, {mask})'
+
     def _print_HSum(self, expr):
         return f'bp_hsum_{self.suffix}({self._print(expr.args[0])})'
 

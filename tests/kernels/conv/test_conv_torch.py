@@ -226,6 +226,31 @@ def test_same_padding_2d_even_kernel_gradients(backend):
     assert_close(backend.conv2d_weight(x, w.shape, g, padding='same', dilation=(1, 2)), gw.numpy())
 
 
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('width, kernel, padding, dilation, groups', [
+    (17, 3, 1, 1, 1), (56, 3, 1, 1, 1), (40, 5, 2, 1, 2), (24, 3, 2, 2, 1), (20, (3, 1), (1, 0), 1, 1),
+    (35, (1, 3), (0, 1), 1, 1), (19, 2, 'same', 1, 1)])
+def test_rows_of_the_input_width_match_torch(backend, dtype, width, kernel, padding, dilation, groups):
+    """Stride 1 with the output as wide as the input: the C forward and input gradient run over the
+    flattened plane (chunks across row ends, lane masks from the rule's constraints) when a row is not
+    a whole number of vectors."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 4, 5, width)).astype(dtype)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = rng.standard_normal((6, 4 // groups, kh, kw)).astype(dtype)
+    params = dict(padding=padding, dilation=dilation, groups=groups)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)
+        y = F.conv2d(xt, wt, **params)
+    assert y.shape[-1] == width
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, gw = torch.autograd.grad(y, (xt, wt), torch.from_numpy(g))
+    assert_close(backend.conv2d(x, w, **params), y.detach().numpy())
+    assert_close(backend.conv2d_input(x.shape, w, g, **params), gx.numpy())
+    assert_close(backend.conv2d_weight(x, w.shape, g, **params), gw.numpy())
+
+
 @pytest.mark.parametrize('extra', [0, 1, 2])
 def test_conv_input_accepts_a_larger_input_size(backend, extra):
     """Any input size whose forward output matches grad_output (an implicit output padding), as torch."""
