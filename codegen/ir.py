@@ -64,11 +64,6 @@ class VLoad(Function):
     """A vector of LANES elements of ``array`` from ``flat`` on, ``stride`` apart."""
 
 
-class VLoadRange(Function):
-    """VLoad(array, flat, stride) restricted to the lanes first..last (clamped to the vector): the
-    other lanes are 0 and their memory is not touched."""
-
-
 class LaneMask(Function):
     """The lanes first..last of a vector (clamped to it) as the bits of an integer."""
 
@@ -181,13 +176,12 @@ class VStore:
 
 @dataclass(frozen=True)
 class VAdd:
-    """array[flat + lane * stride] += value[lane] for the lanes first..last (a scatter's vector visit)."""
+    """array[flat + lane * stride] += value[lane] for the lanes of a LaneMask (a scatter's vector visit)."""
 
     array: object        # Symbol
     flat: object
     stride: object
-    first: object
-    last: object
+    mask: object
     value: object
     kind: str = 'vadd'
 

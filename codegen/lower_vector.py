@@ -47,7 +47,7 @@ from sympy import And, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne
 from derive.zsum import implied
 
 from .ir import (Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd, VIndex,
-                 VLoad, VLoadMasked, VLoadRange,
+                 VLoad, VLoadMasked,
                  VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
@@ -262,7 +262,9 @@ def _load(tensor, at: Indexed, vec, name, lanes) -> list:
         return [Declare(name.name, 'vec', VLoad(ref.args[0], start, stride))]
     if isinstance(lanes, Symbol):   # a lane mask
         return [Declare(name.name, 'vec', VLoadMasked(ref.args[0], start, stride, lanes))]
-    return [Declare(name.name, 'vec', VLoadRange(ref.args[0], start, stride, *lanes))]
+    mask = Symbol(f'{name.name}_lanes', integer=True)   # an index: hoisted out of the loops it does not depend on
+    return [Declare(mask.name, 'index', LaneMask(*lanes)), Declare(name.name, 'vec', VLoadMasked(ref.args[0], start,
+                                                                                                  stride, mask))]
 
 
 def _lanes(tile, conds) -> tuple:
@@ -375,9 +377,7 @@ def _flat_tile(rule, tile, sizes, element, steps) -> tuple:
     combos = _combos(tile.blocks)
     own = [c for c in tile.term.conds if not c.free_symbols & {u, vec}]
     summed = [v for v in loop_order(tile.term) if v != vec]
-    decls, products = _products(rule, tile, combos, True, FMASK)
-    leaf = (Declare(FMASK.name, 'index', _flat_mask(rule, tile, sizes, u)), *decls,
-            *(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products)))
+    leaf = (Declare(FMASK.name, 'index', _flat_mask(rule, tile, sizes, u)), *_accumulate(rule, tile, combos, FMASK))
     nest = _nest(tile.term, summed, set(rule.index), own, [], [], leaf, steps)
     body = (tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos) + tuple(nest)
             + _finish(rule, tile, combos, vector=True))
@@ -467,8 +467,7 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
     conds = [c for c in tile.term.conds if tile.vec not in c.free_symbols]
 
     def accumulate(guard):
-        decls, products = _products(rule, tile, combos, True, guard)
-        return tuple(decls) + tuple(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products))
+        return _accumulate(rule, tile, combos, guard)
 
     if tile.vec_free:
         def chunk(guard):
@@ -476,12 +475,23 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
                          steps)
             return zero + tuple(nest) + _finish(rule, tile, combos, vector=True, inside=guard is None)
         return bounds + _free_chunks(tile, sizes[tile.vec], chunk(None), chunk(own), element)
-    ahead = (Declare('vend', 'index', VLO + _max([S.Zero, LANES * FloorDiv(VHI - VLO + 1, LANES)])),)
-    tail = (S.Zero, VHI - V0)   # [vlo, vhi] is the exact range: past vend only the upper end can fail
-    chunks = (Loop(V0, VLO, VHI - LANES + 1, accumulate(None), LANES),
-              Guard((VEND <= VHI,), (Loop(V0, VEND, VEND, accumulate(tail)),)))
-    nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], bounds + ahead + chunks, steps)
+    nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [],
+                 bounds + _chunks_to(VLO, VHI, accumulate), steps)
     return zero + tuple(nest) + _finish(rule, tile, combos, vector=False)
+
+
+def _chunks_to(lo, hi, chunk) -> tuple:
+    """Chunks of LANES positions covering [lo, hi] exactly, none overlapping (each position counted
+    once): ``chunk(None)`` for the full ones, ``chunk((0, hi - v0))`` for the last, partial one."""
+    return (Declare(VEND.name, 'index', lo + _max([S.Zero, LANES * FloorDiv(hi - lo + 1, LANES)])),
+            Loop(V0, lo, hi - LANES + 1, chunk(None), LANES),
+            Guard((VEND <= hi,), (Loop(V0, VEND, VEND, chunk((S.Zero, hi - V0))),)))
+
+
+def _accumulate(rule, tile, combos, guard) -> tuple:
+    """The loads of one tap and the products added to each block combination's accumulator."""
+    decls, products = _products(rule, tile, combos, True, guard)
+    return tuple(decls) + tuple(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products))
 
 
 def _free_chunks(tile, size, plain, guarded, element) -> tuple:
@@ -640,19 +650,19 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
 
     def chunk(lanes):
         nodes, x = [], S.One
+        mask = FMASK if lanes else LaneMask(S.Zero, LANES - 1)
+        if lanes:
+            nodes.append(Declare(FMASK.name, 'index', LaneMask(*lanes)))
         for k, f in enumerate(arrays):
             name = Symbol(f'x{k}')
-            nodes += _load(_tensors(rule)[f.base], f, vec, name, lanes)
+            nodes += _load(_tensors(rule)[f.base], f, vec, name, FMASK if lanes else None)
             x *= name
         if vec in factor.free_symbols:
             nodes.append(Lanes('h', vec, V0, factor))
         nodes.append(Declare('shares', 'vec', x * Symbol('h') if factor != 1 else x))
-        first, last = lanes or (S.Zero, LANES - 1)
-        return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, first, last, Symbol('shares')),)
+        return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, mask, Symbol('shares')),)
 
-    row = (Declare('vend', 'index', vlo + _max([S.Zero, LANES * FloorDiv(vhi - vlo + 1, LANES)])),
-           Loop(V0, vlo, vhi - LANES + 1, chunk(None), LANES),
-           Guard((VEND <= vhi,), (Loop(V0, VEND, VEND, chunk((S.Zero, vhi - V0))),)))
+    row = _chunks_to(vlo, vhi, chunk)
     scalar = factor != 1 and vec not in factor.free_symbols   # one factor per row, or for the whole block
     if scalar and factor.free_symbols & set(per):
         row = (Declare('h', 'acc', factor),) + row

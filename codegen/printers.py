@@ -119,9 +119,6 @@ class CPrinter(IndexPrinting, C99CodePrinter):
         array, flat, stride = expr.args
         return f'bp_vload_{self.suffix}({self._print(array)} + ({self._print(flat)}), {self._print(stride)})'
 
-    def _print_VLoadRange(self, expr):
-        array, flat, stride, first, last = (self._print(a) for a in expr.args)
-        return f'bp_vload_range_{self.suffix}({array}, {flat}, {stride}, {first}, {last})'
 
     def _print_LaneMask(self, expr):
         return f'bp_lane_mask_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'

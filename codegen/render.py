@@ -109,7 +109,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             out.append(dict(kind='vstore', call=f'bp_vstore_{printer.suffix}({printer.doprint(n.array)} + '
                             f'({printer.doprint(n.flat)}), {printer.doprint(n.stride)}, {printer.doprint(n.value)})'))
         elif n.kind == 'vadd':
-            args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.first, n.last, n.value))
+            args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.mask, n.value))
             out.append(dict(kind='call', call=f'bp_vadd_{printer.suffix}({args})'))
         elif n.kind == 'vselect_max':
             start, step = (printer.doprint(a) for a in n.candidate.args)
