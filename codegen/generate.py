@@ -57,9 +57,20 @@ def numpy_kernels_file(rules) -> str:
     views = []
     for r in rules:
         k = lower_numpy(r)
-        args = ', '.join(k.arrays + k.params)
-        views.append(dict(name=k.name, signature=args, lines=k.lines, doc=f'{r.name}: {r.source}.'))
+        views.append(dict(name=k.name, arrays=', '.join(k.arrays), unpack=_unpack(k.params), lines=k.lines,
+                          doc=f'{r.name}: {r.source}.'))
     return render('numpy/kernels.py.j2', header=template_header('#', 'numpy/kernels.py.j2', rules), kernels=views)
+
+
+def _size(name: str) -> str:
+    return f"sizes['{name}']"
+
+
+def _unpack(params) -> str:
+    """The kernel's sizes and scalar parameters as locals (a mapping's subscripts cost less than keywords)."""
+    if len(params) == 1:
+        return f'{params[0]} = {_size(params[0])}'
+    return f"{', '.join(params)} = {', '.join(_size(p) for p in params)}"
 
 
 def binding_file(rules) -> str:
@@ -74,8 +85,8 @@ def binding_file(rules) -> str:
             name=r.name, symbol_f32=k32['symbol'], symbol_f64=k64['symbol'],
             prototype_f32=f'int {k32["symbol"]}({k32["signature"].replace("restrict ", "")});',
             prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
-            signature=', '.join(kernel.arrays + kernel.params), first=kernel.arrays[0],
-            call=', '.join(call + list(kernel.params)), failures=repr(k32['failure_messages'])))
+            signature=', '.join(kernel.arrays), first=kernel.arrays[0],
+            call=', '.join(call + [_size(p) for p in kernel.params]), failures=repr(k32['failure_messages'])))
     sources = sorted([f'{b}.h' for b in {*C_FILES.values(), 'bpgen_runtime'}]
                      + [f'{b}.c' for b in [*c_sources(rules), 'bpgen_runtime']])
     return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,

@@ -98,7 +98,7 @@ def symbolic_case(rule: KernelRule, kernels, rng: random.Random, dtype) -> float
     outputs = {t.name: np.empty(tuple(int(sz.xreplace(sizes)) for sz in t.shape),
                                 np.int64 if t.index_array else dtype) for t in rule.outputs}
     params = {str(k): int(v) for k, v in sizes.items() if isinstance(k, Symbol)}
-    getattr(kernels, rule.name)(**outputs, **arrays, **params)
+    getattr(kernels, rule.name)(params, **outputs, **arrays)
     if rule.reduction == 'max':
         arrays[rule.outputs[1].name] = outputs[rule.outputs[1].name]
     expected = _evaluate(rule, sizes, {**arrays, **outputs})

@@ -4,8 +4,8 @@ Signatures and results follow torch.nn.functional and torch.nn.grad: NCHW
 layout, int or tuple parameters, PyTorch's output sizes (printed from derive/
 into _formulas).  Bad input raises TypeError or ValueError naming the
 parameter; nothing reaches a kernel unchecked.  Both backends call this module
-with their own table of low-level kernels, which take every array and every
-size by keyword (the names of derive/'s symbols).
+with their own table of low-level kernels, which take a mapping of their sizes
+(the names of derive/'s symbols) and their arrays by keyword.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def same_dtype(fn: str, reference: str, ref: np.ndarray, **others) -> None:
 
 
 def integer(value, name: str, fn: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if type(value) is not int and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
         raise TypeError(f'{fn}: {name} must be an int, got {type(value).__name__} {value!r}')
     value = operator.index(value)
     if minimum is not None and value < minimum:
@@ -81,24 +81,25 @@ def size_tuple(value, name: str, fn: str, rank: int) -> tuple:
 
 
 def geometry(kind, *args):
-    """kind(*args), cached when every argument is an int, a str or a tuple of ints (shapes and the
-    usual parameters): repeated calls with the same shapes and parameters skip the checks, which
-    cost more than a small kernel.  Any other argument (a list, a float, a bool, a NumPy integer)
-    is checked afresh, so a cached result never stands for an argument that compares equal to a
-    valid one (2.0 == 2, True == 1) but must be refused."""
+    """kind(*args), cached when every argument is None, an int, a bool, a str or a tuple of ints and
+    strs (shapes, names and the usual parameters): repeated calls with the same shapes and parameters
+    skip the checks, which cost more than a small kernel.  The key holds each argument's type, so a
+    cached result never stands for an argument that compares equal to a valid one but must be refused
+    (True == 1 as a stride, 1 == True as ceil_mode); any other argument (a list, a float, a NumPy
+    integer) is checked afresh."""
     for a in args:
         t = type(a)
         if t is tuple:
             for v in a:
-                if type(v) is not int:
+                if type(v) is not int and type(v) is not str:
                     return kind(*args)
-        elif t is not int and t is not str:
+        elif t is not int and t is not str and t is not bool and a is not None:
             return kind(*args)
-    return _cached_geometry(kind, args)
+    return _cached_geometry(kind, args, tuple(map(type, args)))
 
 
 @functools.lru_cache(maxsize=1024)
-def _cached_geometry(kind, args):
+def _cached_geometry(kind, args, types):
     return kind(*args)
 
 
@@ -173,7 +174,7 @@ def conv_forward(dims: int, kernels):
             check_shape(b, 'bias', fn, (w.shape[0],))
         y = np.empty(geo.output_shape, x.dtype)
         if x.shape[0]:
-            kernel(output=y, input=x, weight=w, bias=b, **geo.params)
+            kernel(geo.params, output=y, input=x, weight=w, bias=b)
         return y[0] if unbatched else y
     conv.__name__ = conv.__qualname__ = fn
     conv.__doc__ = f'torch.nn.functional.{fn}: cross-correlation of input with weight, plus bias.'
@@ -195,7 +196,7 @@ def conv_input(dims: int, kernels):
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, w.dtype)
         if shape[0]:
-            kernel(grad_input=out, weight=w, grad_output=g, **geo.params)
+            kernel(geo.params, grad_input=out, weight=w, grad_output=g)
         return out
     grad_input.__name__ = grad_input.__qualname__ = fn
     grad_input.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its input.'
@@ -217,7 +218,7 @@ def conv_weight(dims: int, kernels):
         check_shape(g, 'grad_output', fn, geo.output_shape)
         out = np.zeros(shape, x.dtype)
         if x.shape[0]:
-            kernel(grad_weight=out, input=x, grad_output=g, **geo.params)
+            kernel(geo.params, grad_weight=out, input=x, grad_output=g)
         return out
     grad_weight.__name__ = grad_weight.__qualname__ = fn
     grad_weight.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its weight.'
@@ -234,7 +235,7 @@ def conv_bias(dims: int, kernels):
         n, c, *size = g.shape
         out = np.zeros((c,), g.dtype)
         if n and c and min(size) > 0:
-            kernel(grad_bias=out, grad_output=g, N=n, G=1, KG=c, **spatial('O', size))
+            kernel(dict(N=n, G=1, KG=c, **spatial('O', size)), grad_bias=out, grad_output=g)
         return out
     grad_bias.__name__ = grad_bias.__qualname__ = fn
     grad_bias.__doc__ = f'Gradient of conv{dims}d with respect to its bias: grad_output summed over batch and space.'
@@ -287,7 +288,7 @@ def max_pool(dims: int, kernels):
         geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
         y, idx = np.empty(geo.output_shape, x.dtype), np.empty(geo.output_shape, np.int64)
         if x.shape[0]:
-            kernel(output=y, indices=idx, input=x, **geo.params)
+            kernel(geo.params, output=y, indices=idx, input=x)
         y, idx = (y[0], idx[0]) if unbatched else (y, idx)
         return (y, idx) if return_indices else y
     forward.__name__ = forward.__qualname__ = fn
@@ -311,7 +312,7 @@ def max_pool_backward(dims: int, kernels):
         if indices is None:
             idx = np.empty(geo.output_shape, np.int64)
             if x.shape[0]:
-                select(output=np.empty(geo.output_shape, x.dtype), indices=idx, input=x, **geo.params)
+                select(geo.params, output=np.empty(geo.output_shape, x.dtype), indices=idx, input=x)
         else:
             if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
                 raise TypeError(f'{fn}: indices must be an int64 numpy.ndarray (as returned with return_indices)')
@@ -320,7 +321,7 @@ def max_pool_backward(dims: int, kernels):
             check_shape(idx, 'indices', fn, geo.output_shape)   # the kernels refuse positions outside the plane
         out = np.empty(x.shape, x.dtype)   # the kernels write every element (zero, then scatter)
         if x.size:
-            kernel(grad_input=out, grad_output=g, indices=idx, **geo.params)
+            kernel(geo.params, grad_input=out, grad_output=g, indices=idx)
         return out[0] if unbatched else out
     backward.__name__ = backward.__qualname__ = fn
     backward.__doc__ = (f'Gradient of {fn[:-9]} with respect to its input: each window sends its upstream gradient '
@@ -352,7 +353,7 @@ def avg_pool(dims: int, kernels):
         options = avg_options(fn, count_include_pad, divisor_override)
         y = np.empty(geo.output_shape, x.dtype)
         if x.shape[0]:
-            kernel(output=y, input=x, **geo.params, **options)
+            kernel({**geo.params, **options}, output=y, input=x)
         return y[0] if unbatched else y
     forward.__name__ = forward.__qualname__ = fn
     forward.__doc__ = f'torch.nn.functional.{fn} (divisor_override accepted for every dimension).'
@@ -374,7 +375,7 @@ def avg_pool_backward(dims: int, kernels):
         options = avg_options(fn, count_include_pad, divisor_override)
         out = np.zeros(x.shape, x.dtype)
         if x.shape[0]:
-            kernel(grad_input=out, grad_output=g, **geo.params, **options)
+            kernel({**geo.params, **options}, grad_input=out, grad_output=g)
         return out[0] if unbatched else out
     backward.__name__ = backward.__qualname__ = fn
     backward.__doc__ = f'Gradient of avg_pool{dims}d with respect to its input.'
@@ -396,7 +397,7 @@ def activation_forward(name: str, kernels, x, extra: dict) -> np.ndarray:
     arr = real_array(x, 'x', name)
     out = np.empty_like(arr)
     if arr.size:
-        getattr(kernels, name)(output=out, input=arr, numel=arr.size, **extra)
+        getattr(kernels, name)(dict(numel=arr.size, **extra), output=out, input=arr)
     return out
 
 
@@ -410,7 +411,7 @@ def activation_backward(name: str, kernels, grad_output, saved: tuple, extra: di
     check_shape(s, public, fn, g.shape)
     out = np.empty_like(g)
     if g.size:
-        getattr(kernels, fn)(grad_input=out, grad_output=g, numel=g.size, **{kernel_name: s}, **extra)
+        getattr(kernels, fn)(dict(numel=g.size, **extra), grad_input=out, grad_output=g, **{kernel_name: s})
     return out
 
 

@@ -59,7 +59,8 @@ def c_kernel(kernel_rule, tmp_path):
     function = getattr(ctypes.CDLL(str(library)), c_symbol(kernel_rule.name, 'float64'))
     names = [part.split()[-1] for part in c_kernel_view(kernel_rule, 'float64')['signature'].split(', ')]
 
-    def call(**arguments):
+    def call(sizes, **arrays):
+        arguments = {**sizes, **arrays}
         values = []
         for name in names:
             value = arguments[name]
@@ -74,9 +75,14 @@ def conv_arrays(rng) -> dict:
                 bias=None, grad_output=rng.standard_normal((2, 3, 7)))
 
 
-def run(kernel, out_shape, arrays, output='output'):
+def inputs(kernel_rule, arrays) -> dict:
+    """The arrays ``kernel_rule`` reads (the kernels take no others)."""
+    return {t.name: arrays[t.name] for t in kernel_rule.inputs}
+
+
+def run(kernel_rule, kernel, out_shape, arrays):
     out = np.zeros(out_shape)
-    kernel(**{output: out}, **arrays, **SIZES)
+    kernel(SIZES, **{kernel_rule.outputs[0].name: out}, **inputs(kernel_rule, arrays))
     return out
 
 
@@ -93,8 +99,8 @@ def test_flipping_the_kernel_in_the_rule_makes_the_kernels_convolve(tmp_path):
                           for n in range(2)])
     assert_close(expected, convolved, tolerance=RULE_TOLERANCE)
     for kernel in (numpy_kernel(flipped), c_kernel(flipped, tmp_path)):
-        assert_close(run(kernel, (2, 3, 7), arrays), expected, tolerance=RULE_TOLERANCE)
-    assert not np.allclose(run(numpy_kernel(original), (2, 3, 7), arrays), expected)
+        assert_close(run(flipped, kernel, (2, 3, 7), arrays), expected, tolerance=RULE_TOLERANCE)
+    assert not np.allclose(run(original, numpy_kernel(original), (2, 3, 7), arrays), expected)
     assert c_kernel_view(flipped, 'float64')['body'] != c_kernel_view(original, 'float64')['body']
 
 
@@ -111,10 +117,10 @@ def test_scaling_the_rule_scales_the_c_kernel(tmp_path):
     arrays, sizes = strided_input_gradient_case(np.random.default_rng(1))
     expected = evaluate_rule(doubled, sizes, arrays).reshape(2, 2, 9)
     out = np.zeros((2, 2, 9))
-    c_kernel(doubled, tmp_path)(grad_input=out, **arrays, **sizes)
+    c_kernel(doubled, tmp_path)(sizes, grad_input=out, **inputs(doubled, arrays))
     assert_close(out, expected, tolerance=RULE_TOLERANCE)
     original = np.zeros((2, 2, 9))
-    numpy_kernel(base)(grad_input=original, **arrays, **sizes)
+    numpy_kernel(base)(sizes, grad_input=original, **inputs(base, arrays))
     assert_close(2 * original, expected, tolerance=RULE_TOLERANCE)
 
 
@@ -122,7 +128,7 @@ def test_scaling_the_rule_scales_the_numpy_kernel():
     doubled = with_term(rule('conv1d_input'), 'conv1d_input_doubled', scale)
     arrays, sizes = strided_input_gradient_case(np.random.default_rng(1))
     out = np.zeros((2, 2, 9))
-    numpy_kernel(doubled)(grad_input=out, **arrays, **sizes)
+    numpy_kernel(doubled)(sizes, grad_input=out, **inputs(doubled, arrays))
     assert_close(out, evaluate_rule(doubled, sizes, arrays).reshape(2, 2, 9), tolerance=RULE_TOLERANCE)
 
 

@@ -27,7 +27,7 @@ def runtime_library(name: str) -> str:
 OVERFLOW = """
 import numpy as np
 from generated.c import _binding
-_binding.relu(output=np.zeros(1000), input=np.zeros(2000), numel=2000)   # writes 1000 elements past the end
+_binding.relu({'numel': 2000}, output=np.zeros(1000), input=np.zeros(2000))   # writes 1000 elements past the end
 """
 
 

@@ -210,6 +210,25 @@ def test_cached_checks_keep_checking_types(backend, call, valid, invalid):
         call(backend, invalid)
 
 
+@pytest.mark.parametrize('call', [
+    lambda K: K.conv2d(X, W, padding=1),
+    lambda K: K.conv2d_input(X.shape, W, K.conv2d(X, W)),
+    lambda K: K.conv2d_weight(X, W.shape, K.conv2d(X, W)),
+    lambda K: K.max_pool2d(X, 2),
+    lambda K: K.max_pool2d_backward(K.max_pool2d(X, 2, ceil_mode=True), X, 2, ceil_mode=True),
+    lambda K: K.avg_pool2d(X, (2, 2), None, 0, False, True, None),
+], ids=['conv2d', 'conv2d_input', 'conv2d_weight', 'max_pool2d', 'max_pool2d_backward', 'avg_pool2d'])
+def test_repeated_calls_reuse_their_checked_geometry(backend, call):
+    """The checks of a repeated call come from the cache (they cost 10 us a call, more than a small kernel):
+    usual arguments (ints, tuples of ints, None, bools, the parameter names) must all be cacheable."""
+    import generated._api as api
+    call(backend)
+    before = api._cached_geometry.cache_info()
+    call(backend)
+    after = api._cached_geometry.cache_info()
+    assert after.misses == before.misses and after.hits > before.hits
+
+
 def test_conv_refuses_a_zero_dimensional_bias(backend):
     message = raised(backend, lambda K: K.conv2d(np.ones((1, 2, 3, 3)), np.ones((1, 2, 2, 2)), np.array(0.5)),
                      ValueError)
