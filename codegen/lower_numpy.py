@@ -184,9 +184,11 @@ def _window(name: str, ix: Indexed, tensor, z, padded, extents, labels) -> tuple
     """A window_view over ``tensor`` for the access ``ix``: (line, labels)."""
     parts = [_affine(e, z.vars) for e in ix.indices]
     axes = [v for v in z.vars if any(v in coeffs for _, coeffs in parts)]
-    if all(len(c) == 1 and next(iter(c.values())) == 1 and k == 0 for k, c in parts) and len(axes) == len(parts) \
-            and [next(iter(c)) for _, c in parts] == axes:
-        return f'{name} = {tensor.name}_r', ''.join(labels[v] for v in axes)
+    if all(len(c) == 1 and next(iter(c.values())) == 1 and k == 0 for k, c in parts) and len(axes) == len(parts):
+        plain = [next(iter(c)) for _, c in parts]      # every index a summation variable: a permuted view
+        order = tuple(plain.index(v) for v in axes)
+        view = f'{tensor.name}_r' if order == tuple(range(len(axes))) else f'{tensor.name}_r.transpose({order})'
+        return f'{name} = {view}', ''.join(labels[v] for v in axes)
     pads, origin = [], []
     for j, ((const, coeffs), n) in enumerate(zip(parts, tensor.shape)):
         low = const + sum(min(c, 0) * (extents[v] - 1) for v, c in coeffs.items())
@@ -263,9 +265,9 @@ def _tap_loops(taps, z) -> tuple:
 
 def _ranges(z, taps, ind) -> tuple:
     """Per vectorized variable: bounds projected from the constraints (given the taps), and the test
-    that skips empty tap iterations.  Returns (lines before the tap loops, lines inside, ranges,
-    vectorized variables): bounds that do not depend on the taps are computed once, before them."""
-    before, inside, ranges, empty = [], [], {}, []
+    that skips empty tap iterations.  Returns (variable -> its bounds, printed before the tap loops, lines inside,
+    ranges, vectorized variables): bounds that do not depend on the taps are computed once, before them."""
+    before, inside, ranges, empty = {}, [], {}, []
     vector = [v for v in z.vars if v not in taps]
     for v in vector:
         mine = [c for c in z.conds if v in c.free_symbols]
@@ -274,7 +276,10 @@ def _ranges(z, taps, ind) -> tuple:
         lo, hi, _ = _bounds(v, mine, set(vector))
         name = identifier(v.name)
         tapped = (lo.free_symbols | hi.free_symbols) & set(taps)
-        (inside if tapped else before).append(f'{ind if tapped else ""}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}')
+        if tapped:
+            inside.append(f'{ind}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}')
+        else:
+            before[v] = (lo, hi)
         ranges[v] = (Symbol(f'{name}_lo'), Symbol(f'{name}_hi'))
         if tapped:
             empty.append(f'{name}_lo <= {name}_hi')
@@ -311,12 +316,17 @@ class TapLoops:
 
     z: ZSum
     taps: list
-    loops: list        # lines up to the body of the innermost tap loop
+    bounds: dict       # vectorized variable -> its (lo, hi), when they do not depend on the taps
+    loops: list        # lines from the tap loops to the body of the innermost one
     ranges: dict       # vectorized variable -> (lo, hi) symbols
     vector: list
     labels: dict
     where: dict        # output index -> expression in the vectorized variables
     ind: str           # indentation of the body
+
+    def bound_lines(self, skip=()) -> list:
+        return [f'{identifier(v.name)}_lo, {identifier(v.name)}_hi = {pr(lo)}, {pr(hi)}'
+                for v, (lo, hi) in self.bounds.items() if v not in skip]
 
     def output(self, name: str, tensor_name: str, rule) -> tuple:
         return _sliced(name, tensor_name, [self.where[f] for f in rule.index], self.vector, self.ranges, self.labels)
@@ -325,8 +335,8 @@ class TapLoops:
 def tap_loops(rule, z) -> TapLoops:
     taps, z, where = _taps_and_lattice(rule, z)
     loops, outer = _tap_loops(taps, z)
-    before, inside, ranges, vector = _ranges(z, taps, outer)
-    return TapLoops(z, taps, before + loops + inside, ranges, vector, _labels(vector), where, outer + '    ')
+    bounds, inside, ranges, vector = _ranges(z, taps, outer)
+    return TapLoops(z, taps, bounds, loops + inside, ranges, vector, _labels(vector), where, outer + '    ')
 
 
 def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
@@ -341,14 +351,15 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     contracted = [v for v in vector if labels[v] not in out_labels]
     hoisted = _hoisted_contraction(rule, z, taps, vector, contracted)
     if hoisted is not None:
-        pre, cols_labels = hoisted
-        index = [identifier(t.name) if t in taps else f'{identifier(t.name)}_lo:{identifier(t.name)}_hi + 1'
-                 for t in cols_labels]
-        lab = ''.join(labels[t] for t in cols_labels if t not in taps)
+        blocked, head, indent = _blocked_cols(rule, frame, hoisted)
+        index = [identifier(t.name) if t in taps else ':' if t in blocked
+                 else f'{identifier(t.name)}_lo:{identifier(t.name)}_hi + 1' for t in hoisted.keep]
+        lab = ''.join(labels[t] for t in hoisted.keep if t not in taps)
         value = f'cols[{", ".join(index)}]'
         value = value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})'
         body += [f'{ind}ov += {value}']
-        return lines + pre + frame.loops + body
+        tail = [f'{indent}del cols   # before the next block\'s'] if blocked else []
+        return lines + frame.bound_lines(blocked) + head + [indent + line for line in frame.loops + body] + tail
     if contracted:
         operands = []
         scale = Mul(*[f for f in factors if f.is_number])
@@ -363,13 +374,23 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
         body += [ind + line for line in _elementwise_value('value', z.body, vector, ranges, labels, out_labels,
                                                           tensors, printer)]
         body.append(f'{ind}ov += value')
-    return lines + frame.loops + body
+    return lines + frame.bound_lines() + frame.loops + body
+
+
+@dataclass(frozen=True)
+class Hoisted:
+    """col2im: cols[keep] = the sum over the contracted channels of a * b, every tap at once."""
+
+    a: Indexed         # the factor that reads every vectorized index plainly
+    b: Indexed         # the factor that reads the taps
+    keep: list         # the indices of cols, in the matrix product's own order (no copy follows it)
+    names: dict        # index -> label
 
 
 def _hoisted_contraction(rule, z, taps, vector, contracted):
     """col2im: when one factor reads the taps and the other reads every vectorized index plainly,
-    contract them once over the summed channels for every tap and position (one matrix product),
-    and leave only slices of the result to the tap loop.  Returns (lines, labels of cols) or None."""
+    contract them over the summed channels for every tap and position (one matrix product per block,
+    see _blocked_cols), and leave only slices of the result to the tap loop.  Returns a Hoisted or None."""
     factors = Mul.make_args(z.body)
     if not contracted or len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
         return None
@@ -378,15 +399,35 @@ def _hoisted_contraction(rule, z, taps, vector, contracted):
     if len(tapped) != 1 or len(plain) != 1 or not all(e.is_Symbol for e in plain[0].indices + tapped[0].indices):
         return None
     a, b = plain[0], tapped[0]
-    # the matrix product's own axis order (shared, then a's, then b's): cols is its result, uncopied
     keep = [v for v in a.indices if v in b.indices and v not in contracted]
     keep += [v for v in a.indices if v not in b.indices] + [v for v in b.indices if v not in a.indices]
+    return Hoisted(a, b, keep, {v: LABELS[i] for i, v in enumerate(dict.fromkeys(a.indices + b.indices))})
+
+
+def _blocked_cols(rule, frame, hoisted: Hoisted) -> tuple:
+    """The lines that compute cols, in blocks of the indices only one factor reads and whose range
+    does not depend on the taps (the batch, the input channels): runtime.blocks sizes them so a block
+    of cols stays within the workspace budget (all of cols is taps x channels x positions: 9x the
+    input gradient for a 3x3 kernel).  Returns (the blocked indices, the lines up to the body of the
+    loop over the blocks, which computes the block's cols, and the indentation of that body)."""
+    a, b, names = hoisted.a, hoisted.b, hoisted.names
     tensors = _tensors(rule)
-    names = {v: LABELS[i] for i, v in enumerate(dict.fromkeys(a.indices + b.indices))}
-    lines = [f'cols = runtime.contracted({"".join(names[v] for v in keep)!r}, '
-             f'[({tensors[a.base].name}_r, {"".join(names[v] for v in a.indices)!r}), '
-             f'({tensors[b.base].name}_r, {"".join(names[v] for v in b.indices)!r})])']
-    return lines, keep
+    whole = {v: n - 1 for f in (a, b) for v, n in zip(f.indices, tensors[f.base].shape)}
+    blocked = [v for v in hoisted.keep if (v in a.indices) != (v in b.indices)
+               and frame.bounds.get(v) == (S.Zero, whole[v])]
+
+    def operand(f, sliced):
+        index = [f'{identifier(v.name)}_lo:{identifier(v.name)}_hi + 1' if v in blocked else ':' for v in f.indices]
+        name = f'{tensors[f.base].name}_r' + (f'[{", ".join(index)}]' if sliced else '')
+        return f'({name}, {"".join(names[v] for v in f.indices)!r})'
+    cols = ''.join(names[v] for v in hoisted.keep)
+    if not blocked:
+        return blocked, [f'cols = runtime.contracted({cols!r}, [{operand(a, False)}, {operand(b, False)}])'], ''
+    ranges = ', '.join(f'({identifier(v.name)}_lo, {identifier(v.name)}_hi)' for v in blocked)
+    loop = [f'for {ranges}, in runtime.blocks({cols!r}, [{operand(a, False)}, {operand(b, False)}], '
+            f'{"".join(names[v] for v in blocked)!r}):',
+            f'    cols = runtime.contracted({cols!r}, [{operand(a, True)}, {operand(b, True)}])']
+    return blocked, loop, '    '
 
 
 def _elementwise_value(target: str, expr, vector, ranges, labels, out_labels, tensors, printer) -> list:
@@ -424,7 +465,7 @@ def _taps_max(rule: KernelRule, printer) -> list:
         body += [ind + line for line in _elementwise_value(target, expr, frame.vector, frame.ranges, frame.labels,
                                                           out_labels, _tensors(rule), printer)]
     body.append(f'{ind}runtime.select_max(best, position, value, candidate)')
-    return lines + frame.loops + body
+    return lines + frame.bound_lines() + frame.loops + body
 
 
 # ----------------------------------------------------------------------------- elements

@@ -1,32 +1,76 @@
 """Array helpers of the generated NumPy kernels (copied into generated/numpy/_runtime.py).
 
-window_view turns an affine index expression into a strided view (zero padding
+window_view turns an affine index expression into a lazy strided view (zero padding
 makes the in-bounds constraints of a sum vacuous); contract evaluates a sum of
 products over labelled axes with one BLAS matrix product (batched over shared
-axes) when there are two operands, as numpy.einsum does without batch support.
+axes) when there are two operands, as numpy.einsum does without batch support,
+in parts when a window would not fit the workspace budget.
 """
 from __future__ import annotations
 
 import functools
+import itertools
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 
-def window_view(array: np.ndarray, pads, origin, shape, steps) -> np.ndarray:
-    """View v with v[u_0, ..., u_k] = padded[origin + sum_j steps[j] * u_j] (read-only).
+class Window:
+    """v[u_0, ..., u_k] = padded[origin + sum_j steps[j] * u_j], read-only and lazy: ``part`` narrows it
+    without touching memory, ``view`` pads only the block of ``array`` the window reads and returns the
+    strided view (so a contraction split into parts never holds a padded copy of the whole array).
 
-    pads: (before, after) zeros per axis of ``array``; origin: start per axis in the
-    padded array; steps: for each view axis, the multiplier of every array axis.
+    pads: (before, after) zeros per axis of ``array``; origin: start per axis in the padded array;
+    steps: for each view axis, the multiplier of every array axis.
     """
-    if any(b or a for b, a in pads):
-        array = np.pad(array, [(int(b), int(a)) for b, a in pads])
-    last = [int(o) + sum(int(s[j]) * (int(n) - 1) for s, n in zip(steps, shape)) for j, o in enumerate(origin)]
-    if min(shape) > 0 and (min(origin) < 0 or any(e >= n or e < 0 for e, n in zip(last, array.shape))):
-        raise AssertionError(f'window view leaves its array: origin {origin}, last {last}, shape {array.shape}')
-    base = array[tuple(slice(int(o), None) for o in origin)]
-    strides = tuple(sum(int(k) * s for k, s in zip(step, base.strides)) for step in steps)
-    return as_strided(base, tuple(int(n) for n in shape), strides, writeable=False)
+
+    def __init__(self, array: np.ndarray, pads, origin, shape, steps):
+        self.array, self.pads = array, tuple((int(b), int(a)) for b, a in pads)
+        self.origin, self.shape = tuple(int(o) for o in origin), tuple(int(n) for n in shape)
+        self.steps = tuple(tuple(int(k) for k in step) for step in steps)
+        self.reach = []     # first and last padded index read, per array axis
+        for i, o in enumerate(self.origin):
+            lo = hi = o
+            for step, n in zip(self.steps, self.shape):
+                if step[i] > 0:
+                    hi += step[i] * (n - 1)
+                elif step[i] < 0:
+                    lo += step[i] * (n - 1)
+            self.reach.append((lo, hi))
+        if min(self.shape) > 0 and any(lo < 0 or hi >= n + b + a for (lo, hi), n, (b, a)
+                                       in zip(self.reach, array.shape, self.pads)):
+            raise AssertionError(f'window leaves its array: reach {self.reach}, shape {array.shape}, pads {pads}')
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.array.itemsize
+
+    def part(self, axis: int, lo: int, hi: int) -> 'Window':
+        """The window with view axis ``axis`` narrowed to [lo, hi)."""
+        origin = tuple(o + self.steps[axis][i] * lo for i, o in enumerate(self.origin))
+        shape = self.shape[:axis] + (hi - lo,) + self.shape[axis + 1:]
+        return Window(self.array, self.pads, origin, shape, self.steps)
+
+    def view(self) -> np.ndarray:
+        if min(self.shape) == 0:
+            return np.zeros(self.shape, self.array.dtype)
+        block, pads = [], []
+        for (lo, hi), (before, _), n in zip(self.reach, self.pads, self.array.shape):
+            first, last = max(lo - before, 0), min(hi - before, n - 1)   # the array's part of the reach
+            first, last = (first, last) if first <= last else (0, -1)
+            block.append(slice(first, last + 1))
+            pads.append((first - (lo - before), (hi - before) - last) if last >= first else (hi - lo + 1, 0))
+        block = self.array[tuple(block)]
+        if any(b or a for b, a in pads):
+            block = np.pad(block, pads)
+        base = block[tuple(slice(o - lo, None) for o, (lo, _) in zip(self.origin, self.reach))]
+        strides = tuple(sum(k * s for k, s in zip(step, base.strides)) for step in self.steps)
+        return as_strided(base, self.shape, strides, writeable=False)
+
+
+def window_view(array: np.ndarray, pads, origin, shape, steps) -> Window:
+    """The :class:`Window` of ``array`` (a kernel's operand; ``contract`` materializes it in parts)."""
+    return Window(array, pads, origin, shape, steps)
 
 
 def aligned(array: np.ndarray, labels: str, target: str) -> np.ndarray:
@@ -65,17 +109,81 @@ def _matmul(a, la, b, lb, out_labels):
     return result, ''.join(batch + left + right)
 
 
+# bytes: what a kernel materializes at once stays below max(a quarter of what it reads, this)
+WORKSPACE_FLOOR = 1 << 22
+
+
 def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> None:
     """out (+)= sum over the labels absent from out_labels of the product of the operands.
 
-    operands: (array, labels) pairs; a label absent from every other operand and
-    from the output is summed first.
+    operands: (array or Window, labels) pairs; a label absent from every other operand and
+    from the output is summed first.  A window that repeats its array's elements (an im2col: 9x the
+    array for a 3x3 kernel) and is larger than max(a quarter of the array, WORKSPACE_FLOOR) is
+    materialized in parts along one of its labels (see :func:`_split`): the extra memory of a large
+    call stays below its input, and a small call (a few MiB) runs as one matrix product.
     """
-    value = contracted(out_labels, operands)
-    if accumulate:
-        out += value
-    else:
-        out[...] = value
+    split = _split(out, out_labels, operands)
+    if split is None:
+        value = contracted(out_labels, [(a.view() if isinstance(a, Window) else a, lb) for a, lb in operands])
+        if accumulate:
+            out += value
+        else:
+            out[...] = value
+        return
+    label, step, extent = split
+    for lo in range(0, extent, step):
+        hi = min(lo + step, extent)
+        parts = [(_narrowed(a, lb.index(label), lo, hi) if label in lb else a, lb) for a, lb in operands]
+        if label in out_labels:
+            contract(_narrowed(out, out_labels.index(label), lo, hi), out_labels, parts, accumulate)
+        else:
+            contract(out, out_labels, parts, accumulate or lo > 0)
+
+
+def blocks(labels: str, operands, split: str):
+    """Blocks of an array with axes ``labels`` (extents read off the operands' (array, labels)): for
+    each label of ``split``, (lo, hi) inclusive, the first label split first, so that a block stays
+    within max(a quarter of the largest operand, WORKSPACE_FLOOR)."""
+    extents = {c: n for a, lb in operands for c, n in zip(lb, a.shape)}
+    size = int(np.prod([extents[c] for c in labels], dtype=np.int64)) * operands[0][0].itemsize
+    budget = max(max(a.nbytes for a, _ in operands) // 4, WORKSPACE_FLOOR)
+    ranges = []
+    for c in split:
+        n, parts = extents[c], -(-size // budget)
+        step = n if parts <= 1 else -(-n // min(parts, n))
+        ranges.append([(lo, min(lo + step, n) - 1) for lo in range(0, n, step)])
+        size = size * step // n
+    return itertools.product(*ranges)
+
+
+def _narrowed(array, axis: int, lo: int, hi: int):
+    if isinstance(array, Window):
+        return array.part(axis, lo, hi)
+    return array[(slice(None),) * axis + (slice(lo, hi),)]
+
+
+def _split(out: np.ndarray, out_labels: str, operands):
+    """(label, part extent, extent) to contract in parts, or None when the largest window fits its budget.
+    The label is the window's one that costs least to split: an operand without it is aligned (copied)
+    again for every part, and a summed label adds every part into the whole output; ties go to the
+    longer axis."""
+    windows = [(a, lb) for a, lb in operands if isinstance(a, Window)]
+    if not windows:
+        return None
+    window, labels = max(windows, key=lambda w: w[0].nbytes)
+    budget = max(window.array.nbytes // 4, WORKSPACE_FLOOR)
+    if window.nbytes <= max(budget, window.array.nbytes):   # a view that repeats nothing costs no copy
+        return None
+    extents = dict(zip(labels, window.shape))
+
+    def cost(label):
+        lacking = sum(a.nbytes for a, lb in operands if label not in lb)
+        return lacking + (0 if label in out_labels else out.nbytes), -extents[label]
+    label = min((c for c in labels if extents[c] > 1), key=cost, default=None)
+    if label is None:
+        return None
+    parts = -(-window.nbytes // budget)
+    return label, -(-extents[label] // parts), extents[label]
 
 
 def contracted(out_labels: str, operands) -> np.ndarray:

@@ -36,16 +36,16 @@ def conv1d_input(sizes, *, grad_input, grad_output, weight):
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
     weight_r = weight.reshape((G, KG, CG, K0,))
     grad_input_r[...] = 0
-    cols = runtime.contracted('badef', [(grad_output_r, 'abcd'), (weight_r, 'bcef')])
-    n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
-    c__lo, c__hi = 0, CG - 1
     k_lo, k_hi = 0, KG - 1
-    for m0 in range(0, K0 - 1 + 1):
-        t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-        if t0_lo <= t0_hi:
-            ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
-            ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, c__lo:c__hi + 1, m0], 'badc', 'abcd')
+    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badef', [(grad_output_r, 'abcd'), (weight_r, 'bcef')], 'ae'):
+        cols = runtime.contracted('badef', [(grad_output_r[n__lo:n__hi + 1, :, :, :], 'abcd'), (weight_r[:, :, c__lo:c__hi + 1, :], 'bcef')])
+        for m0 in range(0, K0 - 1 + 1):
+            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+            if t0_lo <= t0_hi:
+                ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
+                ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, :, m0], 'badc', 'abcd')
+        del cols   # before the next block's
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -55,7 +55,7 @@ def conv1d_weight(sizes, *, grad_weight, grad_output, input):
     grad_weight_r = grad_weight.reshape((G, KG, CG, K0,))
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
     input_r = input.reshape((N, G, CG, H0,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0,), (G, KG, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (1, 0, 0, 0, ), (0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3))
     f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)),), (0, 0, 0, 0,), (G, CG, K0, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (0, 0, 0, D0, ), (1, 0, 0, 0, ), (0, 0, 0, S0, ),))
     runtime.contract(grad_weight_r, 'abcd', [(f0, 'abef'), (f1, 'acdef')], accumulate=False)
 
@@ -66,7 +66,7 @@ def conv1d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0,), (G, KG, N, O0, ), ((0, 1, 0, 0, ), (0, 0, 1, 0, ), (1, 0, 0, 0, ), (0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3))
     runtime.contract(grad_bias_r, 'ab', [(f0, 'abcd')], accumulate=False)
 
 
@@ -162,18 +162,18 @@ def conv2d_input(sizes, *, grad_input, grad_output, weight):
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
     weight_r = weight.reshape((G, KG, CG, K0, K1,))
     grad_input_r[...] = 0
-    cols = runtime.contracted('badefgh', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')])
-    n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
-    c__lo, c__hi = 0, CG - 1
     k_lo, k_hi = 0, KG - 1
-    for m0 in range(0, K0 - 1 + 1):
-        for m1 in range(0, K1 - 1 + 1):
-            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-            t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-            if t0_lo <= t0_hi and t1_lo <= t1_hi:
-                ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
-                ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, c__lo:c__hi + 1, m0, m1], 'badec', 'abcde')
+    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefgh', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')], 'af'):
+        cols = runtime.contracted('badefgh', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :], 'abcde'), (weight_r[:, :, c__lo:c__hi + 1, :, :], 'bcfgh')])
+        for m0 in range(0, K0 - 1 + 1):
+            for m1 in range(0, K1 - 1 + 1):
+                t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+                t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+                if t0_lo <= t0_hi and t1_lo <= t1_hi:
+                    ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
+                    ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, :, m0, m1], 'badec', 'abcde')
+        del cols   # before the next block's
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -183,7 +183,7 @@ def conv2d_weight(sizes, *, grad_weight, grad_output, input):
     grad_weight_r = grad_weight.reshape((G, KG, CG, K0, K1,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
     input_r = input.reshape((N, G, CG, H0, H1,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0,), (G, KG, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (1, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, ), (0, 0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3, 4))
     f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)),), (0, 0, 0, 0, 0,), (G, CG, K0, K1, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (0, 0, 0, D0, 0, ), (0, 0, 0, 0, D1, ), (1, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, ), (0, 0, 0, 0, S1, ),))
     runtime.contract(grad_weight_r, 'abcde', [(f0, 'abfgh'), (f1, 'acdefgh')], accumulate=False)
 
@@ -194,7 +194,7 @@ def conv2d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0, O1 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0'], sizes['O1']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0,), (G, KG, N, O0, O1, ), ((0, 1, 0, 0, 0, ), (0, 0, 1, 0, 0, ), (1, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, ), (0, 0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3, 4))
     runtime.contract(grad_bias_r, 'ab', [(f0, 'abcde')], accumulate=False)
 
 
@@ -297,20 +297,20 @@ def conv3d_input(sizes, *, grad_input, grad_output, weight):
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
     weight_r = weight.reshape((G, KG, CG, K0, K1, K2,))
     grad_input_r[...] = 0
-    cols = runtime.contracted('badefghij', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')])
-    n__lo, n__hi = 0, N - 1
     g__lo, g__hi = 0, G - 1
-    c__lo, c__hi = 0, CG - 1
     k_lo, k_hi = 0, KG - 1
-    for m0 in range(0, K0 - 1 + 1):
-        for m1 in range(0, K1 - 1 + 1):
-            for m2 in range(0, K2 - 1 + 1):
-                t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
-                t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
-                if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
-                    ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
-                    ov += runtime.aligned(cols[g__lo:g__hi + 1, n__lo:n__hi + 1, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1, c__lo:c__hi + 1, m0, m1, m2], 'badefc', 'abcdef')
+    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefghij', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')], 'ag'):
+        cols = runtime.contracted('badefghij', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :, :], 'abcdef'), (weight_r[:, :, c__lo:c__hi + 1, :, :, :], 'bcghij')])
+        for m0 in range(0, K0 - 1 + 1):
+            for m1 in range(0, K1 - 1 + 1):
+                for m2 in range(0, K2 - 1 + 1):
+                    t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
+                    t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
+                    t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
+                    if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
+                        ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
+                        ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1, :, m0, m1, m2], 'badefc', 'abcdef')
+        del cols   # before the next block's
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -320,7 +320,7 @@ def conv3d_weight(sizes, *, grad_weight, grad_output, input):
     grad_weight_r = grad_weight.reshape((G, KG, CG, K0, K1, K2,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
     input_r = input.reshape((N, G, CG, H0, H1, H2,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0, 0,), (G, KG, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, 0, ), (0, 0, 0, 0, 1, 0, ), (0, 0, 0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3, 4, 5))
     f1 = runtime.window_view(input_r, ((0, 0), (0, 0), (0, 0), (P0, max(0, D0*(K0 - 1) - H0 - P0 + S0*(O0 - 1) + 1)), (P1, max(0, D1*(K1 - 1) - H1 - P1 + S1*(O1 - 1) + 1)), (P2, max(0, D2*(K2 - 1) - H2 - P2 + S2*(O2 - 1) + 1)),), (0, 0, 0, 0, 0, 0,), (G, CG, K0, K1, K2, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (0, 0, 0, D0, 0, 0, ), (0, 0, 0, 0, D1, 0, ), (0, 0, 0, 0, 0, D2, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, S0, 0, 0, ), (0, 0, 0, 0, S1, 0, ), (0, 0, 0, 0, 0, S2, ),))
     runtime.contract(grad_weight_r, 'abcdef', [(f0, 'abghij'), (f1, 'acdefghij')], accumulate=False)
 
@@ -331,7 +331,7 @@ def conv3d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0, O1, O2 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0'], sizes['O1'], sizes['O2']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
-    f0 = runtime.window_view(grad_output_r, ((0, 0), (0, 0), (0, 0), (0, 0), (0, 0), (0, 0),), (0, 0, 0, 0, 0, 0,), (G, KG, N, O0, O1, O2, ), ((0, 1, 0, 0, 0, 0, ), (0, 0, 1, 0, 0, 0, ), (1, 0, 0, 0, 0, 0, ), (0, 0, 0, 1, 0, 0, ), (0, 0, 0, 0, 1, 0, ), (0, 0, 0, 0, 0, 1, ),))
+    f0 = grad_output_r.transpose((1, 2, 0, 3, 4, 5))
     runtime.contract(grad_bias_r, 'ab', [(f0, 'abcdef')], accumulate=False)
 
 

@@ -1,0 +1,107 @@
+"""The NumPy kernels' workspace: windows materialized in parts, col2im in blocks (generated/numpy/_runtime.py).
+
+Splitting must not change a result (every part boundary, windows that read only padding), and the extra
+memory of a call must stay below its input."""
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import BACKENDS, assert_close
+
+pytestmark = pytest.mark.skipif('numpy' not in BACKENDS, reason='NumPy backend not selected')
+
+
+@pytest.fixture
+def runtime():
+    import generated.numpy._runtime as runtime
+    return runtime
+
+
+def padded_reference(array, pads, origin, shape, steps):
+    padded = np.pad(array, pads)
+    out = np.empty(shape)
+    for u in np.ndindex(*shape):
+        out[u] = padded[tuple(o + sum(s[i] * k for s, k in zip(steps, u)) for i, o in enumerate(origin))]
+    return out
+
+
+@pytest.mark.parametrize('steps,origin', [
+    (((0, 2), (0, 1), (1, 0)), (0, 0)),       # stride 2 columns, a tap axis, rows
+    (((0, -1), (1, 0)), (0, 4)),             # columns read backwards (a flipped kernel)
+])
+def test_window_parts_read_what_the_whole_window_reads(runtime, steps, origin):
+    rng = np.random.default_rng(0)
+    array, pads = rng.standard_normal((3, 4)), ((2, 1), (1, 2))
+    shape = (3, 2, 6) if len(steps) == 3 else (5, 6)
+    window = runtime.window_view(array, pads, origin, shape, steps)
+    whole = padded_reference(array, pads, origin, shape, steps)
+    assert_close(window.view(), whole)
+    for axis, n in enumerate(shape):
+        for lo in range(n):
+            for hi in range(lo + 1, n + 1):
+                part = window.part(axis, lo, hi).view()
+                assert_close(part, whole[(slice(None),) * axis + (slice(lo, hi),)])
+
+
+def test_a_window_part_inside_the_padding_reads_zeros(runtime):
+    window = runtime.window_view(np.ones((2, 3)), ((3, 0), (0, 0)), (0, 0), (5, 3), ((1, 0), (0, 1)))
+    assert np.all(window.part(0, 0, 3).view() == 0) and np.all(window.part(0, 3, 5).view() == 1)
+
+
+CASES = [
+    (2, dict(stride=1, padding=1), (3, 6, 9, 11), (5, 6, 3, 3)),
+    (2, dict(stride=2, padding=(1, 0), dilation=(1, 2)), (2, 4, 12, 13), (6, 4, 3, 2)),
+    (2, dict(groups=2, padding='same'), (2, 4, 8, 7), (6, 2, 3, 3)),
+    (1, dict(stride=3, padding=2), (3, 5, 17), (4, 5, 4)),
+    (3, dict(padding=1, dilation=2), (2, 3, 5, 6, 7), (4, 3, 2, 3, 2)),
+]
+
+
+@pytest.mark.parametrize('dims,params,x_shape,w_shape', CASES)
+def test_contractions_in_the_smallest_parts_equal_one_contraction(runtime, monkeypatch, dims, params, x_shape,
+                                                                  w_shape):
+    """With no workspace floor, a quarter of an operand is a few rows: every window and col2im block splits."""
+    import generated.numpy as K
+    rng = np.random.default_rng(len(x_shape))
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    g = rng.standard_normal(getattr(K, f'conv{dims}d')(x, w, **params).shape)
+
+    def passes():
+        return (getattr(K, f'conv{dims}d')(x, w, **params), getattr(K, f'conv{dims}d_input')(x.shape, w, g, **params),
+                getattr(K, f'conv{dims}d_weight')(x, w.shape, g, **params))
+    whole = passes()
+    calls = []
+    blocks = runtime.blocks
+    monkeypatch.setattr(runtime, 'blocks', lambda *a: calls.append(list(blocks(*a))) or calls[-1])
+    monkeypatch.setattr(runtime, 'WORKSPACE_FLOOR', 0)
+    for got, expected in zip(passes(), whole):
+        assert_close(got, expected)
+    assert len(calls[0]) > 1, 'the input gradient computed its col2im in one block'
+
+
+def extra_memory(call) -> int:
+    tracemalloc.start()
+    try:
+        result = call()
+        return tracemalloc.get_traced_memory()[1] - result.nbytes
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize('name,params', [
+    ('resnet', dict(padding=1)),
+    ('s2', dict(stride=2, padding=1)),
+    ('dil2', dict(padding=2, dilation=2)),
+])
+def test_the_extra_memory_of_a_large_call_stays_below_its_input(name, params):
+    """im2col of a 3x3 kernel is 9x the input (56 MiB here); the kernels hold at most a part of it."""
+    import generated.numpy as K
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    y = K.conv2d(x, w, **params)
+    for label, call in (('fwd', lambda: K.conv2d(x, w, **params)),
+                        ('dX', lambda: K.conv2d_input(x.shape, w, y, **params)),
+                        ('dW', lambda: K.conv2d_weight(x, w.shape, y, **params)),
+                        ('avg_pool', lambda: K.avg_pool2d(x, 3, 2, 1))):
+        assert extra_memory(call) <= x.nbytes, f'{name} {label}'
