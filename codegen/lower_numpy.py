@@ -114,9 +114,10 @@ def _gather_terms(rule: KernelRule) -> tuple:
 
 
 def _scatter(rule: KernelRule, printer) -> list:
-    """out[..., e] = sum_v value(v) [data(v) = e] over a box of v (derive.pool.max_pool_scatter):
-    one bincount over the flat positions block * extent + data, weighted by the values (summed in
-    float64, then rounded once).  Positions outside [0, extent) are refused before anything is written."""
+    """out[..., e] = sum_v value(v) [data(v) = e] over a box of v (derive.pool.max_pool_scatter): a
+    bincount over the flat positions plane * extent + data, weighted by the values (summed in float64,
+    then rounded once), in blocks of planes within the workspace budget.  Positions outside [0, extent)
+    are refused before anything is written."""
     (term, _), = rule.terms
     (var, data), = scatter_targets(rule)
     first, tensors = rule.outputs[0], _tensors(rule)
@@ -129,15 +130,20 @@ def _scatter(rule: KernelRule, printer) -> list:
     if set(map(normalize, term.conds)) != box or any(tuple(ix.indices) != tuple(outer) + term.vars for ix in arrays):
         raise LoweringError(f'{rule.name}: the scatter lowering needs arrays indexed by the free indices, then a box')
     names = {ix: Symbol(f'{tensors[ix.base].name}_r') for ix in arrays}
-    target, blocks = names[data], Mul(*first.shape) / extent
-    shape = ', '.join(pr(s) for s in first.shape[:len(outer)]) + ', ' + ', '.join('1' for _ in term.vars)
+    target, count, out = names[data], pr(Mul(*first.shape) / extent), f'{first.name}_r'
+    weights = f'numpy.broadcast_to({printer.doprint(value.xreplace(names))}, {target}.shape)'
     return [
         f'if {target}.size and ({target}.min() < 0 or {target}.max() > {pr(extent - 1)}):',
         f"    raise ValueError(f'{rule.name}: an element of {tensors[data.base].name} lies outside "
         f"[0, {{{pr(extent)}}})')",
-        f'flat = ({target} + numpy.arange({pr(blocks)}).reshape(({shape},)) * {pr(extent)}).ravel()',
-        f'weights = numpy.broadcast_to({printer.doprint(value.xreplace(names))}, {target}.shape).ravel()',
-        f'{first.name}_r.reshape(-1)[...] = numpy.bincount(flat, weights, {pr(Mul(*first.shape))})',
+        f'positions = {target}.reshape(({count}, -1))',
+        f'weights = {weights}.reshape(({count}, -1))',
+        f'planes = {out}.reshape(({count}, {pr(extent)}))',
+        f'for lo, hi in runtime.spans({count}, 8 * (planes.size + positions.size), '
+        f'runtime.budget(positions, weights)):   # float64 sums and int64 positions, in blocks of planes',
+        f'    flat = (positions[lo:hi + 1] + numpy.arange(hi - lo + 1).reshape((-1, 1)) * {pr(extent)}).ravel()',
+        f'    planes[lo:hi + 1] = numpy.bincount(flat, weights[lo:hi + 1].ravel(), (hi - lo + 1) * {pr(extent)})'
+        f'.reshape((-1, {pr(extent)}))',
     ]
 
 

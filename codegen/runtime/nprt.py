@@ -140,19 +140,31 @@ def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> No
             contract(out, out_labels, parts, accumulate or lo > 0)
 
 
+def budget(*reads) -> int:
+    """Bytes a kernel reading ``reads`` may materialize at once: a quarter of the largest, at least
+    WORKSPACE_FLOOR."""
+    return max(max(a.nbytes for a in reads) // 4, WORKSPACE_FLOOR)
+
+
+def spans(n: int, size: int, limit: int) -> list:
+    """[lo, hi] ranges (inclusive) cutting n items that take ``size`` bytes in all into blocks within
+    ``limit`` bytes (blocks of one item when even those exceed it)."""
+    parts = -(-size // limit)
+    step = n if parts <= 1 else -(-n // min(parts, n))
+    return [(lo, min(lo + step, n) - 1) for lo in range(0, n, step)]
+
+
 def blocks(labels: str, operands, split: str):
     """Blocks of an array with axes ``labels`` (extents read off the operands' (array, labels)): for
     each label of ``split``, (lo, hi) inclusive, the first label split first, so that a block stays
-    within max(a quarter of the largest operand, WORKSPACE_FLOOR)."""
+    within the budget of the operands."""
     extents = {c: n for a, lb in operands for c, n in zip(lb, a.shape)}
     size = int(np.prod([extents[c] for c in labels], dtype=np.int64)) * operands[0][0].itemsize
-    budget = max(max(a.nbytes for a, _ in operands) // 4, WORKSPACE_FLOOR)
+    limit = budget(*(a for a, _ in operands))
     ranges = []
     for c in split:
-        n, parts = extents[c], -(-size // budget)
-        step = n if parts <= 1 else -(-n // min(parts, n))
-        ranges.append([(lo, min(lo + step, n) - 1) for lo in range(0, n, step)])
-        size = size * step // n
+        ranges.append(spans(extents[c], size, limit))
+        size = size * (ranges[-1][0][1] + 1) // extents[c]
     return itertools.product(*ranges)
 
 
@@ -171,8 +183,8 @@ def _split(out: np.ndarray, out_labels: str, operands):
     if not windows:
         return None
     window, labels = max(windows, key=lambda w: w[0].nbytes)
-    budget = max(window.array.nbytes // 4, WORKSPACE_FLOOR)
-    if window.nbytes <= max(budget, window.array.nbytes):   # a view that repeats nothing costs no copy
+    limit = budget(window.array)
+    if window.nbytes <= max(limit, window.array.nbytes):   # a view that repeats nothing costs no copy
         return None
     extents = dict(zip(labels, window.shape))
 
@@ -182,7 +194,7 @@ def _split(out: np.ndarray, out_labels: str, operands):
     label = min((c for c in labels if extents[c] > 1), key=cost, default=None)
     if label is None:
         return None
-    parts = -(-window.nbytes // budget)
+    parts = -(-window.nbytes // limit)
     return label, -(-extents[label] // parts), extents[label]
 
 

@@ -102,9 +102,12 @@ def max_pool1d_backward(sizes, *, grad_input, indices, grad_output):
     grad_output_r = grad_output.reshape((N, C, O0,))
     if indices_r.size and (indices_r.min() < 0 or indices_r.max() > H0 - 1):
         raise ValueError(f'max_pool1d_backward: an element of indices lies outside [0, {H0})')
-    flat = (indices_r + numpy.arange(C*N).reshape((N, C, 1,)) * H0).ravel()
-    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).ravel()
-    grad_input_r.reshape(-1)[...] = numpy.bincount(flat, weights, C*H0*N)
+    positions = indices_r.reshape((C*N, -1))
+    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).reshape((C*N, -1))
+    planes = grad_input_r.reshape((C*N, H0))
+    for lo, hi in runtime.spans(C*N, 8 * (planes.size + positions.size), runtime.budget(positions, weights)):   # float64 sums and int64 positions, in blocks of planes
+        flat = (positions[lo:hi + 1] + numpy.arange(hi - lo + 1).reshape((-1, 1)) * H0).ravel()
+        planes[lo:hi + 1] = numpy.bincount(flat, weights[lo:hi + 1].ravel(), (hi - lo + 1) * H0).reshape((-1, H0))
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -233,9 +236,12 @@ def max_pool2d_backward(sizes, *, grad_input, indices, grad_output):
     grad_output_r = grad_output.reshape((N, C, O0, O1,))
     if indices_r.size and (indices_r.min() < 0 or indices_r.max() > H0*H1 - 1):
         raise ValueError(f'max_pool2d_backward: an element of indices lies outside [0, {H0*H1})')
-    flat = (indices_r + numpy.arange(C*N).reshape((N, C, 1, 1,)) * H0*H1).ravel()
-    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).ravel()
-    grad_input_r.reshape(-1)[...] = numpy.bincount(flat, weights, C*H0*H1*N)
+    positions = indices_r.reshape((C*N, -1))
+    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).reshape((C*N, -1))
+    planes = grad_input_r.reshape((C*N, H0*H1))
+    for lo, hi in runtime.spans(C*N, 8 * (planes.size + positions.size), runtime.budget(positions, weights)):   # float64 sums and int64 positions, in blocks of planes
+        flat = (positions[lo:hi + 1] + numpy.arange(hi - lo + 1).reshape((-1, 1)) * H0*H1).ravel()
+        planes[lo:hi + 1] = numpy.bincount(flat, weights[lo:hi + 1].ravel(), (hi - lo + 1) * H0*H1).reshape((-1, H0*H1))
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -373,9 +379,12 @@ def max_pool3d_backward(sizes, *, grad_input, indices, grad_output):
     grad_output_r = grad_output.reshape((N, C, O0, O1, O2,))
     if indices_r.size and (indices_r.min() < 0 or indices_r.max() > H0*H1*H2 - 1):
         raise ValueError(f'max_pool3d_backward: an element of indices lies outside [0, {H0*H1*H2})')
-    flat = (indices_r + numpy.arange(C*N).reshape((N, C, 1, 1, 1,)) * H0*H1*H2).ravel()
-    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).ravel()
-    grad_input_r.reshape(-1)[...] = numpy.bincount(flat, weights, C*H0*H1*H2*N)
+    positions = indices_r.reshape((C*N, -1))
+    weights = numpy.broadcast_to(grad_output_r, indices_r.shape).reshape((C*N, -1))
+    planes = grad_input_r.reshape((C*N, H0*H1*H2))
+    for lo, hi in runtime.spans(C*N, 8 * (planes.size + positions.size), runtime.budget(positions, weights)):   # float64 sums and int64 positions, in blocks of planes
+        flat = (positions[lo:hi + 1] + numpy.arange(hi - lo + 1).reshape((-1, 1)) * H0*H1*H2).ravel()
+        planes[lo:hi + 1] = numpy.bincount(flat, weights[lo:hi + 1].ravel(), (hi - lo + 1) * H0*H1*H2).reshape((-1, H0*H1*H2))
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN

@@ -79,6 +79,18 @@ def test_contractions_in_the_smallest_parts_equal_one_contraction(runtime, monke
     assert len(calls[0]) > 1, 'the input gradient computed its col2im in one block'
 
 
+def test_max_pool_backward_in_blocks_of_planes_equals_one_bincount(runtime, monkeypatch):
+    """Overlapping windows (3x3, stride 2) send several gradients to one position: every block sums its own."""
+    import generated.numpy as K
+    x = np.random.default_rng(3).standard_normal((3, 5, 9, 8))
+    y, idx = K.max_pool2d(x, 3, 2, 1, return_indices=True)
+    g = np.random.default_rng(4).standard_normal(y.shape)
+    whole = K.max_pool2d_backward(g, x, 3, 2, 1, indices=idx)
+    monkeypatch.setattr(runtime, 'WORKSPACE_FLOOR', 0)
+    assert len(runtime.spans(15, 8 * (x.size + y.size), runtime.budget(idx, g))) > 1
+    assert_close(K.max_pool2d_backward(g, x, 3, 2, 1, indices=idx), whole)
+
+
 def extra_memory(call) -> int:
     tracemalloc.start()
     try:
@@ -94,14 +106,17 @@ def extra_memory(call) -> int:
     ('dil2', dict(padding=2, dilation=2)),
 ])
 def test_the_extra_memory_of_a_large_call_stays_below_its_input(name, params):
-    """im2col of a 3x3 kernel is 9x the input (56 MiB here); the kernels hold at most a part of it."""
+    """im2col of a 3x3 kernel is 9x the input (56 MiB here), a float64 bincount over every plane 2x: the
+    kernels hold at most a part of them (the indices of max pooling given, as the bench times it)."""
     import generated.numpy as K
     rng = np.random.default_rng(1)
     x = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
     w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     y = K.conv2d(x, w, **params)
+    pooled, idx = K.max_pool2d(x, 3, 2, 1, return_indices=True)
     for label, call in (('fwd', lambda: K.conv2d(x, w, **params)),
                         ('dX', lambda: K.conv2d_input(x.shape, w, y, **params)),
                         ('dW', lambda: K.conv2d_weight(x, w.shape, y, **params)),
-                        ('avg_pool', lambda: K.avg_pool2d(x, 3, 2, 1))):
+                        ('avg_pool', lambda: K.avg_pool2d(x, 3, 2, 1)),
+                        ('max_pool_backward', lambda: K.max_pool2d_backward(pooled, x, 3, 2, 1, indices=idx))):
         assert extra_memory(call) <= x.nbytes, f'{name} {label}'
