@@ -379,7 +379,7 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     else:
         body += [ind + line for line in _elementwise_value('value', z.body, vector, ranges, labels, out_labels,
                                                           tensors, printer)]
-        body.append(f'{ind}ov += value')
+        body += [f'{ind}ov += value', f'{ind}del value   # before the next tap\'s (an output-sized temporary)']
     return lines + frame.bound_lines() + frame.loops + body
 
 

@@ -139,6 +139,7 @@ def avg_pool1d_backward(sizes, *, grad_input, grad_output):
             t0 = numpy.arange(t0_lo, t0_hi + 1).reshape((1, 1, -1,))
             value = a0*((1/divisor_override) if (divisor_override != 0) else ((1/(numpy.minimum(K0 - 1, H0 + 2*P0 - S0*t0 - 1) + 1)) if (count_include_pad != 0) else (1/(-numpy.maximum(0, P0 - S0*t0) + numpy.minimum(K0 - 1, H0 + P0 - S0*t0 - 1) + 1))))
             ov += value
+            del value   # before the next tap's (an output-sized temporary)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -277,6 +278,7 @@ def avg_pool2d_backward(sizes, *, grad_input, grad_output):
                 t1 = numpy.arange(t1_lo, t1_hi + 1).reshape((1, 1, 1, -1,))
                 value = a0*((1/divisor_override) if (divisor_override != 0) else (1/((numpy.minimum(K0 - 1, H0 + 2*P0 - S0*t0 - 1) + 1)*(numpy.minimum(K1 - 1, H1 + 2*P1 - S1*t1 - 1) + 1)) if (count_include_pad != 0) else 1/((-numpy.maximum(0, P0 - S0*t0) + numpy.minimum(K0 - 1, H0 + P0 - S0*t0 - 1) + 1)*(-numpy.maximum(0, P1 - S1*t1) + numpy.minimum(K1 - 1, H1 + P1 - S1*t1 - 1) + 1))))
                 ov += value
+                del value   # before the next tap's (an output-sized temporary)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -424,6 +426,7 @@ def avg_pool3d_backward(sizes, *, grad_input, grad_output):
                     t2 = numpy.arange(t2_lo, t2_hi + 1).reshape((1, 1, 1, 1, -1,))
                     value = a0*((1/divisor_override) if (divisor_override != 0) else (1/((numpy.minimum(K0 - 1, H0 + 2*P0 - S0*t0 - 1) + 1)*(numpy.minimum(K1 - 1, H1 + 2*P1 - S1*t1 - 1) + 1)*(numpy.minimum(K2 - 1, H2 + 2*P2 - S2*t2 - 1) + 1)) if (count_include_pad != 0) else 1/((-numpy.maximum(0, P0 - S0*t0) + numpy.minimum(K0 - 1, H0 + P0 - S0*t0 - 1) + 1)*(-numpy.maximum(0, P1 - S1*t1) + numpy.minimum(K1 - 1, H1 + P1 - S1*t1 - 1) + 1)*(-numpy.maximum(0, P2 - S2*t2) + numpy.minimum(K2 - 1, H2 + P2 - S2*t2 - 1) + 1))))
                     ov += value
+                    del value   # before the next tap's (an output-sized temporary)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN

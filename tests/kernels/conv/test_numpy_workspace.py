@@ -118,5 +118,6 @@ def test_the_extra_memory_of_a_large_call_stays_below_its_input(name, params):
                         ('dX', lambda: K.conv2d_input(x.shape, w, y, **params)),
                         ('dW', lambda: K.conv2d_weight(x, w.shape, y, **params)),
                         ('avg_pool', lambda: K.avg_pool2d(x, 3, 2, 1)),
+                        ('avg_pool_backward', lambda: K.avg_pool2d_backward(pooled, x, 3, 2, 1)),
                         ('max_pool_backward', lambda: K.max_pool2d_backward(pooled, x, 3, 2, 1, indices=idx))):
         assert extra_memory(call) <= x.nbytes, f'{name} {label}'
