@@ -68,8 +68,6 @@ def _size(name: str) -> str:
 
 def _unpack(params) -> str:
     """The kernel's sizes and scalar parameters as locals (a mapping's subscripts cost less than keywords)."""
-    if len(params) == 1:
-        return f'{params[0]} = {_size(params[0])}'
     return f"{', '.join(params)} = {', '.join(_size(p) for p in params)}"
 
 

@@ -131,9 +131,8 @@ def contract(out: np.ndarray, out_labels: str, operands, accumulate: bool) -> No
         else:
             out[...] = value
         return
-    label, step, extent = split
-    for lo in range(0, extent, step):
-        hi = min(lo + step, extent)
+    label, ranges = split
+    for lo, hi in ranges:
         parts = [(_narrowed(a, lb.index(label), lo, hi) if label in lb else a, lb) for a, lb in operands]
         if label in out_labels:
             contract(_narrowed(out, out_labels.index(label), lo, hi), out_labels, parts, accumulate)
@@ -170,13 +169,14 @@ def blocks(labels: str, operands, split: str):
 
 
 def _narrowed(array, axis: int, lo: int, hi: int):
+    """``array`` (or a Window) with axis ``axis`` narrowed to [lo, hi] (inclusive, as spans)."""
     if isinstance(array, Window):
-        return array.part(axis, lo, hi)
-    return array[(slice(None),) * axis + (slice(lo, hi),)]
+        return array.part(axis, lo, hi + 1)
+    return array[(slice(None),) * axis + (slice(lo, hi + 1),)]
 
 
 def _split(out: np.ndarray, out_labels: str, operands):
-    """(label, part extent, extent) to contract in parts, or None when the largest window fits its budget.
+    """(label, its spans) to contract in parts, or None when the largest window fits its budget.
     The label is the window's one that costs least to split: an operand without it is aligned (copied)
     again for every part, and a summed label adds every part into the whole output; ties go to the
     longer axis."""
@@ -195,8 +195,7 @@ def _split(out: np.ndarray, out_labels: str, operands):
     label = min((c for c in labels if extents[c] > 1), key=cost, default=None)
     if label is None:
         return None
-    parts = -(-window.nbytes // limit)
-    return label, -(-extents[label] // parts), extents[label]
+    return label, spans(extents[label], window.nbytes, limit)
 
 
 def contracted(out_labels: str, operands) -> np.ndarray:
