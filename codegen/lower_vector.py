@@ -18,6 +18,11 @@ from its proven Z-sum:
   positions for every tap (output channels of the upstream gradient) x 2 of
   the one read at tap-shifted, unaligned positions (input channels):
   measured 1.1-1.7x faster than 4 x 4 on the weight gradients of the bench;
+  with 8 broadcast channels and vector stores, also 2 consecutive vectors of
+  the row (16 accumulators) where the target has 32 vector registers and the
+  rows are that wide, in a parallel region of its own (resnet float64 input
+  gradient 55.7 -> 43 ms, forward 49 -> 42 ms; with AVX2's 16 registers the
+  float32 forward measured 34 -> 40 ms, so not there);
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest (borders,
@@ -55,6 +60,7 @@ from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops,
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)
+VREGS = Symbol('VREGS', integer=True, positive=True)   # the target's vector registers (a compile-time constant)
 WIDE_BLOCK_ELEMENTS = 6144   # weights of a 16-channel block that stay in a 32 KiB L1 (24 KiB of floats)
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
 
@@ -68,6 +74,7 @@ class Tile:
     hoisted: Expr        # non-array factors: functions of free indices only (applied at the store)
     special: tuple       # conditions under which the vector path is valid (Eq(stride, 1))
     flat: object = None  # the row index when chunks run over the flattened plane (row, vec), else None
+    chunks: int = 1      # consecutive vectors of the vector variable per tile (register blocking over positions)
 
 
 def _taps(rule, term) -> set:
@@ -216,12 +223,21 @@ def _combos(blocks) -> list:
     return combos
 
 
+def _tile_combos(tile) -> list:
+    """The accumulators' combinations: a block combination, then (with several chunks) the chunk."""
+    combos = _combos(tile.blocks)
+    return combos if tile.chunks == 1 else [c + (j,) for c in combos for j in range(tile.chunks)]
+
+
 def _base(var) -> Symbol:
     return Symbol(f'{var.name}_b', integer=True)
 
 
 def _shift(tile, combo) -> dict:
-    return {var: _base(var) + k for (var, _), k in zip(tile.blocks, combo)}
+    shift = {var: _base(var) + k for (var, _), k in zip(tile.blocks, combo)}
+    if tile.chunks > 1:
+        shift[tile.vec] = tile.vec + LANES * combo[-1]
+    return shift
 
 
 def _name(prefix, combo) -> str:
@@ -235,11 +251,14 @@ def _products(rule, tile, combos, vector: bool, guard=None):
     decls, seen, products = [], {}, []
     for combo in combos:
         value = S.One
+        lanes = guard
+        if tile.chunks > 1 and isinstance(guard, tuple):   # the chunk's own lanes
+            lanes = tuple(e - LANES * combo[-1] for e in guard)
         for f in _arrays(tile.term):
             at = f.xreplace(_shift(tile, combo))
             if at not in seen:
                 seen[at] = Symbol(f'{"x" if vector else "s"}{len(seen)}')
-                decls += _load(tensors[f.base], at, tile.vec if vector else None, seen[at], guard)
+                decls += _load(tensors[f.base], at, tile.vec if vector else None, seen[at], lanes)
             value *= seen[at]
         products.append(value)
     return decls, products
@@ -280,11 +299,14 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
     check_accesses(rule, tile.term)
     sizes = dict(zip(rule.index, rule.sizes))
     if len(tile.blocks) < 2:
+        eight = tile.blocks and tile.blocks[0][1] == 8
+        if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:
+            tile = replace(tile, chunks=2)
         body = _nest_for(rule, tile, sizes, element, steps)
-        if tile.blocks and tile.blocks[0][1] == 8 and not (tile.special or tile.term.divs or rule.at):
+        if eight and not (tile.special or tile.term.divs or rule.at):
             (a, _), = tile.blocks
             per_value = Mul(*[hi - lo + 1 for lo, hi in (_box(tile.term, v, rule.index) for v in tile.term.vars)])
-            wide = _nest_for(rule, replace(tile, blocks=((a, 16),)), sizes, element, steps)
+            wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, element, steps)
             body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
         return body
     (a, ra), (b, rb) = tile.blocks
@@ -299,14 +321,21 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
 def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     blocked = [v for v, _ in tile.blocks]
     inner = _inner_free(rule, tile)
-    body = _blocked(rule, tile, sizes, element, 0, steps, inner)
-    for v in reversed([v for v in rule.index if v not in blocked + inner and not (tile.vec_free and v == tile.vec)]):
-        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
-    body = parallel(body)
+
+    def rows(t):
+        body = _blocked(rule, t, sizes, element, 0, steps, inner)
+        for v in reversed([v for v in rule.index if v not in blocked + inner and not (t.vec_free and v == t.vec)]):
+            body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+        return parallel(body)
+    body = rows(replace(tile, chunks=1))
+    if tile.chunks > 1:   # a parallel region of its own: GCC allocates its registers apart (lenet forward
+        #                   0.146 -> 0.203 ms while the single-chunk rows shared a function with it)
+        widest = sizes[tile.vec].xreplace({v: S.Zero for v in rule.index})   # a residue's rows: at most this
+        body = (Branch((VREGS >= 32, widest >= tile.chunks * LANES), rows(tile), body),)
     found = _flat_conditions(rule, tile, sizes)
     if found is not None:
         conditions, u, ones = found
-        flat, sizes = replace(tile, flat=u), {v: n.xreplace(ones) for v, n in sizes.items()}
+        flat, sizes = replace(tile, flat=u, chunks=1), {v: n.xreplace(ones) for v, n in sizes.items()}
         nest = _blocked(rule, flat, sizes, element, 0, steps, [])
         for v in reversed([v for v in rule.index if v not in blocked + [tile.vec, u] + list(ones)]):
             nest = (Loop(v, S.Zero, sizes[v] - 1, nest),)
@@ -458,26 +487,29 @@ def _within_blocks(tile, body) -> tuple:
 
 
 def _tile(rule, tile, sizes, element, steps) -> tuple:
-    combos = _combos(tile.blocks)
     lo, hi = interior(rule, tile)
     bounds = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi))
     own = _lanes(tile, tile.term.conds)
-    zero = tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos)
     summed = [v for v in loop_order(tile.term, taps_inside=not tile.vec_free) if v != tile.vec]
     conds = [c for c in tile.term.conds if tile.vec not in c.free_symbols]
 
-    def accumulate(guard):
-        return _accumulate(rule, tile, combos, guard)
+    def zero(t):
+        return tuple(Declare(_name('v', c), 'vec', S.Zero) for c in _tile_combos(t))
 
     if tile.vec_free:
-        def chunk(guard):
-            nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [], accumulate(guard),
-                         steps)
-            return zero + tuple(nest) + _finish(rule, tile, combos, vector=True, inside=guard is None)
-        return bounds + _free_chunks(tile, sizes[tile.vec], chunk(None), chunk(own), element)
+        def chunk(t, guard):   # tile t at v0: unguarded (guard None) or each chunk with its lanes of guard
+            combos = _tile_combos(t)
+            nest = _nest(t.term, summed, set(rule.index), conds, list(t.term.divs), [],
+                         _accumulate(rule, t, combos, guard), steps)
+            return zero(t) + tuple(nest) + _finish(rule, t, combos, vector=True, inside=guard is None)
+        single = replace(tile, chunks=1)
+        several = (chunk(tile, None), chunk(tile, own)) if tile.chunks > 1 else None
+        return bounds + _free_chunks(tile, sizes[tile.vec], (chunk(single, None), chunk(single, own)), several,
+                                     element)
+    combos = _combos(tile.blocks)
     nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [],
-                 bounds + _chunks_to(VLO, VHI, accumulate), steps)
-    return zero + tuple(nest) + _finish(rule, tile, combos, vector=False)
+                 bounds + _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
+    return zero(tile) + tuple(nest) + _finish(rule, tile, combos, vector=False)
 
 
 def _chunks_to(lo, hi, chunk) -> tuple:
@@ -494,13 +526,21 @@ def _accumulate(rule, tile, combos, guard) -> tuple:
     return tuple(decls) + tuple(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products))
 
 
-def _free_chunks(tile, size, plain, guarded, element) -> tuple:
+def _free_chunks(tile, size, single, several, element) -> tuple:
     """Chunks of LANES output positions covering the row [0, size): unguarded inside the interior
-    [vlo, vhi], lane-guarded elsewhere; the last chunk overlaps its neighbour (a store rewrites the
-    same values); rows shorter than a vector run the scalar element."""
-    chunk = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), plain, guarded),)
-    rows = (Loop(V0, S.Zero, size - LANES, chunk, LANES),
-            Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk),)))
+    [vlo, vhi], lane-guarded elsewhere (``single`` = (plain, guarded) code of one chunk); the last
+    chunk overlaps its neighbour (a store rewrites the same values); rows shorter than a vector run
+    the scalar element.  With ``several`` (the same for tile.chunks consecutive chunks), groups of
+    chunks from 0 on, then single chunks (groups from vlo on, misaligned, made resnet's float64
+    input gradient 43 -> 51 ms)."""
+    chunk = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), *single),)
+    first, groups = S.Zero, ()
+    if several is not None:
+        width = tile.chunks * LANES
+        groups = (Loop(V0, S.Zero, size - width, (Branch((V0 >= VLO, V0 + width - 1 <= VHI), *several),), width),)
+        first = width * FloorDiv(size, width)
+    rows = groups + (Loop(V0, first, size - LANES, chunk, LANES),
+                     Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk),)))
     short = _within_blocks(tile, (Loop(tile.vec, S.Zero, size - 1, element),))
     return (Branch((size >= LANES,), rows, short),)
 

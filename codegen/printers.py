@@ -57,6 +57,8 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_Symbol(self, expr):
         if expr.name == 'LANES':
             return f'BP_LANES_{self.suffix.upper()}'
+        if expr.name == 'VREGS':
+            return 'BP_VREGS'
         return super()._print_Symbol(expr)
 
     def _print_ArrayRef(self, expr):

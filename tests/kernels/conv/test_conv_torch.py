@@ -251,6 +251,26 @@ def test_rows_of_the_input_width_match_torch(backend, dtype, width, kernel, padd
     assert_close(backend.conv2d_weight(x, w.shape, g, **params), gw.numpy())
 
 
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('padding', [0, 1])
+@pytest.mark.parametrize('width', [16, 24, 31, 32, 40, 48, 56, 64, 70])
+def test_rows_of_several_vectors_with_channel_blocks_match_torch(backend, dtype, width, padding):
+    """Channels in blocks of 8 plus a partial block, rows of one to nine vectors: with AVX-512 the C
+    forward and input gradient compute two consecutive vectors of a row per tile (pairs, then single
+    chunks, then the last chunk overlapping its neighbour; border pairs lane-guarded)."""
+    rng = np.random.default_rng(width + 100 * padding)
+    x = rng.standard_normal((2, 9, 4, width + 2 - 2 * padding)).astype(dtype)
+    w = rng.standard_normal((10, 9, 3, 3)).astype(dtype)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y = F.conv2d(xt, wt, padding=padding)
+    assert y.shape[-1] == width
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, gw = torch.autograd.grad(y, (xt, wt), torch.from_numpy(g))
+    assert_close(backend.conv2d(x, w, padding=padding), y.detach().numpy())
+    assert_close(backend.conv2d_input(x.shape, w, g, padding=padding), gx.numpy())
+    assert_close(backend.conv2d_weight(x, w.shape, g, padding=padding), gw.numpy())
+
+
 @pytest.mark.parametrize('extra', [0, 1, 2])
 def test_conv_input_accepts_a_larger_input_size(backend, extra):
     """Any input size whose forward output matches grad_output (an implicit output padding), as torch."""
