@@ -251,6 +251,7 @@ def test_rows_of_the_input_width_match_torch(backend, dtype, width, kernel, padd
     assert_close(backend.conv2d_weight(x, w.shape, g, **params), gw.numpy())
 
 
+@pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize('padding', [0, 1])
 @pytest.mark.parametrize('width', [16, 24, 31, 32, 40, 48, 56, 64, 70])
