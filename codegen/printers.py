@@ -59,6 +59,8 @@ class CPrinter(IndexPrinting, C99CodePrinter):
             return f'BP_LANES_{self.suffix.upper()}'
         if expr.name == 'VREGS':
             return 'BP_VREGS'
+        if expr.name == 'THREADS':
+            return 'bp_threads()'
         return super()._print_Symbol(expr)
 
     def _print_ArrayRef(self, expr):

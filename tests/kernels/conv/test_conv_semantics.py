@@ -77,14 +77,18 @@ def test_groups_do_not_mix_channels(backend):
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])
-def test_c_conv_results_do_not_depend_on_the_thread_count(dtype):
+@pytest.mark.parametrize('channels, kernel, stride, padding, groups', [
+    ((8, 16), 3, 2, 1, 2),
+    ((1, 8), 5, 1, 0, 1)])   # one block of weight-gradient channels: with 2 threads its taps run in parallel
+def test_c_conv_results_do_not_depend_on_the_thread_count(dtype, channels, kernel, stride, padding, groups):
     if 'c' not in BACKENDS:
         pytest.skip('C backend not selected')
     import generated.c as KC
     rng = np.random.default_rng(9)
-    x, w = rng.standard_normal((4, 8, 33, 29)).astype(dtype), rng.standard_normal((16, 4, 3, 3)).astype(dtype)
-    g = rng.standard_normal((4, 16, 17, 15)).astype(dtype)
-    params = dict(stride=2, padding=1, groups=2)
+    (c_in, c_out), params = channels, dict(stride=stride, padding=padding, groups=groups)
+    x = rng.standard_normal((4, c_in, 33, 29)).astype(dtype)
+    w = rng.standard_normal((c_out, c_in // groups, kernel, kernel)).astype(dtype)
+    g = rng.standard_normal(KC.conv2d(x, w, **params).shape).astype(dtype)
     results, before = [], KC.get_num_threads()
     try:
         for threads in (1, 2, 3):
