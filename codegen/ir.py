@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Function, Integer
+from sympy import Function, Integer, false, true
 
 
 class FloorDiv(Function):
@@ -229,6 +229,24 @@ def substitute(nodes: tuple, mapping: dict) -> tuple:
             return replace(value, **{f: sub(getattr(value, f)) for f in value.__dataclass_fields__ if f != 'kind'})
         return value
     return sub(nodes)
+
+
+def fold(nodes: tuple, excluded: frozenset = frozenset()) -> tuple:
+    """The nodes with each branch whose conditions a substitution decided replaced by the code it runs;
+    a branch whose conditions include all of ``excluded`` (a case that cannot arise there) as well."""
+    out = []
+    for n in nodes:
+        if isinstance(n, Branch):
+            if any(c is false for c in n.conds) or (excluded and excluded <= set(n.conds)):
+                out += fold(n.otherwise, excluded)
+                continue
+            if all(c is true for c in n.conds):
+                out += fold(n.then, excluded)
+                continue
+            n = replace(n, conds=tuple(c for c in n.conds if c is not true))
+        fields = {f: fold(getattr(n, f), excluded) for f in ('body', 'then', 'otherwise') if hasattr(n, f)}
+        out.append(replace(n, **fields) if fields else n)
+    return tuple(out)
 
 
 def _children(node) -> list:

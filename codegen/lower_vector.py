@@ -57,7 +57,7 @@ from derive.zsum import implied
 from .ir import (Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd, VIndex,
                  VLoad, VLoadMasked,
                  VSelectMax, VSplat, VStore, VStoreIndex, substitute)
-from .ir import walk
+from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, loop_order, max_parts, parallel, scatter_targets, without_output_box)
 from .spec import KernelRule
@@ -331,15 +331,19 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
         for v in reversed(_outer(rule, t, inner)):
             body = (Loop(v, S.Zero, sizes[v] - 1, body),)
         return parallel(body)
+    # The variants below run with contiguous vectors only: in the strided copies they would add half
+    # the build time (75 -> 118 s) for shapes the bench does not have.
     body = rows(replace(tile, chunks=1), inner)
     if inner:   # fewer blocks than threads: the taps join the parallel loops (lenet weight gradient, 1 block)
         blocks = Mul(*[sizes[v] for v in _outer(rule, tile, inner)],
                      *[FloorDiv(sizes[v] + r - 1, r) for v, r in tile.blocks])
-        body = (Branch((blocks < THREADS,), rows(tile, []), body),)
+        spread = rows(tile, [])
+        body = (Branch((blocks < THREADS,) + _contiguous(spread), spread, body),)
     if tile.chunks > 1:   # a parallel region of its own: GCC allocates its registers apart (lenet forward
         #                   0.146 -> 0.203 ms while the single-chunk rows shared a function with it)
         widest = sizes[tile.vec].xreplace({v: S.Zero for v in rule.index})   # a residue's rows: at most this
-        body = (Branch((VREGS >= 32, widest >= tile.chunks * LANES), rows(tile, inner), body),)
+        paired = rows(tile, inner)
+        body = (Branch((VREGS >= 32, widest >= tile.chunks * LANES) + _contiguous(paired), paired, body),)
     found = _flat_conditions(rule, tile, sizes)
     if found is not None:
         conditions, u, ones = found
@@ -442,20 +446,30 @@ def _stride_versions(nodes: tuple) -> tuple:
     that parameter being 1 (contiguous loads and stores) and 2 (AVX-512 permutes, no run-time branch
     per access: s2 forward 1.50 -> 1.18 ms, s2 weight gradient 3.2 -> 1.8 ms) and keep the general
     one for the rest."""
+    params = _stride_params(nodes)
+    if not params:
+        return nodes
+    versions = fold(nodes, frozenset(_contiguous(nodes)))   # the general copy: the contiguous case has its own
+    for value in (2, 1):
+        versions = (Branch(tuple(Eq(p, value) for p in params),
+                           fold(substitute(nodes, {p: S(value) for p in params})), versions),)
+    return versions
+
+
+def _contiguous(nodes: tuple) -> tuple:
+    """Conditions under which every vector load and store of the nodes is contiguous."""
+    return tuple(Eq(p, 1) for p in _stride_params(nodes))
+
+
+def _stride_params(nodes: tuple) -> list:
+    """The parameters (strides) by which the lanes of a vector load or store lie apart."""
     strides = set()
     for n in walk(nodes):
         if isinstance(n, (VStore, VAdd)):
             strides.add(n.stride)
         elif isinstance(n, Declare) and isinstance(n.value, VLoad):
             strides.add(n.value.args[2])
-    params = sorted({s for s in strides if s.is_Symbol}, key=str)
-    if not params:
-        return nodes
-    general = nodes
-    for value in (2, 1):
-        nodes = (Branch(tuple(Eq(p, value) for p in params), substitute(general, {p: S(value) for p in params}),
-                        nodes),)
-    return nodes
+    return sorted({s for s in strides if s.is_Symbol}, key=str)
 
 
 def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:

@@ -140,6 +140,21 @@ def test_hoisting_keeps_collapsed_loops_perfectly_nested():
     assert j_loop.body[0] == bound                                 # out of the k loop, inside the j loop
 
 
+def test_fold_takes_the_branch_a_substitution_decided():
+    from sympy import Eq
+    from sympy import Symbol as Sym
+
+    from codegen.ir import Assign, Branch, Loop, fold, substitute
+    s, t, n, i = (Sym(x, integer=True) for x in 'stni')
+    fast, slow = (Assign(Sym('a'), 1),), (Assign(Sym('a'), 2),)
+    nest = (Loop(i, 0, n, (Branch((n > 4, Eq(s, 1)), fast, slow),)),)
+    assert fold(substitute(nest, {s: 2}))[0].body == slow                      # a false condition: the other code
+    assert fold(substitute(nest, {s: 1}))[0].body == (Branch((n > 4,), fast, slow),)   # a true one drops out
+    assert fold(nest)[0].body == nest[0].body                                  # undecided: kept
+    assert fold(nest, frozenset({Eq(s, 1)}))[0].body == slow                   # a case excluded where it is
+    assert fold(nest, frozenset({Eq(s, 1), Eq(t, 1)}))[0].body == nest[0].body  # excluded only with t = 1 too
+
+
 def _scatter_probe(conds) -> KernelRule:
     """y[c, i] = sum_{o, m} x[c, o] [i = o + m - 1] (a window of K taps sent from each o to its inputs)."""
     from sympy import KroneckerDelta
