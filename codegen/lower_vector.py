@@ -326,13 +326,13 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     blocked = [v for v, _ in tile.blocks]
     inner = _inner_free(rule, tile)
 
-    def rows(t, inner):
-        body = _blocked(rule, t, sizes, element, 0, steps, inner)
-        for v in reversed(_outer(rule, t, inner)):
+    def rows(t, taps_inside):
+        body = _blocked(rule, t, sizes, element, 0, steps, taps_inside)
+        for v in reversed(_outer(rule, t, taps_inside)):
             body = (Loop(v, S.Zero, sizes[v] - 1, body),)
         return parallel(body)
-    # The variants below run with contiguous vectors only: in the strided copies they would add half
-    # the build time (75 -> 118 s) for shapes the bench does not have.
+    # The variants below run with contiguous vectors only: in the strided copies they took the first
+    # build from 75 to 108 s (84 s without them) for shapes the bench does not have.
     body = rows(replace(tile, chunks=1), inner)
     if inner:   # fewer blocks than threads: the taps join the parallel loops (lenet weight gradient, 1 block)
         blocks = Mul(*[sizes[v] for v in _outer(rule, tile, inner)],
