@@ -26,6 +26,10 @@ from its proven Z-sum:
 * a reduction tile runs its taps inside the register blocks; when there are
   fewer blocks than threads (lenet's weight gradient: one), a run-time variant
   loops the taps outside them, in the parallel loops (2 threads 0.195 -> 0.10 ms);
+  when a batch value holds at least BATCH_MIN_POSITIONS positions, another
+  loops the batch index outside the taps and adds each pass into the output
+  (zeroed first): one image's rows stay in L2 across the nine taps (resnet
+  weight gradient 25.7 -> 24.8 ms in float32, 61 -> 49 ms in float64);
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest (borders,
@@ -65,6 +69,7 @@ from .spec import KernelRule
 LANES = Symbol('LANES', integer=True, positive=True)
 VREGS = Symbol('VREGS', integer=True, positive=True)   # the target's vector registers (a compile-time constant)
 THREADS = Symbol('THREADS', integer=True, positive=True)   # the threads a parallel region would start
+BATCH_MIN_POSITIONS = 1024   # per batch value, below which a pass per batch value costs more than it saves
 WIDE_BLOCK_ELEMENTS = 6144   # weights of a 16-channel block that stay in a 32 KiB L1 (24 KiB of floats)
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
 
@@ -79,6 +84,7 @@ class Tile:
     special: tuple       # conditions under which the vector path is valid (Eq(stride, 1))
     flat: object = None  # the row index when chunks run over the flattened plane (row, vec), else None
     chunks: int = 1      # consecutive vectors of the vector variable per tile (register blocking over positions)
+    batch: object = None  # a summed variable looped outside the taps (the tile adds into the output), or None
 
 
 def _taps(rule, term) -> set:
@@ -337,6 +343,12 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     if inner:   # fewer blocks than threads: the taps join the parallel loops (lenet weight gradient, 1 block)
         blocks = Mul(*[sizes[v] for v in _outer(rule, tile, inner)],
                      *[FloorDiv(sizes[v] + r - 1, r) for v, r in tile.blocks])
+        batch = _batch(rule, tile)
+        if batch is not None:   # one pass per image: its rows stay in L2 across the taps
+            positions = Mul(*[hi - lo + 1 for lo, hi in (_box(tile.term, v, rule.index) for v in tile.term.vars
+                                                         if v != batch)])
+            apart = rows(replace(tile, batch=batch), inner)
+            body = (Branch((positions >= BATCH_MIN_POSITIONS,) + _contiguous(apart), apart, body),)
         spread = rows(tile, [])
         body = (Branch((blocks < THREADS,) + _contiguous(spread), spread, body),)
     if tile.chunks > 1:   # a parallel region of its own: GCC allocates its registers apart (lenet forward
@@ -353,6 +365,19 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
             nest = (Loop(v, S.Zero, sizes[v] - 1, nest),)
         body = (Branch(conditions, parallel(substitute(nest, ones)), body),)
     return _stride_versions(body)
+
+
+def _batch(rule, tile):
+    """The summed variable a reduction tile may loop outside its taps (adding each pass into the
+    output): the outermost one bounded by its own box alone (the batch index), or None."""
+    if len(rule.terms) > 1:
+        return None
+    known = set(tile.term.vars) | set(rule.index)
+    for v in loop_order(tile.term):
+        mine = [c for c in tile.term.conds if v in c.free_symbols]
+        if v != tile.vec and mine and all(c.free_symbols & known == {v} for c in mine):
+            return v
+    return None
 
 
 def _outer(rule, tile, inner) -> list:
@@ -478,9 +503,13 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
     indices, the scalar element).  The block loops stay perfectly nested (OpenMP collapses them)."""
     if k == len(tile.blocks):
         body = (_flat_tile if tile.flat is not None else _tile)(rule, tile, sizes, element, steps)
-        for v in reversed(inner_free):
-            body = (Loop(v, S.Zero, sizes[v] - 1, body),)
-        return body
+        if tile.batch is None:
+            return _taps_loops(inner_free, sizes, body)
+        zero = tuple(Assign(access(rule.outputs[0], [e.xreplace(_shift(tile, c)) for e in rule.output_at]), S.Zero)
+                     for c in _combos(tile.blocks))
+        lo, hi = _box(tile.term, tile.batch, rule.index)
+        return (_taps_loops(inner_free, sizes, zero)
+                + (Loop(tile.batch, lo, hi, _taps_loops(inner_free, sizes, body)),))
     var, r = tile.blocks[k]
     full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
     if r == 1:
@@ -494,6 +523,12 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
         partial = _partial_elements(tile, sizes, element, k, inner_free)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
+
+
+def _taps_loops(taps, sizes, body) -> tuple:
+    for v in reversed(taps):
+        body = (Loop(v, S.Zero, sizes[v] - 1, body),)
+    return body
 
 
 def _partial_elements(tile, sizes, element, k, inner_free) -> tuple:
@@ -535,7 +570,10 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
         return bounds + _free_chunks(tile, sizes[tile.vec], (chunk(single, None), chunk(single, own)), several,
                                      element)
     combos = _combos(tile.blocks)
-    nest = _nest(tile.term, summed, set(rule.index), conds, list(tile.term.divs), [],
+    if tile.batch is not None:   # looped outside: its box is the loop's
+        summed = [v for v in summed if v != tile.batch]
+        conds = [c for c in conds if c.free_symbols & (set(tile.term.vars) | set(rule.index)) != {tile.batch}]
+    nest = _nest(tile.term, summed, set(rule.index) | {tile.batch} - {None}, conds, list(tile.term.divs), [],
                  bounds + _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
     return zero(tile) + tuple(nest) + _finish(rule, tile, combos, vector=False)
 
@@ -613,7 +651,7 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False) -> tuple:
             nodes.append(VStore(ref.args[0], expand(flat.xreplace({tile.vec: V0})), expand(flat.diff(tile.vec)),
                                 total))
         else:
-            nodes.append(Assign(ref, total))
+            nodes.append(Assign(ref, total, '+=' if tile.batch is not None else '='))
     return tuple(nodes)
 
 

@@ -18160,89 +18160,73 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                     }
                 }
             } else {
+                if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                        if (k__b + 8 <= KG) {
-                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                if (c__b + 2 <= CG) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                bp_vf v_1_0 = {0};
-                                                bp_vf v_1_1 = {0};
-                                                bp_vf v_2_0 = {0};
-                                                bp_vf v_2_1 = {0};
-                                                bp_vf v_3_0 = {0};
-                                                bp_vf v_3_1 = {0};
-                                                bp_vf v_4_0 = {0};
-                                                bp_vf v_4_1 = {0};
-                                                bp_vf v_5_0 = {0};
-                                                bp_vf v_5_1 = {0};
-                                                bp_vf v_6_0 = {0};
-                                                bp_vf v_6_1 = {0};
-                                                bp_vf v_7_0 = {0};
-                                                bp_vf v_7_1 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_1_0 += x1*x3;
-                                                                v_1_1 += x2*x3;
-                                                                v_2_0 += x1*x4;
-                                                                v_2_1 += x2*x4;
-                                                                v_3_0 += x1*x5;
-                                                                v_3_1 += x2*x5;
-                                                                v_4_0 += x1*x6;
-                                                                v_4_1 += x2*x6;
-                                                                v_5_0 += x1*x7;
-                                                                v_5_1 += x2*x7;
-                                                                v_6_0 += x1*x8;
-                                                                v_6_1 += x2*x8;
-                                                                v_7_0 += x1*x9;
-                                                                v_7_1 += x2*x9;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
-                                                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = {0};
+                                                        bp_vf v_0_1 = {0};
+                                                        bp_vf v_1_0 = {0};
+                                                        bp_vf v_1_1 = {0};
+                                                        bp_vf v_2_0 = {0};
+                                                        bp_vf v_2_1 = {0};
+                                                        bp_vf v_3_0 = {0};
+                                                        bp_vf v_3_1 = {0};
+                                                        bp_vf v_4_0 = {0};
+                                                        bp_vf v_4_1 = {0};
+                                                        bp_vf v_5_0 = {0};
+                                                        bp_vf v_5_1 = {0};
+                                                        bp_vf v_6_0 = {0};
+                                                        bp_vf v_6_1 = {0};
+                                                        bp_vf v_7_0 = {0};
+                                                        bp_vf v_7_1 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_0_1 += x0*x2;
                                                                     v_1_0 += x1*x3;
@@ -18260,86 +18244,315 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                     v_7_0 += x1*x9;
                                                                     v_7_1 += x2*x9;
                                                                 }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                                float t_1_0 = bp_hsum_f(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                float t_1_1 = bp_hsum_f(v_1_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                                float t_2_0 = bp_hsum_f(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                float t_2_1 = bp_hsum_f(v_2_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                                float t_3_0 = bp_hsum_f(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                float t_3_1 = bp_hsum_f(v_3_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                                float t_4_0 = bp_hsum_f(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                float t_4_1 = bp_hsum_f(v_4_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
-                                                float t_5_0 = bp_hsum_f(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                float t_5_1 = bp_hsum_f(v_5_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
-                                                float t_6_0 = bp_hsum_f(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                float t_6_1 = bp_hsum_f(v_6_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
-                                                float t_7_0 = bp_hsum_f(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
-                                                float t_7_1 = bp_hsum_f(v_7_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
                                                                     }
                                                                 }
                                                             }
                                                         }
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
+                                                        float t_1_1 = bp_hsum_f(v_1_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] += t_1_1;
+                                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
+                                                        float t_2_1 = bp_hsum_f(v_2_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] += t_2_1;
+                                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
+                                                        float t_3_1 = bp_hsum_f(v_3_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] += t_3_1;
+                                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
+                                                        float t_4_1 = bp_hsum_f(v_4_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] += t_4_1;
+                                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
+                                                        float t_5_1 = bp_hsum_f(v_5_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] += t_5_1;
+                                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
+                                                        float t_6_1 = bp_hsum_f(v_6_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] += t_6_1;
+                                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
+                                                        float t_7_1 = bp_hsum_f(v_7_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] += t_7_1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            float acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
                                                     }
                                                 }
                                             }
                                         }
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
                                                             }
                                                         }
                                                     }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_1_1 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_2_1 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_3_1 = {0};
+                                                    bp_vf v_4_0 = {0};
+                                                    bp_vf v_4_1 = {0};
+                                                    bp_vf v_5_0 = {0};
+                                                    bp_vf v_5_1 = {0};
+                                                    bp_vf v_6_0 = {0};
+                                                    bp_vf v_6_1 = {0};
+                                                    bp_vf v_7_0 = {0};
+                                                    bp_vf v_7_1 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            float acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
                                             }
                                         }
                                     }
@@ -18850,69 +19063,55 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
+                    if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_1_0 = {0};
-                                                bp_vf v_2_0 = {0};
-                                                bp_vf v_3_0 = {0};
-                                                bp_vf v_4_0 = {0};
-                                                bp_vf v_5_0 = {0};
-                                                bp_vf v_6_0 = {0};
-                                                bp_vf v_7_0 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
-                                                                v_4_0 += x1*x5;
-                                                                v_5_0 += x1*x6;
-                                                                v_6_0 += x1*x7;
-                                                                v_7_0 += x1*x8;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = {0};
+                                                        bp_vf v_1_0 = {0};
+                                                        bp_vf v_2_0 = {0};
+                                                        bp_vf v_3_0 = {0};
+                                                        bp_vf v_4_0 = {0};
+                                                        bp_vf v_5_0 = {0};
+                                                        bp_vf v_6_0 = {0};
+                                                        bp_vf v_7_0 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_1_0 += x1*x2;
                                                                     v_2_0 += x1*x3;
@@ -18922,47 +19121,199 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                     v_6_0 += x1*x7;
                                                                     v_7_0 += x1*x8;
                                                                 }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
+                                                                }
                                                             }
                                                         }
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
+                                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
+                                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
+                                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
+                                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
+                                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
+                                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
                                                     }
                                                 }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                float t_1_0 = bp_hsum_f(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                float t_2_0 = bp_hsum_f(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                float t_3_0 = bp_hsum_f(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                float t_4_0 = bp_hsum_f(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                float t_5_0 = bp_hsum_f(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                float t_6_0 = bp_hsum_f(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                float t_7_0 = bp_hsum_f(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
                                 }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                            }
+                        }
+                    } else {
+#ifdef _OPENMP
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_4_0 = {0};
+                                                    bp_vf v_5_0 = {0};
+                                                    bp_vf v_6_0 = {0};
+                                                    bp_vf v_7_0 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_1_0 += x1*x2;
+                                                                    v_2_0 += x1*x3;
+                                                                    v_3_0 += x1*x4;
+                                                                    v_4_0 += x1*x5;
+                                                                    v_5_0 += x1*x6;
+                                                                    v_6_0 += x1*x7;
+                                                                    v_7_0 += x1*x8;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
                                                 }
                                             }
                                         }
@@ -19291,70 +19642,154 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     } else {
+                        if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    bp_vf v_0_0 = {0};
-                                                    bp_vf v_0_1 = {0};
-                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                }
-                                                                if (vend <= vhi) {
-                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
-                                                                        v_0_0 += x0*x1;
-                                                                        v_0_1 += x0*x2;
-                                                                    }
-                                                                }
-                                                            }
-                                                        }
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
                                                     }
-                                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            float acc = 0;
+                                                            bp_vf v_0_0 = {0};
+                                                            bp_vf v_0_1 = {0};
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
                                                                 for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
                                                                         }
                                                                     }
                                                                 }
                                                             }
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                float acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = {0};
+                                                        bp_vf v_0_1 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                float acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -19561,41 +19996,92 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     } else {
+                        if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
                                                                     v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                             }
                                         }
                                     }
@@ -19924,89 +20410,73 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                     }
                 }
             } else {
+                if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                        if (k__b + 8 <= KG) {
-                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                if (c__b + 2 <= CG) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                bp_vd v_1_0 = {0};
-                                                bp_vd v_1_1 = {0};
-                                                bp_vd v_2_0 = {0};
-                                                bp_vd v_2_1 = {0};
-                                                bp_vd v_3_0 = {0};
-                                                bp_vd v_3_1 = {0};
-                                                bp_vd v_4_0 = {0};
-                                                bp_vd v_4_1 = {0};
-                                                bp_vd v_5_0 = {0};
-                                                bp_vd v_5_1 = {0};
-                                                bp_vd v_6_0 = {0};
-                                                bp_vd v_6_1 = {0};
-                                                bp_vd v_7_0 = {0};
-                                                bp_vd v_7_1 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_0_1 += x0*x2;
-                                                                v_1_0 += x1*x3;
-                                                                v_1_1 += x2*x3;
-                                                                v_2_0 += x1*x4;
-                                                                v_2_1 += x2*x4;
-                                                                v_3_0 += x1*x5;
-                                                                v_3_1 += x2*x5;
-                                                                v_4_0 += x1*x6;
-                                                                v_4_1 += x2*x6;
-                                                                v_5_0 += x1*x7;
-                                                                v_5_1 += x2*x7;
-                                                                v_6_0 += x1*x8;
-                                                                v_6_1 += x2*x8;
-                                                                v_7_0 += x1*x9;
-                                                                v_7_1 += x2*x9;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
-                                                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = {0};
+                                                        bp_vd v_0_1 = {0};
+                                                        bp_vd v_1_0 = {0};
+                                                        bp_vd v_1_1 = {0};
+                                                        bp_vd v_2_0 = {0};
+                                                        bp_vd v_2_1 = {0};
+                                                        bp_vd v_3_0 = {0};
+                                                        bp_vd v_3_1 = {0};
+                                                        bp_vd v_4_0 = {0};
+                                                        bp_vd v_4_1 = {0};
+                                                        bp_vd v_5_0 = {0};
+                                                        bp_vd v_5_1 = {0};
+                                                        bp_vd v_6_0 = {0};
+                                                        bp_vd v_6_1 = {0};
+                                                        bp_vd v_7_0 = {0};
+                                                        bp_vd v_7_1 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_0_1 += x0*x2;
                                                                     v_1_0 += x1*x3;
@@ -20024,86 +20494,315 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                     v_7_0 += x1*x9;
                                                                     v_7_1 += x2*x9;
                                                                 }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                                double t_1_0 = bp_hsum_d(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                double t_1_1 = bp_hsum_d(v_1_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                                double t_2_0 = bp_hsum_d(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                double t_2_1 = bp_hsum_d(v_2_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                                double t_3_0 = bp_hsum_d(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                double t_3_1 = bp_hsum_d(v_3_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                                double t_4_0 = bp_hsum_d(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                double t_4_1 = bp_hsum_d(v_4_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
-                                                double t_5_0 = bp_hsum_d(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                double t_5_1 = bp_hsum_d(v_5_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
-                                                double t_6_0 = bp_hsum_d(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                double t_6_1 = bp_hsum_d(v_6_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
-                                                double t_7_0 = bp_hsum_d(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
-                                                double t_7_1 = bp_hsum_d(v_7_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
                                                                     }
                                                                 }
                                                             }
                                                         }
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
+                                                        double t_1_1 = bp_hsum_d(v_1_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] += t_1_1;
+                                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
+                                                        double t_2_1 = bp_hsum_d(v_2_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] += t_2_1;
+                                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
+                                                        double t_3_1 = bp_hsum_d(v_3_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] += t_3_1;
+                                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
+                                                        double t_4_1 = bp_hsum_d(v_4_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] += t_4_1;
+                                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
+                                                        double t_5_1 = bp_hsum_d(v_5_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] += t_5_1;
+                                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
+                                                        double t_6_1 = bp_hsum_d(v_6_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] += t_6_1;
+                                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
+                                                        double t_7_1 = bp_hsum_d(v_7_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] += t_7_1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            double acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
                                                     }
                                                 }
                                             }
                                         }
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
                                                             }
                                                         }
                                                     }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_1_1 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_2_1 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_3_1 = {0};
+                                                    bp_vd v_4_0 = {0};
+                                                    bp_vd v_4_1 = {0};
+                                                    bp_vd v_5_0 = {0};
+                                                    bp_vd v_5_1 = {0};
+                                                    bp_vd v_6_0 = {0};
+                                                    bp_vd v_6_1 = {0};
+                                                    bp_vd v_7_0 = {0};
+                                                    bp_vd v_7_1 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            double acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
                                             }
                                         }
                                     }
@@ -20614,69 +21313,55 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
+                    if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_1_0 = {0};
-                                                bp_vd v_2_0 = {0};
-                                                bp_vd v_3_0 = {0};
-                                                bp_vd v_4_0 = {0};
-                                                bp_vd v_5_0 = {0};
-                                                bp_vd v_6_0 = {0};
-                                                bp_vd v_7_0 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
-                                                                v_4_0 += x1*x5;
-                                                                v_5_0 += x1*x6;
-                                                                v_6_0 += x1*x7;
-                                                                v_7_0 += x1*x8;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = {0};
+                                                        bp_vd v_1_0 = {0};
+                                                        bp_vd v_2_0 = {0};
+                                                        bp_vd v_3_0 = {0};
+                                                        bp_vd v_4_0 = {0};
+                                                        bp_vd v_5_0 = {0};
+                                                        bp_vd v_6_0 = {0};
+                                                        bp_vd v_7_0 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_1_0 += x1*x2;
                                                                     v_2_0 += x1*x3;
@@ -20686,47 +21371,199 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                     v_6_0 += x1*x7;
                                                                     v_7_0 += x1*x8;
                                                                 }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
+                                                                }
                                                             }
                                                         }
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
+                                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
+                                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
+                                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
+                                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
+                                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
+                                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
                                                     }
                                                 }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                double t_1_0 = bp_hsum_d(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                double t_2_0 = bp_hsum_d(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                double t_3_0 = bp_hsum_d(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                double t_4_0 = bp_hsum_d(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                double t_5_0 = bp_hsum_d(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                double t_6_0 = bp_hsum_d(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                double t_7_0 = bp_hsum_d(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
                                 }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                            }
+                        }
+                    } else {
+#ifdef _OPENMP
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_4_0 = {0};
+                                                    bp_vd v_5_0 = {0};
+                                                    bp_vd v_6_0 = {0};
+                                                    bp_vd v_7_0 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_1_0 += x1*x2;
+                                                                    v_2_0 += x1*x3;
+                                                                    v_3_0 += x1*x4;
+                                                                    v_4_0 += x1*x5;
+                                                                    v_5_0 += x1*x6;
+                                                                    v_6_0 += x1*x7;
+                                                                    v_7_0 += x1*x8;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
                                                 }
                                             }
                                         }
@@ -21055,70 +21892,154 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     } else {
+                        if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    bp_vd v_0_0 = {0};
-                                                    bp_vd v_0_1 = {0};
-                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                }
-                                                                if (vend <= vhi) {
-                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
-                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
-                                                                        v_0_0 += x0*x1;
-                                                                        v_0_1 += x0*x2;
-                                                                    }
-                                                                }
-                                                            }
-                                                        }
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
                                                     }
-                                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            double acc = 0;
+                                                            bp_vd v_0_0 = {0};
+                                                            bp_vd v_0_1 = {0};
+                                                            int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                            int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
                                                                 for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
-                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
                                                                         }
                                                                     }
                                                                 }
                                                             }
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                double acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = {0};
+                                                        bp_vd v_0_1 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                double acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, -D2*m2_ + P2), o2_end = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -21325,41 +22246,92 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     } else {
+                        if (O0*O1*O2 >= 1024) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                int64_t vlo = bp_max(0, -D2*m2_ + P2);
-                                                int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = {0};
+                                                        int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                        int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
                                                                     v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = {0};
+                                                    int64_t vlo = bp_max(0, -D2*m2_ + P2);
+                                                    int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + v0, 1, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                             }
                                         }
                                     }

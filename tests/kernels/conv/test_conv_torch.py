@@ -5,7 +5,7 @@ from functools import cache
 
 import numpy as np
 import pytest
-from conftest import DTYPES, assert_close, non_contiguous
+from conftest import BACKENDS, DTYPES, assert_close, non_contiguous
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -270,6 +270,37 @@ def test_rows_of_several_vectors_with_channel_blocks_match_torch(backend, dtype,
     assert_close(backend.conv2d(x, w, padding=padding), y.detach().numpy())
     assert_close(backend.conv2d_input(x.shape, w, g, padding=padding), gx.numpy())
     assert_close(backend.conv2d_weight(x, w.shape, g, padding=padding), gw.numpy())
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('padding', [0, 1])
+def test_weight_gradient_of_planes_of_a_thousand_positions_matches_torch(backend, dtype, padding):
+    """Channels in blocks plus partial blocks on outputs of >= 1024 positions per image: the C weight
+    gradient then runs one pass per image outside its taps, adding into the output it zeroed first."""
+    rng = np.random.default_rng(41 + padding)
+    x = rng.standard_normal((3, 5, 33 + 2 - 2 * padding, 40 + 2 - 2 * padding)).astype(dtype)
+    w = rng.standard_normal((9, 5, 3, 3)).astype(dtype)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y = F.conv2d(xt, wt, padding=padding)
+    assert y.shape[-2] * y.shape[-1] >= 1024
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gw, = torch.autograd.grad(y, (wt,), torch.from_numpy(g))
+    assert_close(backend.conv2d_weight(x, w.shape, g, padding=padding), gw.numpy())
+
+
+def test_c_weight_gradient_writes_every_element_of_its_output():
+    """The low-level C kernel zeroes what it accumulates into: an output full of NaN comes back exact."""
+    if 'c' not in BACKENDS:
+        pytest.skip('C backend not selected')
+    from generated.c import _binding
+    rng = np.random.default_rng(43)
+    x, g = rng.standard_normal((3, 5, 35, 42)), rng.standard_normal((3, 9, 33, 40))
+    sizes = dict(CG=5, D0=1, D1=1, G=1, H0=35, H1=42, K0=3, K1=3, KG=9, N=3, O0=33, O1=40, P0=0, P1=0, S0=1, S1=1)
+    out = np.full((9, 5, 3, 3), np.nan)
+    _binding.conv2d_weight(sizes, grad_weight=out, grad_output=g, input=x)
+    expected = torch.nn.grad.conv2d_weight(torch.from_numpy(x), (9, 5, 3, 3), torch.from_numpy(g)).numpy()
+    assert_close(out, expected)
 
 
 @pytest.mark.parametrize('extra', [0, 1, 2])
