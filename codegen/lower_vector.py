@@ -171,6 +171,11 @@ def _feasible(rule, tile) -> bool:
 
 # ----------------------------------------------------------------------------- interior
 
+def _box_size(rule, term, variables) -> Expr:
+    """The number of points in the boxes of the summation variables ``variables``."""
+    return Mul(*[hi - lo + 1 for lo, hi in (_box(term, v, rule.index) for v in variables)])
+
+
 def _box(term, var, index):
     """(lo, hi) of a summation variable from the constraints on it alone (no other variable or index)."""
     own = [c for c in term.conds if c.free_symbols & (set(term.vars) | set(index)) == {var}]
@@ -315,7 +320,7 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
         body = _nest_for(rule, tile, sizes, element, steps)
         if eight and not (tile.special or tile.term.divs or rule.at):
             (a, _), = tile.blocks
-            per_value = Mul(*[hi - lo + 1 for lo, hi in (_box(tile.term, v, rule.index) for v in tile.term.vars)])
+            per_value = _box_size(rule, tile.term, tile.term.vars)
             wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, element, steps)
             body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
         return body
@@ -345,8 +350,7 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
                      *[FloorDiv(sizes[v] + r - 1, r) for v, r in tile.blocks])
         batch = _batch(rule, tile)
         if batch is not None:   # one pass per image: its rows stay in L2 across the taps
-            positions = Mul(*[hi - lo + 1 for lo, hi in (_box(tile.term, v, rule.index) for v in tile.term.vars
-                                                         if v != batch)])
+            positions = _box_size(rule, tile.term, [v for v in tile.term.vars if v != batch])
             apart = rows(replace(tile, batch=batch), inner)
             body = (Branch((positions >= BATCH_MIN_POSITIONS,) + _contiguous(apart), apart, body),)
         spread = rows(tile, [])
@@ -569,11 +573,12 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
         several = (chunk(tile, None), chunk(tile, own)) if tile.chunks > 1 else None
         return bounds + _free_chunks(tile, sizes[tile.vec], (chunk(single, None), chunk(single, own)), several,
                                      element)
-    combos = _combos(tile.blocks)
+    combos, known = _tile_combos(tile), set(rule.index)
     if tile.batch is not None:   # looped outside: its box is the loop's
         summed = [v for v in summed if v != tile.batch]
-        conds = [c for c in conds if c.free_symbols & (set(tile.term.vars) | set(rule.index)) != {tile.batch}]
-    nest = _nest(tile.term, summed, set(rule.index) | {tile.batch} - {None}, conds, list(tile.term.divs), [],
+        conds = [c for c in conds if c.free_symbols & (set(tile.term.vars) | known) != {tile.batch}]
+        known.add(tile.batch)
+    nest = _nest(tile.term, summed, known, conds, list(tile.term.divs), [],
                  bounds + _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
     return zero(tile) + tuple(nest) + _finish(rule, tile, combos, vector=False)
 
