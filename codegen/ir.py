@@ -140,7 +140,9 @@ class SelectMax:
 
 @dataclass(frozen=True)
 class VSelectMax:
-    """SelectMax lane by lane: vectors best and position, a vector value, a VIndex candidate."""
+    """SelectMax lane by lane: vectors best and position, a vector value, a VIndex candidate.  The
+    vectors start at -inf and the first candidate's positions: a candidate is taken where it is larger
+    or NaN."""
 
     best: str
     position: str

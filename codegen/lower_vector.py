@@ -709,18 +709,38 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
         decls, leaf, stores = [], [], []
         for k, v0 in enumerate(at):
             best, position, x = f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}')
-            decls += [Declare(best, 'vec', VSplat(-oo)), Declare(position, 'vindex', VIndex(S.NegativeOne, S.Zero))]
             (load,) = _load(tensors[value.base], value.xreplace({vec: vec + v0 - V0}), vec, x, None)
             leaf += [load, VSelectMax(best, position, x, VIndex(expand(candidate.xreplace({vec: v0})), step))]
             stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0}), S.One, Symbol(best)),
                        VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), Symbol(position))]
         nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], tuple(leaf), steps)
+        first = _first_visit(nest)
+        for k, v0 in enumerate(at):
+            decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
+                      Declare(f'{POSITION}{k}', 'vindex', VIndex(expand(candidate.xreplace({vec: v0, **first})), step))]
         return (*decls, *nest, *stores)
     body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
         vec, rule.sizes[-1], chunks, element)
     body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
     return (plane <= 2**31 - 1,), _stride_versions(parallel(body))
+
+
+def _first_visit(nest: tuple) -> dict:
+    """The loop variables' values at the first visit of a nest of plain loops (each loop's start, the
+    outer ones substituted).  The vector selector starts with the first tap's position and a running
+    maximum of -inf, so that it takes a later candidate only where it is larger or NaN: the first tap
+    is taken unless it is -inf, whose position is already there (the rule of the scalar element,
+    without its 'nothing selected yet' test in every tap: pool2 0.40 -> 0.37 ms).  Every window is
+    non-empty (the kernel's preconditions), so the first visit exists."""
+    first = {}
+    while len(nest) == 1 and isinstance(nest[0], Loop):
+        (loop,) = nest
+        first[loop.var] = loop.lower.xreplace(first)
+        nest = loop.body
+    if any(isinstance(n, (Loop, Guard, Branch)) for n in nest):
+        raise LoweringError('the taps of a max kernel are not a nest of plain loops')
+    return first
 
 
 # ----------------------------------------------------------------------------- scatter (average pooling backward)

@@ -283,6 +283,26 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
     assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('dims, kernel, stride, padding, dilation', [
+    (1, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 2, 1, 1, 2), (3, 3, 2, 1, 1), (3, (2, 3, 2), 1, (1, 1, 0), (2, 1, 1))])
+def test_max_pool_wide_rows_of_neg_inf_match_torch(backend, dtype, dims, kernel, stride, padding, dilation):
+    """Windows of -inf only (plus a few finite values) in rows of 40 outputs, padded in every dimension:
+    every position must be the window's first tap inside the input, the one the C vector path starts
+    from before any comparison (a wrong first position for the windows that begin in the padding of
+    an outer dimension shows up here)."""
+    rng = np.random.default_rng(dims * 10 + stride)
+    shape = (1, 2) + (5,) * (dims - 1) + (41,)
+    x = np.full(shape, -np.inf, dtype)
+    x[rng.random(shape) < 0.02] = 1.0
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, dilation=dilation)
+    pool = getattr(F, f'max_pool{dims}d')
+    expected, expected_idx = pool(torch.from_numpy(x), return_indices=True, **params)
+    got, idx = getattr(backend, f'max_pool{dims}d')(x, return_indices=True, **params)
+    np.testing.assert_array_equal(idx, expected_idx.numpy())
+    np.testing.assert_array_equal(got, expected.numpy())
+
+
 def test_max_pool_padded_neg_inf_window_matches_torch(backend):
     x = np.full((1, 1, 3, 3), -np.inf)
     expected, expected_idx = torch_max(x, kernel_size=2, stride=1, padding=1)
