@@ -3466,14 +3466,14 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
 #ifdef BP_VECTOR
     if (S1 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                    if (c_b + 2 <= C) {
-                        int64_t vlo = P1;
-                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         if (O1 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3572,11 +3572,13 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                 }
                             }
                         }
-                    } else {
-                        int64_t vlo = P1;
-                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
-                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                            int64_t c_b = c_b1;
+                    }
+                } else {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3661,14 +3663,14 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
     } else {
         if (S1 == 2) {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3767,11 +3769,13 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 if (O1 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3855,14 +3859,14 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
             }
         } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3961,11 +3965,13 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 if (O1 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -4092,14 +4098,14 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
 #ifdef BP_VECTOR
     if (S1 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                    if (c_b + 2 <= C) {
-                        int64_t vlo = P1;
-                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         if (O1 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -4198,11 +4204,13 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                 }
                             }
                         }
-                    } else {
-                        int64_t vlo = P1;
-                        int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
-                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                            int64_t c_b = c_b1;
+                    }
+                } else {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -4287,14 +4295,14 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
     } else {
         if (S1 == 2) {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -4393,11 +4401,13 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 if (O1 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -4481,14 +4491,14 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
             }
         } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -4587,11 +4597,13 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                                 if (O1 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -6270,15 +6282,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
 #ifdef BP_VECTOR
     if (S2 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = P2;
-                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             if (O2 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6387,11 +6399,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = P2;
-                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    }
+                } else {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6487,15 +6503,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
     } else {
         if (S2 == 2) {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                        for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                            if (c_b + 2 <= C) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6604,11 +6620,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         }
                                     }
                                 }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
-                                for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                    int64_t c_b = c_b1;
+                            }
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     if (O2 >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6703,15 +6723,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
             }
         } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                        for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                            if (c_b + 2 <= C) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6820,11 +6840,15 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         }
                                     }
                                 }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                                for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                    int64_t c_b = c_b1;
+                            }
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     if (O2 >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6972,15 +6996,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
 #ifdef BP_VECTOR
     if (S2 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
         for (int64_t n = 0; n <= N - 1; ++n) {
-            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                    for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                        if (c_b + 2 <= C) {
-                            int64_t vlo = P2;
-                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+            for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                if (c_b + 2 <= C) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             if (O2 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7089,11 +7113,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                     }
                                 }
                             }
-                        } else {
-                            int64_t vlo = P2;
-                            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
-                            for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                int64_t c_b = c_b1;
+                        }
+                    }
+                } else {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
+                    for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                        int64_t c_b = c_b1;
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7189,15 +7217,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
     } else {
         if (S2 == 2) {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                        for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                            if (c_b + 2 <= C) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7306,11 +7334,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         }
                                     }
                                 }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
-                                for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                    int64_t c_b = c_b1;
+                            }
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     if (O2 >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7405,15 +7437,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
             }
         } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(3) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
             for (int64_t n = 0; n <= N - 1; ++n) {
-                for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
-                    for (int64_t o1 = 0; o1 <= O1 - 1; ++o1) {
-                        for (int64_t c_b = 0, c_b_end = C - 1; c_b <= c_b_end; c_b += 2) {
-                            if (c_b + 2 <= C) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
+                    if (c_b + 2 <= C) {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7522,11 +7554,15 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         }
                                     }
                                 }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                                for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
-                                    int64_t c_b = c_b1;
+                            }
+                        }
+                    } else {
+                        int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
+                            int64_t c_b = c_b1;
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                     if (O2 >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
