@@ -358,9 +358,14 @@ def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:
     hoisted = _hoisted_contraction(rule, z, taps, vector, contracted)
     if hoisted is not None:
         blocked, head, indent = _blocked_cols(rule, frame, hoisted)
+        keep = hoisted.keep
+        lab = ''.join(labels[t] for t in keep if t not in taps)
+        if lab != out_labels and sorted(lab) == sorted(out_labels):   # one transposition, not one per tap
+            keep = sorted(keep, key=lambda t: len(out_labels) if t in taps else out_labels.index(labels[t]))
+            head = head + [f'{indent}cols = cols.transpose({tuple(hoisted.keep.index(t) for t in keep)})']
+            lab = out_labels
         index = [identifier(t.name) if t in taps else ':' if t in blocked
-                 else f'{identifier(t.name)}_lo:{identifier(t.name)}_hi + 1' for t in hoisted.keep]
-        lab = ''.join(labels[t] for t in hoisted.keep if t not in taps)
+                 else f'{identifier(t.name)}_lo:{identifier(t.name)}_hi + 1' for t in keep]
         value = f'cols[{", ".join(index)}]'
         value = value if lab == out_labels else f'runtime.aligned({value}, {lab!r}, {out_labels!r})'
         body += [f'{ind}ov += {value}']

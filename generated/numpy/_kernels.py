@@ -40,11 +40,12 @@ def conv1d_input(sizes, *, grad_input, grad_output, weight):
     k_lo, k_hi = 0, KG - 1
     for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badef', [(grad_output_r, 'abcd'), (weight_r, 'bcef')], 'ae'):
         cols = runtime.contracted('badef', [(grad_output_r[n__lo:n__hi + 1, :, :, :], 'abcd'), (weight_r[:, :, c__lo:c__hi + 1, :], 'bcef')])
+        cols = cols.transpose((1, 0, 3, 2, 4))
         for m0 in range(0, K0 - 1 + 1):
             t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
             if t0_lo <= t0_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0]
-                ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, :, m0], 'badc', 'abcd')
+                ov += cols[:, g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, m0]
         del cols   # before the next block's
 
 
@@ -170,13 +171,14 @@ def conv2d_input(sizes, *, grad_input, grad_output, weight):
     k_lo, k_hi = 0, KG - 1
     for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefgh', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')], 'af'):
         cols = runtime.contracted('badefgh', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :], 'abcde'), (weight_r[:, :, c__lo:c__hi + 1, :, :], 'bcfgh')])
+        cols = cols.transpose((1, 0, 4, 2, 3, 5, 6))
         for m0 in range(0, K0 - 1 + 1):
             for m1 in range(0, K1 - 1 + 1):
                 t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
                 t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
                 if t0_lo <= t0_hi and t1_lo <= t1_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
-                    ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, :, m0, m1], 'badec', 'abcde')
+                    ov += cols[:, g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, m0, m1]
         del cols   # before the next block's
 
 
@@ -309,6 +311,7 @@ def conv3d_input(sizes, *, grad_input, grad_output, weight):
     k_lo, k_hi = 0, KG - 1
     for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefghij', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')], 'ag'):
         cols = runtime.contracted('badefghij', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :, :], 'abcdef'), (weight_r[:, :, c__lo:c__hi + 1, :, :, :], 'bcghij')])
+        cols = cols.transpose((1, 0, 5, 2, 3, 4, 6, 7, 8))
         for m0 in range(0, K0 - 1 + 1):
             for m1 in range(0, K1 - 1 + 1):
                 for m2 in range(0, K2 - 1 + 1):
@@ -317,7 +320,7 @@ def conv3d_input(sizes, *, grad_input, grad_output, weight):
                     t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
                     if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                         ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
-                        ov += runtime.aligned(cols[g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1, :, m0, m1, m2], 'badefc', 'abcdef')
+                        ov += cols[:, g__lo:g__hi + 1, :, t0_lo:t0_hi + 1, t1_lo:t1_hi + 1, t2_lo:t2_hi + 1, m0, m1, m2]
         del cols   # before the next block's
 
 
