@@ -17187,59 +17187,21 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_7_1 = {0};
                                             int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                             int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -17256,6 +17218,122 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -17554,59 +17632,21 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                 bp_vf v_7_1 = {0};
                                                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_1_0 += x1*x3;
-                                                            v_1_1 += x2*x3;
-                                                            v_2_0 += x1*x4;
-                                                            v_2_1 += x2*x4;
-                                                            v_3_0 += x1*x5;
-                                                            v_3_1 += x2*x5;
-                                                            v_4_0 += x1*x6;
-                                                            v_4_1 += x2*x6;
-                                                            v_5_0 += x1*x7;
-                                                            v_5_1 += x2*x7;
-                                                            v_6_0 += x1*x8;
-                                                            v_6_1 += x2*x8;
-                                                            v_7_0 += x1*x9;
-                                                            v_7_1 += x2*x9;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
-                                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
-                                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                                 v_0_0 += x0*x1;
                                                                 v_0_1 += x0*x2;
                                                                 v_1_0 += x1*x3;
@@ -17623,6 +17663,122 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                 v_6_1 += x2*x8;
                                                                 v_7_0 += x1*x9;
                                                                 v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                } else {
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
                                                             }
                                                         }
                                                     }
@@ -17734,59 +17890,21 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                             int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -17803,6 +17921,122 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -17911,59 +18145,21 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -17980,6 +18176,122 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -19269,59 +19581,21 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_7_1 = {0};
                                             int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                             int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -19338,6 +19612,122 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -19636,59 +20026,21 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                 bp_vd v_7_1 = {0};
                                                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
-                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                            v_1_0 += x1*x3;
-                                                            v_1_1 += x2*x3;
-                                                            v_2_0 += x1*x4;
-                                                            v_2_1 += x2*x4;
-                                                            v_3_0 += x1*x5;
-                                                            v_3_1 += x2*x5;
-                                                            v_4_0 += x1*x6;
-                                                            v_4_1 += x2*x6;
-                                                            v_5_0 += x1*x7;
-                                                            v_5_1 += x2*x7;
-                                                            v_6_0 += x1*x8;
-                                                            v_6_1 += x2*x8;
-                                                            v_7_0 += x1*x9;
-                                                            v_7_1 += x2*x9;
-                                                        }
-                                                        if (vend <= vhi) {
-                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
-                                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
-                                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                                 v_0_0 += x0*x1;
                                                                 v_0_1 += x0*x2;
                                                                 v_1_0 += x1*x3;
@@ -19705,6 +20057,122 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                 v_6_1 += x2*x8;
                                                                 v_7_0 += x1*x9;
                                                                 v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                } else {
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                            if (vend <= vhi) {
+                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_0_1 += x0*x2;
+                                                                    v_1_0 += x1*x3;
+                                                                    v_1_1 += x2*x3;
+                                                                    v_2_0 += x1*x4;
+                                                                    v_2_1 += x2*x4;
+                                                                    v_3_0 += x1*x5;
+                                                                    v_3_1 += x2*x5;
+                                                                    v_4_0 += x1*x6;
+                                                                    v_4_1 += x2*x6;
+                                                                    v_5_0 += x1*x7;
+                                                                    v_5_1 += x2*x7;
+                                                                    v_6_0 += x1*x8;
+                                                                    v_6_1 += x2*x8;
+                                                                    v_7_0 += x1*x9;
+                                                                    v_7_1 += x2*x9;
+                                                                }
                                                             }
                                                         }
                                                     }
@@ -19816,59 +20284,21 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                             int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
-                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -19885,6 +20315,122 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -19993,59 +20539,21 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                            if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
-                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
-                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                                             v_0_0 += x0*x1;
                                                             v_0_1 += x0*x2;
                                                             v_1_0 += x1*x3;
@@ -20062,6 +20570,122 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
                                                             v_6_1 += x2*x8;
                                                             v_7_0 += x1*x9;
                                                             v_7_1 += x2*x9;
+                                                        }
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                            v_1_0 += x1*x3;
+                                                            v_1_1 += x2*x3;
+                                                            v_2_0 += x1*x4;
+                                                            v_2_1 += x2*x4;
+                                                            v_3_0 += x1*x5;
+                                                            v_3_1 += x2*x5;
+                                                            v_4_0 += x1*x6;
+                                                            v_4_1 += x2*x6;
+                                                            v_5_0 += x1*x7;
+                                                            v_5_1 += x2*x7;
+                                                            v_6_0 += x1*x8;
+                                                            v_6_1 += x2*x8;
+                                                            v_7_0 += x1*x9;
+                                                            v_7_1 += x2*x9;
+                                                        }
+                                                        if (vend <= vhi) {
+                                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                                                v_0_0 += x0*x1;
+                                                                v_0_1 += x0*x2;
+                                                                v_1_0 += x1*x3;
+                                                                v_1_1 += x2*x3;
+                                                                v_2_0 += x1*x4;
+                                                                v_2_1 += x2*x4;
+                                                                v_3_0 += x1*x5;
+                                                                v_3_1 += x2*x5;
+                                                                v_4_0 += x1*x6;
+                                                                v_4_1 += x2*x6;
+                                                                v_5_0 += x1*x7;
+                                                                v_5_1 += x2*x7;
+                                                                v_6_0 += x1*x8;
+                                                                v_6_1 += x2*x8;
+                                                                v_7_0 += x1*x9;
+                                                                v_7_1 += x2*x9;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -21338,77 +21962,27 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                     bp_vf v_15 = {0};
                     int64_t vlo = 0;
                     int64_t vhi = O1 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                    if (vhi - vlo + 1 <= BP_LANES_F) {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x10 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x11 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x12 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x13 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x14 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x15 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
-                                v_0 += x0;
-                                v_1 += x1;
-                                v_2 += x2;
-                                v_3 += x3;
-                                v_4 += x4;
-                                v_5 += x5;
-                                v_6 += x6;
-                                v_7 += x7;
-                                v_8 += x8;
-                                v_9 += x9;
-                                v_10 += x10;
-                                v_11 += x11;
-                                v_12 += x12;
-                                v_13 += x13;
-                                v_14 += x14;
-                                v_15 += x15;
-                            }
-                            if (vend <= vhi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
-                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
-                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
-                                    int64_t x10_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x10 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
-                                    int64_t x11_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x11 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
-                                    int64_t x12_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x12 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
-                                    int64_t x13_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x13 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
-                                    int64_t x14_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x14 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
-                                    int64_t x15_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x15 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x10 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x11 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x12 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x13 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x14 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x15 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
                                     v_2 += x2;
@@ -21425,6 +21999,152 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                                     v_13 += x13;
                                     v_14 += x14;
                                     v_15 += x15;
+                                }
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x10_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x11_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x12_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x13_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x14_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x15_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                        bp_vf x10 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
+                                        bp_vf x11 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
+                                        bp_vf x12 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
+                                        bp_vf x13 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
+                                        bp_vf x14 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
+                                        bp_vf x15 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                        v_8 += x8;
+                                        v_9 += x9;
+                                        v_10 += x10;
+                                        v_11 += x11;
+                                        v_12 += x12;
+                                        v_13 += x13;
+                                        v_14 += x14;
+                                        v_15 += x15;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x10 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x11 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x12 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x13 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x14 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x15 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                    v_8 += x8;
+                                    v_9 += x9;
+                                    v_10 += x10;
+                                    v_11 += x11;
+                                    v_12 += x12;
+                                    v_13 += x13;
+                                    v_14 += x14;
+                                    v_15 += x15;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                        int64_t x10_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x10 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
+                                        int64_t x11_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x11 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
+                                        int64_t x12_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x12 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
+                                        int64_t x13_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x13 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
+                                        int64_t x14_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x14 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
+                                        int64_t x15_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x15 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                        v_8 += x8;
+                                        v_9 += x9;
+                                        v_10 += x10;
+                                        v_11 += x11;
+                                        v_12 += x12;
+                                        v_13 += x13;
+                                        v_14 += x14;
+                                        v_15 += x15;
+                                    }
                                 }
                             }
                         }
@@ -21506,45 +22226,19 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                     bp_vf v_7 = {0};
                     int64_t vlo = 0;
                     int64_t vhi = O1 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                    if (vhi - vlo + 1 <= BP_LANES_F) {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                v_0 += x0;
-                                v_1 += x1;
-                                v_2 += x2;
-                                v_3 += x3;
-                                v_4 += x4;
-                                v_5 += x5;
-                                v_6 += x6;
-                                v_7 += x7;
-                            }
-                            if (vend <= vhi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
-                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
-                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
                                     v_2 += x2;
@@ -21553,6 +22247,88 @@ int bpgen_conv2d_bias_f32(float *restrict grad_bias, const float *restrict grad_
                                     v_5 += x5;
                                     v_6 += x6;
                                     v_7 += x7;
+                                }
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vf x1 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
                                 }
                             }
                         }
@@ -21657,77 +22433,27 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                     bp_vd v_15 = {0};
                     int64_t vlo = 0;
                     int64_t vhi = O1 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                    if (vhi - vlo + 1 <= BP_LANES_D) {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x10 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x11 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x12 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x13 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x14 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x15 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
-                                v_0 += x0;
-                                v_1 += x1;
-                                v_2 += x2;
-                                v_3 += x3;
-                                v_4 += x4;
-                                v_5 += x5;
-                                v_6 += x6;
-                                v_7 += x7;
-                                v_8 += x8;
-                                v_9 += x9;
-                                v_10 += x10;
-                                v_11 += x11;
-                                v_12 += x12;
-                                v_13 += x13;
-                                v_14 += x14;
-                                v_15 += x15;
-                            }
-                            if (vend <= vhi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
-                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
-                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
-                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
-                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
-                                    int64_t x10_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x10 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
-                                    int64_t x11_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x11 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
-                                    int64_t x12_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x12 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
-                                    int64_t x13_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x13 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
-                                    int64_t x14_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x14 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
-                                    int64_t x15_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x15 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x10 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x11 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x12 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x13 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x14 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x15 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
                                     v_2 += x2;
@@ -21744,6 +22470,152 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                                     v_13 += x13;
                                     v_14 += x14;
                                     v_15 += x15;
+                                }
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x10_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x11_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x12_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x13_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x14_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x15_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                        bp_vd x10 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
+                                        bp_vd x11 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
+                                        bp_vd x12 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
+                                        bp_vd x13 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
+                                        bp_vd x14 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
+                                        bp_vd x15 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                        v_8 += x8;
+                                        v_9 += x9;
+                                        v_10 += x10;
+                                        v_11 += x11;
+                                        v_12 += x12;
+                                        v_13 += x13;
+                                        v_14 += x14;
+                                        v_15 += x15;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x10 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x11 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x12 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x13 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x14 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x15 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                    v_8 += x8;
+                                    v_9 += x9;
+                                    v_10 += x10;
+                                    v_11 += x11;
+                                    v_12 += x12;
+                                    v_13 += x13;
+                                    v_14 += x14;
+                                    v_15 += x15;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 8*O0*O1 + O1*o0 + v0, 1, x8_lanes);
+                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 9*O0*O1 + O1*o0 + v0, 1, x9_lanes);
+                                        int64_t x10_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x10 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 10*O0*O1 + O1*o0 + v0, 1, x10_lanes);
+                                        int64_t x11_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x11 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 11*O0*O1 + O1*o0 + v0, 1, x11_lanes);
+                                        int64_t x12_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x12 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 12*O0*O1 + O1*o0 + v0, 1, x12_lanes);
+                                        int64_t x13_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x13 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 13*O0*O1 + O1*o0 + v0, 1, x13_lanes);
+                                        int64_t x14_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x14 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 14*O0*O1 + O1*o0 + v0, 1, x14_lanes);
+                                        int64_t x15_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x15 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 15*O0*O1 + O1*o0 + v0, 1, x15_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                        v_8 += x8;
+                                        v_9 += x9;
+                                        v_10 += x10;
+                                        v_11 += x11;
+                                        v_12 += x12;
+                                        v_13 += x13;
+                                        v_14 += x14;
+                                        v_15 += x15;
+                                    }
                                 }
                             }
                         }
@@ -21825,45 +22697,19 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                     bp_vd v_7 = {0};
                     int64_t vlo = 0;
                     int64_t vhi = O1 - 1;
-                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                    if (vhi - vlo + 1 <= BP_LANES_D) {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
-                                bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
-                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
-                                v_0 += x0;
-                                v_1 += x1;
-                                v_2 += x2;
-                                v_3 += x3;
-                                v_4 += x4;
-                                v_5 += x5;
-                                v_6 += x6;
-                                v_7 += x7;
-                            }
-                            if (vend <= vhi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
-                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
-                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
-                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
-                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
-                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
-                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
-                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
                                     v_0 += x0;
                                     v_1 += x1;
                                     v_2 += x2;
@@ -21872,6 +22718,88 @@ int bpgen_conv2d_bias_f64(double *restrict grad_bias, const double *restrict gra
                                     v_5 += x5;
                                     v_6 += x6;
                                     v_7 += x7;
+                                }
+                            }
+                            if (vend <= vhi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                    bp_vd x1 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0), 1);
+                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                if (vend <= vhi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 4*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 5*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 6*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 7*O0*O1 + O1*o0 + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
                                 }
                             }
                         }

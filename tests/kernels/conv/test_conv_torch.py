@@ -274,6 +274,28 @@ def test_rows_of_several_vectors_with_channel_blocks_match_torch(backend, dtype,
 
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('dims, stride, padding', [(2, 1, 0), (2, 2, 1), (2, 1, 1), (3, 2, 1), (3, 1, 0)])
+@pytest.mark.parametrize('width', [7, 8, 13, 16])
+def test_weight_gradient_of_rows_of_one_vector_matches_torch(backend, dtype, dims, stride, padding, width):
+    """Output rows of at most one vector (float32: 16 lanes, float64: 8), channels in blocks plus
+    partial blocks: the C weight gradient then walks the rows inside each chunk column (the full
+    chunk, then the lane-guarded rest)."""
+    rng = np.random.default_rng(width + 10 * dims + 100 * stride + 1000 * padding)
+    size = stride * (width - 1) + 3 - 2 * padding
+    x = rng.standard_normal((2, 3) + (5,) * (dims - 1) + (size,)).astype(dtype)
+    w = rng.standard_normal((9, 3) + (3,) * dims).astype(dtype)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    y = getattr(F, f'conv{dims}d')(xt, wt, stride=stride, padding=padding)
+    assert y.shape[-1] == width
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    expected = getattr(torch.nn.grad, f'conv{dims}d_weight')(xt, w.shape, torch.from_numpy(g), stride=stride,
+                                                               padding=padding)
+    got = getattr(backend, f'conv{dims}d_weight')(x, w.shape, g, stride=stride, padding=padding)
+    assert_close(got, expected.numpy())
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize('padding', [0, 1])
 def test_weight_gradient_of_planes_of_a_thousand_positions_matches_torch(backend, dtype, padding):
     """Channels in blocks plus partial blocks on outputs of >= 1024 positions per image: the C weight
