@@ -592,8 +592,8 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
     divs = list(tile.term.divs)
     nest = _nest(tile.term, summed, known, conds, divs, [],
                  _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
-    row = summed[-1] if summed else None
-    if len(summed) > 1 and all(r > 1 for _, r in tile.blocks) and not any(row in e.free_symbols for e, _ in divs):
+    row = summed[-1] if len(summed) > 1 else None   # a row of positions, not the batch of a 1-d kernel
+    if row is not None and all(r > 1 for _, r in tile.blocks) and not any(row in e.free_symbols for e, _ in divs):
         # Rows of at most one chunk (s2: 16 positions): the rows loop inside the chunks, so a chunk column
         # walks them with constant strides, its pointers advanced, not recomputed per row (s2 weight
         # gradient 1.64 -> 1.47 ms; wider rows lose: resnet 25 -> 52 ms, lenet's 24 0.20 -> 0.245 ms).
