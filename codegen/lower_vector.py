@@ -778,11 +778,13 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
     element are then a whole sweep apart (a masked add right after another to the same memory waits
     for it: 3.4x slower, measured), and the value's non-array factors are simplified under the
     interior's facts (an average's divisor: the full window).  The windows outside the box run the
-    scalar ``visit``; ``zero`` clears each block of the output first."""
+    scalar ``visit``; ``zero`` clears each block of the output first.  Rows of windows outside the box
+    (a padded pool's first row) run their interior chunks too (_border_row: pool3 average backward
+    spent half its time in the scalar border)."""
     vec = per[-1]
     box = {v: _box(term, v, rule.index) for v in per + taps}
     facts = list(rule.hyps) + [expand(e) for u in taps for e in (u - box[u][0], box[u][1] - u)]
-    inside, decls = {}, []
+    inside, decls, lanes_facts = {}, [], []
     for w in per:
         worst = [_worst_case(rule, term, c, set(taps)) for c in term.conds if w in c.free_symbols]
         if any(c.free_symbols & (set(per) - {w}) for c in worst):
@@ -790,6 +792,7 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         inside[w] = tuple(Symbol(f'{w.name}_{end}', integer=True) for end in ('lo', 'hi'))
         decls += [Declare(name.name, 'index', bound) for name, bound in zip(inside[w], _bounds(w, worst, {w})[:2])]
         facts += worst
+        lanes_facts += worst if w == vec else []
     if not all(_holds(c, facts) for c in term.conds):
         raise LoweringError(f'{rule.name}: the interior of the windows does not imply their constraints')
     arrays = [f for f in Mul.make_args(value) if isinstance(f, Indexed)]
@@ -804,7 +807,7 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         raise LoweringError(f'{rule.name}: the targets are not evenly spaced along {vec}')
     vlo, vhi = inside[vec]
 
-    def chunk(lanes):
+    def chunk(lanes, factor=factor):
         nodes, x = [], S.One
         mask = FMASK if lanes else LaneMask(S.Zero, LANES - 1)
         if lanes:
@@ -831,9 +834,27 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
     lo, hi = box[vec]
     edges = (Loop(vec, lo, _min([vlo, hi + 1]) - 1, visit), Loop(vec, _max([vhi + 1, vlo]), hi, visit))
     if len(per) > 1:
+        border = _border_row(term, value / Mul(*arrays), [*outer, *per[:-1]], taps, vec, inside[vec],
+                             list(rule.hyps) + lanes_facts, chunk)
         edges = (Branch(tuple(c for w in per[:-1] for c in (w >= inside[w][0], w <= inside[w][1])), edges,
-                        (Loop(vec, lo, hi, visit),)),)
+                        border + edges),)
     for w in reversed(per[:-1]):
         edges = (Loop(w, *box[w], edges),)
     plane = tuple(decls) + row + edges
     return _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], zero + plane)))
+
+
+def _border_row(term, factor: Expr, known: list, taps: list, vec, interior: tuple, facts: list, chunk) -> tuple:
+    """The chunks over ``interior`` = (lo, hi) of the vector variable in a row of windows outside the
+    interior box of the other window variables: every tap loops over its range in this row (the
+    constraints that involve the vector variable hold in the interior for every tap in its box:
+    ``facts``), the factor simplified under these facts, once per row when the vector variable drops
+    out of it."""
+    factor = within(factor, facts)
+    if factor.has(Indexed):
+        raise LoweringError('a factor of the scattered value reads an array')
+    conds = [c for c in term.conds if c.free_symbols & set(taps) and vec not in c.free_symbols]
+    row = _chunks_to(*interior, lambda lanes: chunk(lanes, factor))
+    nest = tuple(_nest(term, taps, set(known), conds, [], [], row, {}))   # no divisibility: no lattice steps
+    scalar = factor != 1 and vec not in factor.free_symbols
+    return ((Declare('h', 'acc', factor),) if scalar else ()) + nest

@@ -4783,7 +4783,34 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                             }
                         }
                     } else {
-                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                    bp_vf shares = h*x0;
+                                    bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                }
+                                if (vend <= o1_hi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                        bp_vf shares = h*x0;
+                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                    }
+                                }
+                            }
+                        }
+                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                            float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                }
+                            }
+                        }
+                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                             for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                 for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
@@ -4851,7 +4878,34 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                                 }
                             }
                         } else {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                            int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vf shares = h*x0;
+                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
@@ -4918,7 +4972,34 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                                 }
                             }
                         } else {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                            int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vf shares = h*x0;
+                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -5032,7 +5113,34 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                             }
                         }
                     } else {
-                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                    bp_vd shares = h*x0;
+                                    bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                }
+                                if (vend <= o1_hi) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                        bp_vd shares = h*x0;
+                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                    }
+                                }
+                            }
+                        }
+                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                            double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                }
+                            }
+                        }
+                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                             for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                 for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
@@ -5100,7 +5208,34 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                                 }
                             }
                         } else {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                            int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vd shares = h*x0;
+                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
@@ -5167,7 +5302,34 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                                 }
                             }
                         } else {
-                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                            int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vd shares = h*x0;
+                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                                 double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -7776,7 +7938,38 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                 }
                             }
                         } else {
-                            for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                            int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                        }
+                                        if (vend <= o2_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                 float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -7860,7 +8053,38 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                     }
                                 }
                             } else {
-                                for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                     float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -7943,7 +8167,38 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                     }
                                 }
                             } else {
-                                for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                     float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -8085,7 +8340,38 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                 }
                             }
                         } else {
-                            for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                            int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                        }
+                                        if (vend <= o2_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                 double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -8169,7 +8455,38 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                     }
                                 }
                             } else {
-                                for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                     double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
@@ -8252,7 +8569,38 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                     }
                                 }
                             } else {
-                                for (int64_t o2 = 0, o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
                                     double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
