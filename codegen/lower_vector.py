@@ -29,7 +29,11 @@ from its proven Z-sum:
   when a batch value holds at least BATCH_MIN_POSITIONS positions, another
   loops the batch index outside the taps and adds each pass into the output
   (zeroed first): one image's rows stay in L2 across the nine taps (resnet
-  weight gradient 25.7 -> 24.8 ms in float32, 61 -> 49 ms in float64);
+  weight gradient 25.7 -> 24.8 ms in float32, 61 -> 49 ms in float64); where
+  a row's interior holds at most one vector, its rows loop inside the chunk
+  columns (s2 weight gradient 1.64 -> 1.48 ms);
+* a free-vector tile whose every array varies with its register block (average
+  pooling) loops the rows inside the block: planes in memory order;
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest (borders,
@@ -39,9 +43,11 @@ from its proven Z-sum:
 * a divisibility condition on the vector variable (the stride of a transposed
   access) is specialized away: the vector path runs when that modulus is 1;
 * a 'max' kernel (pooling forward) runs the selector rule lane by lane over
-  the taps (max_vector_nodes), the scalar element at the borders;
+  the taps (max_vector_nodes), starting from the first tap's positions, the
+  scalar element at the borders;
 * a scatter form (average-pooling backward) adds LANES windows at a time to
-  their taps, the taps outermost (scatter_vector_nodes);
+  their taps, the taps outermost (scatter_vector_nodes), rows of windows
+  outside the interior box too (their taps over the row's ranges);
 * where the output is as wide as its rows read (stride 1, 'same' widths) and a
   row is not a whole number of vectors, the free-vector tiles also run over the
   flattened plane (row, column): chunks cross row ends, every tap over its
