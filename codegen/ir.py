@@ -85,10 +85,6 @@ class VSplat(Function):
     """A vector with every lane equal to the argument."""
 
 
-class VIndex(Function):
-    """A vector of positions start + lane * step (int64 lanes, one per lane of the real vector)."""
-
-
 # ----------------------------------------------------------------------------- nodes
 
 @dataclass(frozen=True)
@@ -140,14 +136,14 @@ class SelectMax:
 
 @dataclass(frozen=True)
 class VSelectMax:
-    """SelectMax lane by lane: vectors best and position, a vector value, a VIndex candidate.  The
-    vectors start at -inf and the first candidate's positions: a candidate is taken where it is larger
-    or NaN."""
+    """SelectMax lane by lane: vectors best and position, a vector value, a tap's offset (the same in
+    every lane: the lanes' own parts of their positions are added at the store, VStoreIndex).  The
+    vectors start at -inf and the first tap's offset: a tap is taken where it is larger or NaN."""
 
     best: str
     position: str
     value: object
-    candidate: object
+    tap: object
     kind: str = 'vselect_max'
 
 
@@ -190,11 +186,13 @@ class VAdd:
 
 @dataclass(frozen=True)
 class VStoreIndex:
-    """The int64 lanes of ``value`` (a position vector) to array[flat], array[flat + 1], ..."""
+    """The positions value[lane] + start + lane * step, as int64, to array[flat + lane]."""
 
     array: object        # Symbol
     flat: object
-    value: object
+    value: object        # the name of a position vector (the taps' offsets)
+    start: object
+    step: object
     kind: str = 'vstore_index'
 
 

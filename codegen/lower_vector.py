@@ -60,13 +60,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import And, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol, expand, oo
+from sympy import Add, And, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol, expand, oo
 
 from derive.zsum import implied
 
-from .ir import (Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd, VIndex,
-                 VLoad, VLoadMasked,
-                 VSelectMax, VSplat, VStore, VStoreIndex, substitute)
+from .ir import (Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd, VLoad,
+                 VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, loop_order, max_parts, parallel, scatter_targets, without_output_box)
@@ -712,7 +711,7 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
     rule), two chunks at a time (two independent compare-and-blend chains: pool2 0.54 -> 0.42 ms,
     pool3 1.25 -> 1.03 ms); chunks that touch the border, and rows shorter than a vector, run the
     scalar element per output.  Positions are held in int32 lanes: the path runs when every position
-    of an input plane fits (the conditions)."""
+    of an input plane, and every tap's offset in it, fits (the conditions)."""
     (term, _), = rule.terms
     check_accesses(rule, term)
     value, candidate = max_parts(rule, term)
@@ -733,28 +732,43 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
             raise LoweringError(f'{rule.name}: {out.name} is not contiguous along {vec}')
         starts.append(expand(flat.xreplace({vec: V0})))
     conds = [c for c in term.conds if vec not in c.free_symbols]
+    tap, rest = _split_taps(candidate, term.vars)
+    widest = tap.xreplace(dict(zip(term.vars, (k - 1 for k in rule.window))))   # coefficients are positive
 
     def chunks(*at):
         """Chunks of LANES outputs starting at each of ``at``: one tap loop, a selector chain per chunk
-        (two independent chains hide the latency of compare and blend)."""
+        (two independent chains hide the latency of compare and blend).  A chain's positions hold the
+        tap's offset only (one broadcast per tap); the store adds the chunk's start and the lanes'
+        steps.  Each chunk's loads start from an index without the taps, declared once per chunk."""
         decls, leaf, stores = [], [], []
         for k, v0 in enumerate(at):
             best, position, x = f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}')
             (load,) = _load(tensors[value.base], value.xreplace({vec: vec + v0 - V0}), vec, x, None)
-            leaf += [load, VSelectMax(best, position, x, VIndex(expand(candidate.xreplace({vec: v0})), step))]
+            at_taps, base = _split_taps(load.value.args[1], term.vars)
+            row = Symbol(f'xb{k}', integer=True)
+            leaf += [Declare(row.name, 'index', base), replace(load, value=load.value.func(
+                load.value.args[0], row + at_taps, *load.value.args[2:])), VSelectMax(best, position, x, tap)]
             stores += [VStore(Symbol(rule.outputs[0].name), starts[0].xreplace({V0: v0}), S.One, Symbol(best)),
-                       VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), Symbol(position))]
+                       VStoreIndex(Symbol(rule.outputs[1].name), starts[1].xreplace({V0: v0}), Symbol(position),
+                                   expand(rest.xreplace({vec: v0})), step)]
         nest = _nest(term, loop_order(term), set(rule.index), conds, list(term.divs), [], tuple(leaf), steps)
         first = _first_visit(nest)
-        for k, v0 in enumerate(at):
+        for k in range(len(at)):
             decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
-                      Declare(f'{POSITION}{k}', 'vindex', VIndex(expand(candidate.xreplace({vec: v0, **first})), step))]
+                      Declare(f'{POSITION}{k}', 'vindex', tap.xreplace(first))]
         return (*decls, *nest, *stores)
     body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
         vec, rule.sizes[-1], chunks, element)
     body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)
     plane = Mul(*tensors[value.base].shape[len(rule.index) - len(rule.window):])
-    return (plane <= 2**31 - 1,), _stride_versions(parallel(body))
+    return (plane <= 2**31 - 1, widest <= 2**31 - 1), _stride_versions(parallel(body))
+
+
+def _split_taps(expr: Expr, taps) -> tuple:
+    """(the terms of ``expr`` with a tap variable, the others)."""
+    expr = expand(expr)
+    with_taps = Add(*[t for t in Add.make_args(expr) if t.free_symbols & set(taps)])
+    return with_taps, expr - with_taps
 
 
 def _first_visit(nest: tuple) -> dict:

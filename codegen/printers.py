@@ -140,9 +140,6 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_VSplat(self, expr):
         return f'bp_vsplat_{self.suffix}({self._print(expr.args[0])})'
 
-    def _print_VIndex(self, expr):
-        return f'bp_vindex_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'
-
     def _print_IsNaN(self, expr):
         return f'isnan({self._print(expr.args[0])})'
 

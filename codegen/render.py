@@ -92,10 +92,9 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
                             body=printed_nodes(n.body, printer, real, collapsed)))
-        elif n.kind == 'declare' and n.ctype == 'vindex':   # filled by pointer: see bp_vindex_f
-            start, step = (printer.doprint(a) for a in n.value.args)
-            out.append(dict(kind='call', call=f'{VECTOR[real]}p {n.name}; bp_vindex_{printer.suffix}(&{n.name}, '
-                            f'{start}, {step})'))
+        elif n.kind == 'declare' and n.ctype == 'vindex':
+            out.append(dict(kind='call', call=f'{VECTOR[real]}p {n.name} = bp_vtap_{printer.suffix}('
+                            f'{printer.doprint(n.value)})'))
         elif n.kind == 'declare':
             vector = VECTOR[real]
             ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]
@@ -112,12 +111,12 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.mask, n.value))
             out.append(dict(kind='call', call=f'bp_vadd_{printer.suffix}({args})'))
         elif n.kind == 'vselect_max':
-            start, step = (printer.doprint(a) for a in n.candidate.args)
             out.append(dict(kind='call', call=f'bp_vselect_max_{printer.suffix}(&{n.best}, &{n.position}, '
-                            f'{printer.doprint(n.value)}, {start}, {step})'))
+                            f'{printer.doprint(n.value)}, {printer.doprint(n.tap)})'))
         elif n.kind == 'vstore_index':
+            start, step = printer.doprint(n.start), printer.doprint(n.step)
             out.append(dict(kind='call', call=f'bp_vstore_index_{printer.suffix}({printer.doprint(n.array)} + '
-                            f'({printer.doprint(n.flat)}), &{printer.doprint(n.value)})'))
+                            f'({printer.doprint(n.flat)}), &{n.value}, {start}, {step})'))
         elif n.kind == 'lanes':
             out.append(dict(kind='lanes', name=n.name, vtype=VECTOR[real], lanes=printer.doprint(Symbol('LANES')),
                             var=printer.doprint(n.var), start=printer.doprint(n.start), expr=printer.doprint(n.expr)))
