@@ -123,7 +123,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
         elif n.kind == 'assign':
             out.append(dict(kind='assign', target=printer.doprint(n.target), op=n.op, value=printer.doprint(n.value)))
         elif n.kind == 'select_max':
-            out.append(dict(kind='select_max', ctype=real, best=n.best, position=n.position,
+            out.append(dict(kind='select_max', suffix=printer.suffix, best=n.best, position=n.position,
                             value=printer.doprint(n.value), candidate=printer.doprint(n.candidate)))
         else:
             raise ValueError(f'unknown node {n}')
