@@ -1,0 +1,71 @@
+"""The low-level kernels whose public functions return a fresh, uninitialized array (the input gradients
+of convolution and pooling) write every element of it: an output full of NaN comes back equal to torch's.
+The cases have input elements that no window reaches (a stride larger than the window, rows past the last
+window), padding and dilation."""
+import importlib
+
+import numpy as np
+import pytest
+from conftest import BACKENDS, assert_close
+
+from generated._api import ConvGeometry, PoolGeometry, avg_options
+
+torch = pytest.importorskip('torch')
+F = torch.nn.functional
+
+LOW_LEVEL = {'numpy': 'generated.numpy._kernels', 'c': 'generated.c._binding'}
+
+# (input size, weight shape, stride, padding, dilation)
+CONV_INPUT = [
+    ((2, 3, 11), (4, 3, 2), 3, 0, 1),
+    ((2, 3, 11, 13), (4, 3, 2, 2), 3, 0, 1),           # gaps between windows, a row and a column past the last
+    ((1, 2, 19, 21), (3, 2, 3, 3), 2, 1, 2),
+    ((2, 17, 40, 40), (8, 17, 3, 3), 1, 1, 1),          # rows of whole and partial vectors, channel blocks
+    ((1, 2, 7, 8, 9), (2, 2, 2, 2, 2), 3, 0, 1),
+]
+# (input shape, kernel size, stride, padding)
+AVG_BACKWARD = [
+    ((2, 3, 11), 2, 3, 0),
+    ((2, 3, 11, 13), 2, 3, 0),
+    ((2, 3, 56, 56), 3, 2, 1),
+    ((1, 2, 40, 37), 2, 2, 0),
+    ((1, 2, 7, 8, 9), 2, 3, 1),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def kernels(request):
+    return importlib.import_module(LOW_LEVEL[request.param])
+
+
+@pytest.mark.parametrize('size, weight_shape, stride, padding, dilation', CONV_INPUT)
+def test_conv_input_gradient_writes_every_element(kernels, size, weight_shape, stride, padding, dilation):
+    dims = len(size) - 2
+    rng = np.random.default_rng(len(size) + sum(size))
+    w = rng.standard_normal(weight_shape)
+    geo = ConvGeometry(f'conv{dims}d_input', dims, size, weight_shape, stride, padding, dilation, 1)
+    g = rng.standard_normal(geo.output_shape)
+    out = np.full(size, np.nan)
+    getattr(kernels, f'conv{dims}d_input')(geo.params, grad_input=out, grad_output=g, weight=w)
+    oracle = getattr(torch.nn.grad, f'conv{dims}d_input')
+    expected = oracle(size, torch.from_numpy(w), torch.from_numpy(g), stride=stride, padding=padding,
+                      dilation=dilation).numpy()
+    assert_close(out, expected)
+
+
+@pytest.mark.parametrize('count_include_pad', [True, False])
+@pytest.mark.parametrize('shape, kernel, stride, padding', AVG_BACKWARD)
+def test_avg_pool_backward_writes_every_element(kernels, shape, kernel, stride, padding, count_include_pad):
+    dims = len(shape) - 2
+    fn = f'avg_pool{dims}d_backward'
+    rng = np.random.default_rng(len(shape) + sum(shape))
+    x = rng.standard_normal(shape)
+    geo = PoolGeometry(fn, dims, shape, kernel, stride, padding, 1, False)
+    g = rng.standard_normal(geo.output_shape)
+    out = np.full(shape, np.nan)
+    getattr(kernels, fn)({**geo.params, **avg_options(fn, count_include_pad, None)}, grad_input=out,
+                         grad_output=g)
+    xt = torch.from_numpy(x).requires_grad_()
+    y = getattr(F, f'avg_pool{dims}d')(xt, kernel, stride, padding, count_include_pad=count_include_pad)
+    expected, = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
+    assert_close(out, expected.numpy())
