@@ -582,7 +582,8 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
     if tile.vec_free:
         def chunk(t, guard):   # tile t at v0: unguarded (guard None) or each chunk with its lanes of guard
             combos = _tile_combos(t)
-            nest = _nest(t.term, summed, set(rule.index), conds, list(t.term.divs), [],
+            order = summed if guard is None or not set(summed) <= _taps(rule, t.term) else _masks_outside(summed, guard)
+            nest = _nest(t.term, order, set(rule.index), conds, list(t.term.divs), [],
                          _accumulate(rule, t, combos, guard), steps)
             return zero(t) + tuple(nest) + _finish(rule, t, combos, vector=True, inside=guard is None)
         single = replace(tile, chunks=1)
@@ -611,6 +612,16 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
                         _chunks_to(VLO, VHI, column), steps)
         nest = (Branch((VHI - VLO + 1 <= LANES,), tuple(swapped), tuple(nest)),)
     return zero(tile) + bounds + tuple(nest) + _finish(rule, tile, combos, vector=False)
+
+
+def _masks_outside(summed: list, guard: tuple) -> list:
+    """The summation order of a guarded chunk whose sum runs over taps only (pooling): the variables
+    its lane masks depend on (a row's taps) outermost, so that each mask (an index declaration) is
+    computed once per value of theirs, not once per tap (pool3 average forward 0.423 -> 0.377 ms: 3
+    masks a row, not 9).  The same terms, added in another order.  Convolutions keep their order (the
+    channel loop: lenet forward lost 8 %)."""
+    lane = set().union(*(e.free_symbols for e in guard))
+    return [v for v in summed if v in lane] + [v for v in summed if v not in lane]
 
 
 def _chunks_to(lo, hi, chunk) -> tuple:

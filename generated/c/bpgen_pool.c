@@ -3323,11 +3323,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                 } else {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        int64_t x1_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
-                                            int64_t x1_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x1_lanes);
                                             v_0 += x0;
                                             v_1 += x1;
@@ -3365,11 +3365,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            int64_t x1_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -3422,9 +3422,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
                                                 v_0 += x0;
                                             }
@@ -3453,9 +3453,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -3520,11 +3520,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
                                                 bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -3562,11 +3562,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
                                                     bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -3619,9 +3619,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -3650,9 +3650,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -3716,11 +3716,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -3758,11 +3758,11 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                     bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -3815,9 +3815,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -3846,9 +3846,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -3955,11 +3955,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                 } else {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                            int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        int64_t x1_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
-                                            int64_t x1_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                             bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x1_lanes);
                                             v_0 += x0;
                                             v_1 += x1;
@@ -3997,11 +3997,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            int64_t x1_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
                                                 bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -4054,9 +4054,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
                                                 v_0 += x0;
                                             }
@@ -4085,9 +4085,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(P1 - m1 - v0, H1 + P1 - m1 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -4152,11 +4152,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
                                                 bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -4194,11 +4194,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
                                                     bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -4251,9 +4251,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -4282,9 +4282,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, 2), -v0 + bp_floordiv(H1 + P1 - m1 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -4348,11 +4348,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
-                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                 bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x1_lanes);
                                                 v_0 += x0;
                                                 v_1 += x1;
@@ -4390,11 +4390,11 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
                                                     bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b + H0*H1 - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -4447,9 +4447,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
                                                     v_0 += x0;
                                                 }
@@ -4478,9 +4478,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P1 - m1, S1), -v0 + bp_floordiv(H1 + P1 - m1 - 1, S1));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*n + H0*H1*c_b - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -6202,12 +6202,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                     } else {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            int64_t x1_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                     bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -6248,12 +6248,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                int64_t x1_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -6313,10 +6313,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -6348,10 +6348,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -6423,12 +6423,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
                                                         bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -6469,12 +6469,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             } else {
                                                 bp_vf v_0 = {0};
                                                 bp_vf v_1 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
                                                             bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x1_lanes);
                                                             v_0 += x0;
                                                             v_1 += x1;
@@ -6534,10 +6534,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -6569,10 +6569,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 } else {
                                                     bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
                                                                 v_0 += x0;
                                                             }
@@ -6643,12 +6643,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         } else {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -6689,12 +6689,12 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             } else {
                                                 bp_vf v_0 = {0};
                                                 bp_vf v_1 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                             bp_vf x1 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x1_lanes);
                                                             v_0 += x0;
                                                             v_1 += x1;
@@ -6754,10 +6754,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                 bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -6789,10 +6789,10 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                                     bp_vstore_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 } else {
                                                     bp_vf v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                                 bp_vf x0 = bp_vload_masked_f(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
                                                                 v_0 += x0;
                                                             }
@@ -6916,12 +6916,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                     } else {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
-                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            int64_t x1_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                     bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                     bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x1_lanes);
                                                     v_0 += x0;
                                                     v_1 += x1;
@@ -6962,12 +6962,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                int64_t x1_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
                                                         bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -7027,10 +7027,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
                                                         v_0 += x0;
                                                     }
@@ -7062,10 +7062,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(P2 - m2 - v0, H2 + P2 - m2 - v0 - 1);
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -7137,12 +7137,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
                                                         bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -7183,12 +7183,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             } else {
                                                 bp_vd v_0 = {0};
                                                 bp_vd v_1 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
                                                             bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x1_lanes);
                                                             v_0 += x0;
                                                             v_1 += x1;
@@ -7248,10 +7248,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -7283,10 +7283,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 } else {
                                                     bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, 2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, 2));
+                                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, x0_lanes);
                                                                 v_0 += x0;
                                                             }
@@ -7357,12 +7357,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         } else {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
-                                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                         bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                         bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x1_lanes);
                                                         v_0 += x0;
                                                         v_1 += x1;
@@ -7403,12 +7403,12 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             } else {
                                                 bp_vd v_0 = {0};
                                                 bp_vd v_1 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
                                                             bp_vd x1 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x1_lanes);
                                                             v_0 += x0;
                                                             v_1 += x1;
@@ -7468,10 +7468,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                 bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
-                                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                             bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
                                                             v_0 += x0;
                                                         }
@@ -7503,10 +7503,10 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                                     bp_vstore_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                                 } else {
                                                     bp_vd v_0 = {0};
-                                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(P2 - m2, S2), -v0 + bp_floordiv(H2 + P2 - m2 - 1, S2));
+                                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                                                 bp_vd x0 = bp_vload_masked_d(input, C*H0*H1*H2*n + H0*H1*H2*c_b - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, x0_lanes);
                                                                 v_0 += x0;
                                                             }
