@@ -77,14 +77,15 @@ def binding_file(rules) -> str:
         k32, k64 = c_kernel_view(r, 'float32'), c_kernel_view(r, 'float64')
         kernel = lower_numpy(r)
         ctypes = ['real' if not t.index_array else repr('int64_t[]') for t in r.outputs + r.inputs]
-        call = [f'pointer({name}, {ctype})' if t.optional else f'ffi.from_buffer({ctype}, {name})'
+        call = [f'pointer({name}, {ctype})' if t.optional else f'from_buffer({ctype}, {name})'
                 for name, ctype, t in zip(kernel.arrays, ctypes, r.outputs + r.inputs)]
         views.append(dict(
             name=r.name, symbol_f32=k32['symbol'], symbol_f64=k64['symbol'],
             prototype_f32=f'int {k32["symbol"]}({k32["signature"].replace("restrict ", "")});',
             prototype_f64=f'int {k64["symbol"]}({k64["signature"].replace("restrict ", "")});',
-            signature=', '.join(kernel.arrays), first=kernel.arrays[0],
-            call=', '.join(call + [_size(p) for p in kernel.params]), failures=repr(k32['failure_messages'])))
+            signature=', '.join(kernel.arrays), first=kernel.arrays[0], call=', '.join(call),
+            keywords=', '.join(f'{a}={a}' for a in kernel.arrays),
+            sizes=''.join(f'{_size(p)}, ' for p in kernel.params).rstrip(' '), failures=repr(k32['failure_messages'])))
     sources = sorted([f'{b}.h' for b in {*C_FILES.values(), 'bpgen_runtime'}]
                      + [f'{b}.c' for b in [*c_sources(rules), 'bpgen_runtime']])
     return render('c/binding.py.j2', header=template_header('#', 'c/binding.py.j2', rules), kernels=views,

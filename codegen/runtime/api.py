@@ -6,6 +6,15 @@ into _formulas).  Bad input raises TypeError or ValueError naming the
 parameter; nothing reaches a kernel unchecked.  Both backends call this module
 with their own table of low-level kernels, which take a mapping of their sizes
 (the names of derive/'s symbols) and their arrays by keyword.
+
+A call's checks end in a plan: the function of its arrays that allocates the
+results and runs the kernel with its sizes bound (``kernels.prepare``).  Plans
+are kept per call signature -- the function, each array's type, shape and
+dtype, each parameter's value and type -- which is everything the checks look
+at, so a repeated call runs its plan at once (a few microseconds: the checks
+cost more than a small kernel).  Only plain parameters (int, str, bool, None)
+make a signature: a tuple may hide a bool among its ints, so a call with tuple
+parameters is checked afresh (its geometry is cached).
 """
 from __future__ import annotations
 
@@ -18,6 +27,33 @@ import numpy as np
 from . import _formulas as formulas
 
 REAL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+ndarray = np.ndarray
+
+
+# ----------------------------------------------------------------------------- plans
+
+PLANS: dict = {}     # call signature -> plan
+PLAN_LIMIT = 4096    # signatures kept; the table starts afresh beyond
+PLAIN = frozenset((int, str, bool, type(None)))
+
+
+def remember(key: tuple, plan, *params):
+    """``plan``, kept for ``key`` when every parameter is plain (its value and type, both in the key, are all
+    the checks saw of it)."""
+    if all(type(p) in PLAIN for p in params):
+        if len(PLANS) >= PLAN_LIMIT:
+            PLANS.clear()
+        PLANS[key] = plan
+    return plan
+
+
+def plan_tag(kernels, fn: str) -> str:
+    """The first item of a signature: the backend and the function (both backends share the plans)."""
+    return f'{kernels.__name__}:{fn}'
+
+
+def contiguous(arr: np.ndarray) -> np.ndarray:
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -159,23 +195,40 @@ def conv_padding(padding, fn, dims, stride, dilation, kernel) -> tuple:
 
 def conv_forward(dims: int, kernels):
     fn = f'conv{dims}d'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
 
-    def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    def checked(input, weight, bias, stride, padding, dilation, groups):
         x, w = real_array(input, 'input', fn), real_array(weight, 'weight', fn)
         b = None if bias is None else real_array(bias, 'bias', fn)
         same_dtype(fn, 'input', x, weight=w, bias=b)
         check_rank(x, 'input', fn, (dims + 1, dims + 2))
         check_rank(w, 'weight', fn, (dims + 2,))
-        unbatched = x.ndim == dims + 1
-        x = x[None] if unbatched else x
-        geo = geometry(ConvGeometry, fn, dims, x.shape, w.shape, stride, padding, dilation, groups)
+        batched = x.ndim == dims + 2
+        geo = geometry(ConvGeometry, fn, dims, x.shape if batched else (1,) + x.shape, w.shape, stride, padding,
+                       dilation, groups)
         if b is not None:
             check_shape(b, 'bias', fn, (w.shape[0],))
-        y = np.empty(geo.output_shape, x.dtype)
-        if x.shape[0]:
-            kernel(geo.params, output=y, input=x, weight=w, bias=b)
-        return y[0] if unbatched else y
+        run, shape, dtype = kernels.prepare(fn, geo.params, x.dtype), geo.output_shape, x.dtype
+
+        def plan(input, weight, bias):
+            y = np.empty(shape, dtype)
+            if shape[0]:
+                run(output=y, input=contiguous(input if batched else input[None]), weight=contiguous(weight),
+                    bias=None if bias is None else contiguous(bias))
+            return y if batched else y[0]
+        return plan
+
+    def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        if type(input) is ndarray and type(weight) is ndarray and (bias is None or type(bias) is ndarray):
+            key = (tag, input.shape, input.dtype, weight.shape, weight.dtype, bias is None or (bias.shape, bias.dtype),
+                   stride, padding, dilation, groups, type(stride), type(padding), type(dilation), type(groups))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):   # a new signature, or an unhashable parameter
+                plan = remember(key, checked(input, weight, bias, stride, padding, dilation, groups), stride,
+                                padding, dilation, groups)
+            return plan(input, weight, bias)
+        return checked(input, weight, bias, stride, padding, dilation, groups)(input, weight, bias)
     conv.__name__ = conv.__qualname__ = fn
     conv.__doc__ = f'torch.nn.functional.{fn}: cross-correlation of input with weight, plus bias.'
     return conv
@@ -183,9 +236,9 @@ def conv_forward(dims: int, kernels):
 
 def conv_input(dims: int, kernels):
     fn = f'conv{dims}d_input'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
 
-    def grad_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    def checked(input_size, weight, grad_output, stride, padding, dilation, groups):
         w, g = real_array(weight, 'weight', fn), real_array(grad_output, 'grad_output', fn)
         same_dtype(fn, 'weight', w, grad_output=g)
         check_rank(w, 'weight', fn, (dims + 2,))
@@ -194,10 +247,27 @@ def conv_input(dims: int, kernels):
         geo = geometry(ConvGeometry, fn, dims, shape, w.shape, stride, padding, dilation, groups,
                        ('input_size', 'weight'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
-        out = np.empty(shape, w.dtype)   # the kernels write every element (tests/kernels/test_outputs_written.py)
-        if shape[0]:
-            kernel(geo.params, grad_input=out, weight=w, grad_output=g)
-        return out
+        run, dtype = kernels.prepare(fn, geo.params, w.dtype), w.dtype
+
+        def plan(weight, grad_output):
+            out = np.empty(shape, dtype)   # the kernels write every element (tests/kernels/test_outputs_written.py)
+            if shape[0]:
+                run(grad_input=out, weight=contiguous(weight), grad_output=contiguous(grad_output))
+            return out
+        return plan
+
+    def grad_input(input_size, weight, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        if type(weight) is ndarray and type(grad_output) is ndarray and type(input_size) is tuple:
+            key = (tag, input_size, tuple(map(type, input_size)), weight.shape, weight.dtype, grad_output.shape,
+                   grad_output.dtype, stride, padding, dilation, groups, type(stride), type(padding), type(dilation),
+                   type(groups))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(input_size, weight, grad_output, stride, padding, dilation, groups),
+                                stride, padding, dilation, groups)
+            return plan(weight, grad_output)
+        return checked(input_size, weight, grad_output, stride, padding, dilation, groups)(weight, grad_output)
     grad_input.__name__ = grad_input.__qualname__ = fn
     grad_input.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its input.'
     return grad_input
@@ -205,9 +275,9 @@ def conv_input(dims: int, kernels):
 
 def conv_weight(dims: int, kernels):
     fn = f'conv{dims}d_weight'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
 
-    def grad_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+    def checked(input, weight_size, grad_output, stride, padding, dilation, groups):
         x, g = real_array(input, 'input', fn), real_array(grad_output, 'grad_output', fn)
         same_dtype(fn, 'input', x, grad_output=g)
         check_rank(x, 'input', fn, (dims + 2,))
@@ -216,10 +286,27 @@ def conv_weight(dims: int, kernels):
         geo = geometry(ConvGeometry, fn, dims, x.shape, shape, stride, padding, dilation, groups,
                        ('input', 'weight_size'))
         check_shape(g, 'grad_output', fn, geo.output_shape)
-        out = np.zeros(shape, x.dtype)
-        if x.shape[0]:
-            kernel(geo.params, grad_weight=out, input=x, grad_output=g)
-        return out
+        run, dtype, images = kernels.prepare(fn, geo.params, x.dtype), x.dtype, x.shape[0]
+
+        def plan(input, grad_output):
+            out = np.zeros(shape, dtype)
+            if images:
+                run(grad_weight=out, input=contiguous(input), grad_output=contiguous(grad_output))
+            return out
+        return plan
+
+    def grad_weight(input, weight_size, grad_output, stride=1, padding=0, dilation=1, groups=1):
+        if type(input) is ndarray and type(grad_output) is ndarray and type(weight_size) is tuple:
+            key = (tag, input.shape, input.dtype, weight_size, tuple(map(type, weight_size)), grad_output.shape,
+                   grad_output.dtype, stride, padding, dilation, groups, type(stride), type(padding), type(dilation),
+                   type(groups))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(input, weight_size, grad_output, stride, padding, dilation, groups),
+                                stride, padding, dilation, groups)
+            return plan(input, grad_output)
+        return checked(input, weight_size, grad_output, stride, padding, dilation, groups)(input, grad_output)
     grad_weight.__name__ = grad_weight.__qualname__ = fn
     grad_weight.__doc__ = f'torch.nn.grad.{fn}: gradient of conv{dims}d with respect to its weight.'
     return grad_weight
@@ -227,16 +314,28 @@ def conv_weight(dims: int, kernels):
 
 def conv_bias(dims: int, kernels):
     fn = f'conv{dims}d_bias'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
 
-    def grad_bias(grad_output):
+    def checked(grad_output):
         g = real_array(grad_output, 'grad_output', fn)
         check_rank(g, 'grad_output', fn, (dims + 2,))
         n, c, *size = g.shape
-        out = np.zeros((c,), g.dtype)
-        if n and c and min(size) > 0:
-            kernel(dict(N=n, G=1, KG=c, **spatial('O', size)), grad_bias=out, grad_output=g)
-        return out
+        run = kernels.prepare(fn, dict(N=n, G=1, KG=c, **spatial('O', size)), g.dtype)
+        dtype, empty = g.dtype, not (n and c and min(size) > 0)
+
+        def plan(grad_output):
+            out = np.zeros((c,), dtype)
+            if not empty:
+                run(grad_bias=out, grad_output=contiguous(grad_output))
+            return out
+        return plan
+
+    def grad_bias(grad_output):
+        if type(grad_output) is ndarray:
+            key = (tag, grad_output.shape, grad_output.dtype)
+            plan = PLANS.get(key) or remember(key, checked(grad_output))
+            return plan(grad_output)
+        return checked(grad_output)(grad_output)
     grad_bias.__name__ = grad_bias.__qualname__ = fn
     grad_bias.__doc__ = f'Gradient of conv{dims}d with respect to its bias: grad_output summed over batch and space.'
     return grad_bias
@@ -273,24 +372,45 @@ class PoolGeometry:
 
 
 def pool_input(fn: str, dims: int, input, name: str = 'input'):
+    """(the input checked, whether it has a batch axis)."""
     x = real_array(input, name, fn)
     check_rank(x, name, fn, (dims + 1, dims + 2))
-    unbatched = x.ndim == dims + 1
-    return (x[None] if unbatched else x), unbatched
+    return x, x.ndim == dims + 2
+
+
+def batch(arr: np.ndarray, batched: bool) -> np.ndarray:
+    """The array with a batch axis, C-contiguous."""
+    return contiguous(arr if batched else arr[None])
 
 
 def max_pool(dims: int, kernels):
     fn = f'max_pool{dims}d'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
+
+    def checked(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices):
+        x, batched = pool_input(fn, dims, input)
+        geo = geometry(PoolGeometry, fn, dims, x.shape if batched else (1,) + x.shape, kernel_size, stride, padding,
+                       dilation, ceil_mode)
+        run, shape, dtype = kernels.prepare(fn, geo.params, x.dtype), geo.output_shape, x.dtype
+
+        def plan(input):
+            y, idx = np.empty(shape, dtype), np.empty(shape, np.int64)
+            if shape[0]:
+                run(output=y, indices=idx, input=batch(input, batched))
+            y, idx = (y, idx) if batched else (y[0], idx[0])
+            return (y, idx) if return_indices else y
+        return plan
 
     def forward(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-        x, unbatched = pool_input(fn, dims, input)
-        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-        y, idx = np.empty(geo.output_shape, x.dtype), np.empty(geo.output_shape, np.int64)
-        if x.shape[0]:
-            kernel(geo.params, output=y, indices=idx, input=x)
-        y, idx = (y[0], idx[0]) if unbatched else (y, idx)
-        return (y, idx) if return_indices else y
+        params = (kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        if type(input) is ndarray:
+            key = (tag, input.shape, input.dtype, *params, *map(type, params))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(input, *params), *params)
+            return plan(input)
+        return checked(input, *params)(input)
     forward.__name__ = forward.__qualname__ = fn
     forward.__doc__ = (f'torch.nn.functional.{fn}; indices are flat positions in each input plane; ties go to the '
                        'first maximum in window order, a NaN to the last NaN (PyTorch CPU).')
@@ -299,30 +419,51 @@ def max_pool(dims: int, kernels):
 
 def max_pool_backward(dims: int, kernels):
     fn = f'max_pool{dims}d_backward'
-    kernel, select = getattr(kernels, fn), getattr(kernels, f'max_pool{dims}d')
+    tag = plan_tag(kernels, fn)
+
+    def checked(grad_output, input, indices, kernel_size, stride, padding, dilation, ceil_mode):
+        x, batched = pool_input(fn, dims, input)
+        g = real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'input', x, grad_output=g)
+        shape = x.shape if batched else (1,) + x.shape
+        geo = geometry(PoolGeometry, fn, dims, shape, kernel_size, stride, padding, dilation, ceil_mode)
+        g_batched = batched or g.ndim != dims + 1
+        check_shape(g if g_batched else g[None], 'grad_output', fn, geo.output_shape)
+        run, dtype = kernels.prepare(fn, geo.params, x.dtype), x.dtype
+        select = kernels.prepare(f'max_pool{dims}d', geo.params, x.dtype) if indices is None else None
+        i_batched = True
+        if indices is not None:
+            if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
+                raise TypeError(f'{fn}: indices must be an int64 numpy.ndarray (as returned with return_indices)')
+            i_batched = batched or indices.ndim != dims + 1
+            # the kernels refuse positions outside the plane
+            check_shape(indices if i_batched else indices[None], 'indices', fn, geo.output_shape)
+
+        def plan(grad_output, input, indices):
+            if indices is None:
+                idx = np.empty(geo.output_shape, np.int64)
+                if shape[0]:
+                    select(output=np.empty(geo.output_shape, dtype), indices=idx, input=batch(input, batched))
+            else:
+                idx = batch(indices, i_batched)
+            out = np.empty(shape, dtype)   # the kernels write every element (zero, then scatter)
+            if out.size:
+                run(grad_input=out, grad_output=batch(grad_output, g_batched), indices=idx)
+            return out if batched else out[0]
+        return plan
 
     def backward(grad_output, input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                  indices=None):
-        x, unbatched = pool_input(fn, dims, input)
-        g = real_array(grad_output, 'grad_output', fn)
-        same_dtype(fn, 'input', x, grad_output=g)
-        g = g[None] if unbatched and g.ndim == dims + 1 else g
-        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, dilation, ceil_mode)
-        check_shape(g, 'grad_output', fn, geo.output_shape)
-        if indices is None:
-            idx = np.empty(geo.output_shape, np.int64)
-            if x.shape[0]:
-                select(geo.params, output=np.empty(geo.output_shape, x.dtype), indices=idx, input=x)
-        else:
-            if not isinstance(indices, np.ndarray) or indices.dtype != np.int64:
-                raise TypeError(f'{fn}: indices must be an int64 numpy.ndarray (as returned with return_indices)')
-            idx = np.ascontiguousarray(indices)
-            idx = idx[None] if unbatched and idx.ndim == dims + 1 else idx
-            check_shape(idx, 'indices', fn, geo.output_shape)   # the kernels refuse positions outside the plane
-        out = np.empty(x.shape, x.dtype)   # the kernels write every element (zero, then scatter)
-        if x.size:
-            kernel(geo.params, grad_input=out, grad_output=g, indices=idx)
-        return out[0] if unbatched else out
+        params = (kernel_size, stride, padding, dilation, ceil_mode)
+        if type(grad_output) is ndarray and type(input) is ndarray and (indices is None or type(indices) is ndarray):
+            key = (tag, grad_output.shape, grad_output.dtype, input.shape, input.dtype,
+                   indices is None or (indices.shape, indices.dtype), *params, *map(type, params))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(grad_output, input, indices, *params), *params)
+            return plan(grad_output, input, indices)
+        return checked(grad_output, input, indices, *params)(grad_output, input, indices)
     backward.__name__ = backward.__qualname__ = fn
     backward.__doc__ = (f'Gradient of {fn[:-9]} with respect to its input: each window sends its upstream gradient '
                         'to the input position its index names (indices recomputed unless given; given ones may '
@@ -344,17 +485,33 @@ def avg_options(fn: str, count_include_pad, divisor_override) -> dict:
 
 def avg_pool(dims: int, kernels):
     fn = f'avg_pool{dims}d'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
+
+    def checked(input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        x, batched = pool_input(fn, dims, input)
+        geo = geometry(PoolGeometry, fn, dims, x.shape if batched else (1,) + x.shape, kernel_size, stride, padding,
+                       1, ceil_mode)
+        options = avg_options(fn, count_include_pad, divisor_override)
+        run, shape, dtype = kernels.prepare(fn, {**geo.params, **options}, x.dtype), geo.output_shape, x.dtype
+
+        def plan(input):
+            y = np.empty(shape, dtype)
+            if shape[0]:
+                run(output=y, input=batch(input, batched))
+            return y if batched else y[0]
+        return plan
 
     def forward(input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                 divisor_override=None):
-        x, unbatched = pool_input(fn, dims, input)
-        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
-        options = avg_options(fn, count_include_pad, divisor_override)
-        y = np.empty(geo.output_shape, x.dtype)
-        if x.shape[0]:
-            kernel({**geo.params, **options}, output=y, input=x)
-        return y[0] if unbatched else y
+        params = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        if type(input) is ndarray:
+            key = (tag, input.shape, input.dtype, *params, *map(type, params))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(input, *params), *params)
+            return plan(input)
+        return checked(input, *params)(input)
     forward.__name__ = forward.__qualname__ = fn
     forward.__doc__ = f'torch.nn.functional.{fn} (divisor_override accepted for every dimension).'
     return forward
@@ -362,21 +519,37 @@ def avg_pool(dims: int, kernels):
 
 def avg_pool_backward(dims: int, kernels):
     fn = f'avg_pool{dims}d_backward'
-    kernel = getattr(kernels, fn)
+    tag = plan_tag(kernels, fn)
+
+    def checked(grad_output, input, kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override):
+        x, batched = pool_input(fn, dims, input)
+        g = real_array(grad_output, 'grad_output', fn)
+        same_dtype(fn, 'input', x, grad_output=g)
+        shape = x.shape if batched else (1,) + x.shape
+        geo = geometry(PoolGeometry, fn, dims, shape, kernel_size, stride, padding, 1, ceil_mode)
+        g_batched = batched or g.ndim != dims + 1
+        check_shape(g if g_batched else g[None], 'grad_output', fn, geo.output_shape)
+        options = avg_options(fn, count_include_pad, divisor_override)
+        run, dtype = kernels.prepare(fn, {**geo.params, **options}, x.dtype), x.dtype
+
+        def plan(grad_output):
+            out = np.empty(shape, dtype)   # the kernels write every element (zero, then scatter)
+            if shape[0]:
+                run(grad_input=out, grad_output=batch(grad_output, g_batched))
+            return out if batched else out[0]
+        return plan
 
     def backward(grad_output, input, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
                  divisor_override=None):
-        x, unbatched = pool_input(fn, dims, input)
-        g = real_array(grad_output, 'grad_output', fn)
-        same_dtype(fn, 'input', x, grad_output=g)
-        g = g[None] if unbatched and g.ndim == dims + 1 else g
-        geo = geometry(PoolGeometry, fn, dims, x.shape, kernel_size, stride, padding, 1, ceil_mode)
-        check_shape(g, 'grad_output', fn, geo.output_shape)
-        options = avg_options(fn, count_include_pad, divisor_override)
-        out = np.empty(x.shape, x.dtype)   # the kernels write every element (zero, then scatter)
-        if x.shape[0]:
-            kernel({**geo.params, **options}, grad_input=out, grad_output=g)
-        return out[0] if unbatched else out
+        params = (kernel_size, stride, padding, ceil_mode, count_include_pad, divisor_override)
+        if type(grad_output) is ndarray and type(input) is ndarray:
+            key = (tag, grad_output.shape, grad_output.dtype, input.shape, input.dtype, *params, *map(type, params))
+            try:
+                plan = PLANS[key]
+            except (KeyError, TypeError):
+                plan = remember(key, checked(grad_output, input, *params), *params)
+            return plan(grad_output)
+        return checked(grad_output, input, *params)(grad_output)
     backward.__name__ = backward.__qualname__ = fn
     backward.__doc__ = f'Gradient of avg_pool{dims}d with respect to its input.'
     return backward

@@ -8,6 +8,9 @@ from conftest import BACKENDS
 X = np.zeros((1, 2, 5, 5))
 W = np.zeros((4, 2, 3, 3))
 GO = np.zeros((1, 4, 3, 3))
+RNG = np.random.default_rng(7)
+XR, WR, GR = (RNG.standard_normal(a.shape) for a in (X, W, GO))
+K_INDICES = np.zeros((1, 2, 2, 2), np.int64)
 X1 = np.zeros((1, 1, 6))
 
 # id: (call on the backend K, exception type, words the message must contain)
@@ -167,9 +170,8 @@ CASES = {
 def empty_geometry_cache():
     """Each case starts without cached argument checks (their own hazard: test_cached_checks_keep_checking_types)."""
     import generated._api as api
-    clear = getattr(getattr(api, '_cached_geometry', None), 'cache_clear', None)
-    if clear is not None:
-        clear()
+    api._cached_geometry.cache_clear()
+    api.PLANS.clear()
 
 
 def raised(backend, call, kind):
@@ -210,17 +212,69 @@ def test_cached_checks_keep_checking_types(backend, call, valid, invalid):
         call(backend, invalid)
 
 
+@pytest.mark.parametrize('call,valid,invalid', [
+    (lambda K, v: K.conv2d_input(v, W, GO), X.shape, (True,) + X.shape[1:]),
+    (lambda K, v: K.conv2d_weight(X, v, GO), W.shape, W.shape[:3] + (True,)),
+    (lambda K, v: K.conv2d(v, W), X, X.astype(X.dtype.newbyteorder())),
+    (lambda K, v: K.conv2d(X, W, v), np.ones(4), np.ones(4, np.int64)),
+    (lambda K, v: K.max_pool2d_backward(K.max_pool2d(X, 2), X, 2, indices=v), K_INDICES, K_INDICES.astype(np.int32)),
+], ids=['input_size bool', 'weight_size bool', 'byte order', 'bias dtype', 'indices dtype'])
+def test_plans_keep_checking_what_a_signature_hides(backend, call, valid, invalid):
+    """A planned call signature holds the types of the elements of a size tuple and the dtype (byte order
+    included) of every array: values equal to those of a valid call must still be refused."""
+    call(backend, valid)
+    with pytest.raises(TypeError):
+        call(backend, invalid)
+
+
+PLANNED = {
+    'conv2d': lambda K: K.conv2d(XR, WR, padding=1),
+    'conv2d bias': lambda K: K.conv2d(XR, WR, np.arange(4.0), 1, 'same'),
+    'conv2d_input': lambda K: K.conv2d_input(X.shape, WR, GR),
+    'conv2d_weight': lambda K: K.conv2d_weight(XR, W.shape, GR),
+    'conv2d_bias': lambda K: K.conv2d_bias(GR),
+    'max_pool2d': lambda K: K.max_pool2d(XR, 2, return_indices=True),
+    'max_pool2d_backward': lambda K: K.max_pool2d_backward(GR[:, :2], XR, 2, ceil_mode=True),
+    'avg_pool2d': lambda K: K.avg_pool2d(XR, 3, 2, 1, False, True, None),
+    'avg_pool2d_backward': lambda K: K.avg_pool2d_backward(GR[:, :2, :2, :2], XR, 2),
+    'unbatched': lambda K: K.max_pool2d_backward(GR[0, :2, :2, :2], XR[0], 2),
+}
+
+
+@pytest.mark.parametrize('case', sorted(PLANNED))
+def test_repeated_calls_run_their_plan_without_checks(backend, case, monkeypatch):
+    """The checks of a call with plain parameters (ints, strs, bools, None) run once per signature: they cost
+    more than a small kernel.  A repeated call must not run them, and must give the same result, on
+    non-contiguous copies of its arrays too."""
+    import generated._api as api
+    first = PLANNED[case](backend)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('checked again')
+    for name in ('real_array', 'geometry', 'check_shape', 'size_tuple'):
+        monkeypatch.setattr(api, name, refuse)
+    again = PLANNED[case](backend)
+    for a, b in zip(first if isinstance(first, tuple) else (first,), again if isinstance(again, tuple) else (again,)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_plans_take_non_contiguous_arrays(backend):
+    """A signature's plan serves views too: the same shapes and dtypes, any strides."""
+    expected = backend.conv2d(XR, WR, padding=1)
+    x, w = np.asfortranarray(XR), WR[:, :, ::-1, ::-1].copy()[:, :, ::-1, ::-1]
+    assert not (x.flags.c_contiguous or w.flags.c_contiguous)
+    np.testing.assert_array_equal(backend.conv2d(x, w, padding=1), expected)
+    np.testing.assert_array_equal(backend.conv2d_input(X.shape, w, np.asfortranarray(GR)),
+                                  backend.conv2d_input(X.shape, WR, GR))
+
+
 @pytest.mark.parametrize('call', [
-    lambda K: K.conv2d(X, W, padding=1),
-    lambda K: K.conv2d_input(X.shape, W, K.conv2d(X, W)),
-    lambda K: K.conv2d_weight(X, W.shape, K.conv2d(X, W)),
-    lambda K: K.max_pool2d(X, 2),
-    lambda K: K.max_pool2d_backward(K.max_pool2d(X, 2, ceil_mode=True), X, 2, ceil_mode=True),
+    lambda K: K.conv2d(X, W, stride=(1, 1), padding=(1, 1)),
+    lambda K: K.max_pool2d(X, (2, 2)),
     lambda K: K.avg_pool2d(X, (2, 2), None, 0, False, True, None),
-], ids=['conv2d', 'conv2d_input', 'conv2d_weight', 'max_pool2d', 'max_pool2d_backward', 'avg_pool2d'])
-def test_repeated_calls_reuse_their_checked_geometry(backend, call):
-    """The checks of a repeated call come from the cache (they cost 10 us a call, more than a small kernel):
-    usual arguments (ints, tuples of ints, None, bools, the parameter names) must all be cacheable."""
+], ids=['conv2d', 'max_pool2d', 'avg_pool2d'])
+def test_tuple_parameters_reuse_their_checked_geometry(backend, call):
+    """A tuple parameter is checked afresh (it may hide a bool among its ints), its geometry cached."""
     import generated._api as api
     call(backend)
     before = api._cached_geometry.cache_info()
@@ -261,3 +315,17 @@ def test_max_pool_backward_with_indices_outside_their_window(backend):
         assert 'indices' in str(error)
         return
     np.testing.assert_array_equal(grad[0, 0], [10.0, 100.0, 0.0, 0.0, 0.0, 1.0])   # torch 2.13, aten op
+
+
+def test_each_backend_keeps_its_own_plans():
+    """Both backends share the module of public functions: a signature planned by one must not run the
+    other's kernel."""
+    if 'c' not in BACKENDS:
+        pytest.skip('C backend not selected')
+    import generated._api as api
+    import generated.c as KC
+    import generated.numpy as KN
+    KN.conv2d(XR, WR)
+    KC.conv2d(XR, WR)
+    tags = sorted(key[0] for key in api.PLANS)
+    assert tags == ['generated.c._binding:conv2d', 'generated.numpy._kernels:conv2d']
