@@ -311,6 +311,32 @@ def test_weight_gradient_of_planes_of_a_thousand_positions_matches_torch(backend
     assert_close(backend.conv2d_weight(x, w.shape, g, padding=padding), gw.numpy())
 
 
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('dims, rows, width, stride, padding, dilation, groups', [
+    (2, 26, 26, 1, 0, 1, 1), (2, 3, 20, 1, 0, 1, 1), (2, 4, 9, 1, 0, 1, 1), (2, 11, 40, 1, 1, 1, 1),
+    (2, 9, 17, 2, 1, 1, 1), (2, 10, 33, (2, 1), 2, (2, 1), 2), (2, 13, 16, 1, (3, 0), 1, 3), (3, 7, 18, 1, 1, 1, 1),
+    (3, 6, 12, (1, 2, 1), 0, (1, 1, 2), 1)])
+def test_one_channel_rows_in_blocks_match_torch(backend, dtype, dims, rows, width, stride, padding, dilation,
+                                                groups):
+    """Fewer channels than a register block (one output channel a group for the forward, one input
+    channel a group for the input gradient): the C kernels then compute blocks of four rows whose taps
+    all lie inside the input, one accumulator chain a row, the other rows one at a time.  Row counts
+    below, at and above a block, border rows from padding, strides and dilations along the rows."""
+    rng = np.random.default_rng(rows * 100 + width)
+    kernel = (3,) * dims
+    x = rng.standard_normal((2, groups) + (4,) * (dims - 2) + (rows, width)).astype(dtype)
+    w = rng.standard_normal((groups, 1) + kernel).astype(dtype)
+    params = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    conv = getattr(F, f'conv{dims}d')
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y = conv(xt, wt, **params)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, = torch.autograd.grad(y, (xt,), torch.from_numpy(g))
+    assert_close(getattr(backend, f'conv{dims}d')(x, w, **params), y.detach().numpy())
+    assert_close(getattr(backend, f'conv{dims}d_input')(x.shape, w, g, **params), gx.numpy())
+
+
 def test_c_weight_gradient_writes_every_element_of_its_output():
     """The low-level C kernel zeroes what it accumulates into: an output full of NaN comes back exact."""
     if 'c' not in BACKENDS:
