@@ -110,7 +110,8 @@ class Guard:
 @dataclass(frozen=True)
 class Declare:
     name: str
-    ctype: str           # 'acc' (the kernel's scalar type), 'vec' (a vector of it), 'index'
+    ctype: str           # 'acc' (the kernel's scalar type), 'vec' (a vector of it), 'index', 'vbuf' (a stack
+    #                      array of ``value`` vectors)
     value: object
     kind: str = 'declare'
 

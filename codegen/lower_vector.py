@@ -27,9 +27,10 @@ from its proven Z-sum:
   fewer blocks than threads (lenet's weight gradient: one), a run-time variant
   loops the taps outside them, in the parallel loops (2 threads 0.195 -> 0.10 ms);
   when a batch value holds at least BATCH_MIN_POSITIONS positions, another
-  loops the batch index outside the taps and adds each pass into the output
-  (zeroed first): one image's rows stay in L2 across the nine taps (resnet
-  weight gradient 25.7 -> 24.8 ms in float32, 61 -> 49 ms in float64); where
+  loops the batch index outside the taps, the accumulators of every tap
+  parked in a stack buffer between the passes and summed into the output
+  once: one image's rows stay in cache across the nine taps (resnet weight
+  gradient in float64 61 -> 49 ms, s2 in float32 1.49 -> 1.17 ms); where
   a row's interior holds at most one vector, its rows loop inside the chunk
   columns (s2 weight gradient 1.64 -> 1.48 ms);
 * a free-vector tile whose every array varies with its register block (average
@@ -65,12 +66,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Add, And, Eq, Expr, Indexed, KroneckerDelta, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol, expand, oo
+from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol,
+                   expand, oo)
 
 from derive.zsum import implied
 
-from .ir import (Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd, VLoad,
-                 VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
+from .ir import (ArrayRef, Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd,
+                 VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, loop_order, max_parts, parallel, scatter_targets, without_output_box)
@@ -79,7 +81,9 @@ from .spec import KernelRule
 LANES = Symbol('LANES', integer=True, positive=True)
 VREGS = Symbol('VREGS', integer=True, positive=True)   # the target's vector registers (a compile-time constant)
 THREADS = Symbol('THREADS', integer=True, positive=True)   # the threads a parallel region would start
-BATCH_MIN_POSITIONS = 1024   # per batch value, below which a pass per batch value costs more than it saves
+BATCH_MIN_POSITIONS = 256   # per batch value, below which a pass per batch value costs more than it saves
+PARK_MAX_TAPS = 64   # taps whose parked accumulators a pass per batch value keeps on the stack (64 KiB)
+PARKED = Symbol('parked')   # the stack buffer of parked accumulators
 ROW_BLOCK = 4   # rows of a one-channel tile: independent accumulator chains (_row_blocks)
 WIDE_BLOCK_ELEMENTS = 6144   # weights of a 16-channel block that stay in a 32 KiB L1 (24 KiB of floats)
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
@@ -370,10 +374,12 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
         blocks = Mul(*[sizes[v] for v in _outer(rule, tile, inner)],
                      *[FloorDiv(sizes[v] + r - 1, r) for v, r in tile.blocks])
         batch = _batch(rule, tile)
-        if batch is not None:   # one pass per image: its rows stay in L2 across the taps
+        if batch is not None:   # one pass per image: its rows stay in L1 or L2 across the taps
             positions = _box_size(rule, tile.term, [v for v in tile.term.vars if v != batch])
             apart = rows(replace(tile, batch=batch), inner)
-            body = (Branch((positions >= BATCH_MIN_POSITIONS,) + _contiguous(apart), apart, body),)
+            taps = Mul(*[sizes[v] for v in inner])
+            body = (Branch((positions >= BATCH_MIN_POSITIONS, taps <= PARK_MAX_TAPS) + _unit_or_two(apart), apart,
+                           body),)
         spread = rows(tile, [])
         body = (Branch((blocks < THREADS,) + _contiguous(spread), spread, body),)
     if tile.chunks > 1:   # a parallel region of its own: GCC allocates its registers apart (lenet forward
@@ -544,7 +550,8 @@ def _stride_versions(nodes: tuple) -> tuple:
     params = _stride_params(nodes)
     if not params:
         return nodes
-    versions = fold(nodes, frozenset(_contiguous(nodes)))   # the general copy: the contiguous case has its own
+    versions = fold(fold(nodes, frozenset(_contiguous(nodes))), frozenset(_unit_or_two(nodes)))   # the general
+    #                                                 copy: the strides 1 and 2 have their own
     for value in (2, 1):
         versions = (Branch(tuple(Eq(p, value) for p in params),
                            fold(substitute(nodes, {p: S(value) for p in params})), versions),)
@@ -554,6 +561,12 @@ def _stride_versions(nodes: tuple) -> tuple:
 def _contiguous(nodes: tuple) -> tuple:
     """Conditions under which every vector load and store of the nodes is contiguous."""
     return tuple(Eq(p, 1) for p in _stride_params(nodes))
+
+
+def _unit_or_two(nodes: tuple) -> tuple:
+    """Conditions under which the lanes of every vector access of the nodes are 1 or 2 apart: a variant
+    under them is compiled in the stride-1 and stride-2 copies only (_stride_versions)."""
+    return tuple(Le(p, 2) for p in _stride_params(nodes))
 
 
 def _stride_params(nodes: tuple) -> list:
@@ -575,11 +588,7 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
         body = (_flat_tile if tile.flat is not None else _tile)(rule, tile, sizes, element, steps)
         if tile.batch is None:
             return _taps_loops(inner_free, sizes, body)
-        zero = tuple(Assign(access(rule.outputs[0], [e.xreplace(_shift(tile, c)) for e in rule.output_at]), S.Zero)
-                     for c in _combos(tile.blocks))
-        lo, hi = _box(tile.term, tile.batch, rule.index)
-        return (_taps_loops(inner_free, sizes, zero)
-                + (Loop(tile.batch, lo, hi, _taps_loops(inner_free, sizes, body)),))
+        return _parked_passes(rule, tile, sizes, inner_free, body)
     var, r = tile.blocks[k]
     full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
     if r == 1:
@@ -593,6 +602,31 @@ def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
         partial = _partial_elements(tile, sizes, element, k, inner_free)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
+
+
+def _parked_passes(rule, tile, sizes, taps, body) -> tuple:
+    """A reduction tile in one pass per batch value (``body``: every tap of it): its accumulators are
+    parked in a stack buffer between the passes (PARKED, one slot per tap and accumulator, cleared
+    first), then summed into the output once.  One image's rows stay in cache across the taps, and a
+    pass costs two vector moves an accumulator and tap, not a horizontal sum and an add into the output
+    (s2 weight gradient 1.49 -> 1.03 ms in a C prototype)."""
+    combos = _tile_combos(tile)
+    slot = _slot(rule, tile, sizes)
+    lo, hi = _box(tile.term, tile.batch, rule.index)
+    clear = tuple(Assign(ArrayRef(PARKED, slot + j), VSplat(S.Zero)) for j in range(len(combos)))
+    load = tuple(Declare(_name('v', c), 'vec', ArrayRef(PARKED, slot + j)) for j, c in enumerate(combos))
+    total = _finish(rule, replace(tile, batch=None), combos, vector=False)
+    return ((Declare(PARKED.name, 'vbuf', Mul(*[sizes[v] for v in taps]) * len(combos)),)
+            + _taps_loops(taps, sizes, clear) + (Loop(tile.batch, lo, hi, _taps_loops(taps, sizes, body)),)
+            + _taps_loops(taps, sizes, load + total))
+
+
+def _slot(rule, tile, sizes) -> Expr:
+    """The first parked accumulator of the current taps: the window indices flattened row-major."""
+    flat = S.Zero
+    for v in _inner_free(rule, tile):
+        flat = flat * sizes[v] + v
+    return expand(flat * len(_tile_combos(tile)))
 
 
 def _taps_loops(taps, sizes, body) -> tuple:
@@ -650,7 +684,7 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
     divs = list(tile.term.divs)
     nest = _nest(tile.term, summed, known, conds, divs, [],
                  _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
-    row = summed[-1] if len(summed) > 1 else None   # a row of positions, not the batch of a 1-d kernel
+    row = summed[-1] if len(summed) > (tile.batch is None) else None   # a row, not the batch of a 1-d kernel
     if row is not None and all(r > 1 for _, r in tile.blocks) and not any(row in e.free_symbols for e, _ in divs):
         # Rows of at most one chunk (s2: 16 positions): the rows loop inside the chunks, so a chunk column
         # walks them with constant strides, its pointers advanced, not recomputed per row (s2 weight
@@ -663,6 +697,11 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
         swapped = _nest(tile.term, summed[:-1], known, [c for c in conds if c not in mine], divs, [],
                         _chunks_to(VLO, VHI, column), steps)
         nest = (Branch((VHI - VLO + 1 <= LANES,), tuple(swapped), tuple(nest)),)
+    if tile.batch is not None:   # a pass of _parked_passes: the accumulators come from and go back to the buffer
+        slot = _slot(rule, tile, sizes)
+        load = tuple(Declare(_name('v', c), 'vec', ArrayRef(PARKED, slot + j)) for j, c in enumerate(combos))
+        park = tuple(Assign(ArrayRef(PARKED, slot + j), Symbol(_name('v', c))) for j, c in enumerate(combos))
+        return load + bounds + tuple(nest) + park
     return zero(tile) + bounds + tuple(nest) + _finish(rule, tile, combos, vector=False)
 
 

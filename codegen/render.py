@@ -92,6 +92,8 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
                             body=printed_nodes(n.body, printer, real, collapsed)))
+        elif n.kind == 'declare' and n.ctype == 'vbuf':   # a stack buffer of vectors (C99 VLA)
+            out.append(dict(kind='call', call=f'{VECTOR[real]} {identifier(n.name)}[{printer.doprint(n.value)}]'))
         elif n.kind == 'declare' and n.ctype == 'vindex':
             out.append(dict(kind='call', call=f'{VECTOR[real]}p {n.name} = bp_vtap_{printer.suffix}('
                             f'{printer.doprint(n.value)})'))

@@ -21644,7 +21644,7 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                     }
                 }
             } else {
-                if (O0*O1*O2 >= 1024) {
+                if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                     #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -21653,25 +21653,26 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             if (k__b + 8 <= KG) {
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
+                                        bp_vf parked[16*K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = bp_vsplat_f(0);
                                                 }
                                             }
                                         }
@@ -21679,22 +21680,22 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vf v_0_0 = {0};
-                                                        bp_vf v_0_1 = {0};
-                                                        bp_vf v_1_0 = {0};
-                                                        bp_vf v_1_1 = {0};
-                                                        bp_vf v_2_0 = {0};
-                                                        bp_vf v_2_1 = {0};
-                                                        bp_vf v_3_0 = {0};
-                                                        bp_vf v_3_1 = {0};
-                                                        bp_vf v_4_0 = {0};
-                                                        bp_vf v_4_1 = {0};
-                                                        bp_vf v_5_0 = {0};
-                                                        bp_vf v_5_1 = {0};
-                                                        bp_vf v_6_0 = {0};
-                                                        bp_vf v_6_1 = {0};
-                                                        bp_vf v_7_0 = {0};
-                                                        bp_vf v_7_1 = {0};
+                                                        bp_vf v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                        bp_vf v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                        bp_vf v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                        bp_vf v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                        bp_vf v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                        bp_vf v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                        bp_vf v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                        bp_vf v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                        bp_vf v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                        bp_vf v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                        bp_vf v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                        bp_vf v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                        bp_vf v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                        bp_vf v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                        bp_vf v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                        bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         if (vhi - vlo + 1 <= BP_LANES_F) {
@@ -21848,39 +21849,77 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                 }
                                                             }
                                                         }
-                                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                        float t_0_1 = bp_hsum_f(v_0_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
-                                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
-                                                        float t_1_1 = bp_hsum_f(v_1_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] += t_1_1;
-                                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
-                                                        float t_2_1 = bp_hsum_f(v_2_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] += t_2_1;
-                                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
-                                                        float t_3_1 = bp_hsum_f(v_3_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] += t_3_1;
-                                                        float t_4_0 = bp_hsum_f(v_4_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
-                                                        float t_4_1 = bp_hsum_f(v_4_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] += t_4_1;
-                                                        float t_5_0 = bp_hsum_f(v_5_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
-                                                        float t_5_1 = bp_hsum_f(v_5_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] += t_5_1;
-                                                        float t_6_0 = bp_hsum_f(v_6_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
-                                                        float t_6_1 = bp_hsum_f(v_6_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] += t_6_1;
-                                                        float t_7_0 = bp_hsum_f(v_7_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
-                                                        float t_7_1 = bp_hsum_f(v_7_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] += t_7_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = v_0_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = v_0_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = v_1_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = v_1_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = v_2_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = v_2_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = v_3_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = v_3_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = v_4_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = v_4_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = v_5_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = v_5_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = v_6_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = v_6_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = v_7_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = v_7_1;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                    bp_vf v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                    bp_vf v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                    bp_vf v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                    bp_vf v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                    bp_vf v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                    bp_vf v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                    bp_vf v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                    bp_vf v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                    bp_vf v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                    bp_vf v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                    bp_vf v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                    bp_vf v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                    bp_vf v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                    bp_vf v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                    bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
                                                 }
                                             }
                                         }
@@ -22206,92 +22245,75 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
             }
         } else {
             if (S2 == 2) {
+                if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                        if (k__b + 8 <= KG) {
-                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                if (c__b + 2 <= CG) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                bp_vf v_1_0 = {0};
-                                                bp_vf v_1_1 = {0};
-                                                bp_vf v_2_0 = {0};
-                                                bp_vf v_2_1 = {0};
-                                                bp_vf v_3_0 = {0};
-                                                bp_vf v_3_1 = {0};
-                                                bp_vf v_4_0 = {0};
-                                                bp_vf v_4_1 = {0};
-                                                bp_vf v_5_0 = {0};
-                                                bp_vf v_5_1 = {0};
-                                                bp_vf v_6_0 = {0};
-                                                bp_vf v_6_1 = {0};
-                                                bp_vf v_7_0 = {0};
-                                                bp_vf v_7_1 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                if (vhi - vlo + 1 <= BP_LANES_F) {
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                    v_1_0 += x1*x3;
-                                                                    v_1_1 += x2*x3;
-                                                                    v_2_0 += x1*x4;
-                                                                    v_2_1 += x2*x4;
-                                                                    v_3_0 += x1*x5;
-                                                                    v_3_1 += x2*x5;
-                                                                    v_4_0 += x1*x6;
-                                                                    v_4_1 += x2*x6;
-                                                                    v_5_0 += x1*x7;
-                                                                    v_5_1 += x2*x7;
-                                                                    v_6_0 += x1*x8;
-                                                                    v_6_1 += x2*x8;
-                                                                    v_7_0 += x1*x9;
-                                                                    v_7_1 += x2*x9;
-                                                                }
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vf parked[16*K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = bp_vsplat_f(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = bp_vsplat_f(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                        bp_vf v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                        bp_vf v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                        bp_vf v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                        bp_vf v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                        bp_vf v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                        bp_vf v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                        bp_vf v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                        bp_vf v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                        bp_vf v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                        bp_vf v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                        bp_vf v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                        bp_vf v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                        bp_vf v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                        bp_vf v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                        bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
-                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
-                                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                         v_0_0 += x0*x1;
                                                                         v_0_1 += x0*x2;
                                                                         v_1_0 += x1*x3;
@@ -22309,65 +22331,65 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                         v_7_0 += x1*x9;
                                                                         v_7_1 += x2*x9;
                                                                     }
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                } else {
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                    v_1_0 += x1*x3;
-                                                                    v_1_1 += x2*x3;
-                                                                    v_2_0 += x1*x4;
-                                                                    v_2_1 += x2*x4;
-                                                                    v_3_0 += x1*x5;
-                                                                    v_3_1 += x2*x5;
-                                                                    v_4_0 += x1*x6;
-                                                                    v_4_1 += x2*x6;
-                                                                    v_5_0 += x1*x7;
-                                                                    v_5_1 += x2*x7;
-                                                                    v_6_0 += x1*x8;
-                                                                    v_6_1 += x2*x8;
-                                                                    v_7_0 += x1*x9;
-                                                                    v_7_1 += x2*x9;
                                                                 }
                                                                 if (vend <= vhi) {
                                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                                                         int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
                                                                         int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
                                                                         int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
                                                                         int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
                                                                         int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
                                                                         int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
                                                                         int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
                                                                         int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
                                                                         int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
                                                                         int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        } else {
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                         v_0_0 += x0*x1;
                                                                         v_0_1 += x0*x2;
                                                                         v_1_0 += x1*x3;
@@ -22385,87 +22407,434 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                         v_7_0 += x1*x9;
                                                                         v_7_1 += x2*x9;
                                                                     }
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                                float t_1_0 = bp_hsum_f(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                float t_1_1 = bp_hsum_f(v_1_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                                float t_2_0 = bp_hsum_f(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                float t_2_1 = bp_hsum_f(v_2_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                                float t_3_0 = bp_hsum_f(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                float t_3_1 = bp_hsum_f(v_3_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                                float t_4_0 = bp_hsum_f(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                float t_4_1 = bp_hsum_f(v_4_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
-                                                float t_5_0 = bp_hsum_f(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                float t_5_1 = bp_hsum_f(v_5_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
-                                                float t_6_0 = bp_hsum_f(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                float t_6_1 = bp_hsum_f(v_6_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
-                                                float t_7_0 = bp_hsum_f(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
-                                                float t_7_1 = bp_hsum_f(v_7_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
                                                                     }
                                                                 }
                                                             }
                                                         }
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = v_0_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = v_0_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = v_1_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = v_1_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = v_2_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = v_2_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = v_3_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = v_3_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = v_4_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = v_4_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = v_5_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = v_5_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = v_6_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = v_6_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = v_7_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = v_7_1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                    bp_vf v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                    bp_vf v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                    bp_vf v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                    bp_vf v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                    bp_vf v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                    bp_vf v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                    bp_vf v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                    bp_vf v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                    bp_vf v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                    bp_vf v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                    bp_vf v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                    bp_vf v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                    bp_vf v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                    bp_vf v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                    bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            float acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
                                                     }
                                                 }
                                             }
                                         }
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                }
                                                             }
                                                         }
                                                     }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_1_1 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_2_1 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_3_1 = {0};
+                                                    bp_vf v_4_0 = {0};
+                                                    bp_vf v_4_1 = {0};
+                                                    bp_vf v_5_0 = {0};
+                                                    bp_vf v_5_1 = {0};
+                                                    bp_vf v_6_0 = {0};
+                                                    bp_vf v_6_1 = {0};
+                                                    bp_vf v_7_0 = {0};
+                                                    bp_vf v_7_1 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    if (vhi - vlo + 1 <= BP_LANES_F) {
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    } else {
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            float acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    float acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
                                             }
                                         }
                                     }
@@ -22865,7 +23234,7 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 } else {
-                    if (O0*O1*O2 >= 1024) {
+                    if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                         #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -22873,17 +23242,18 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
                                 if (k__b + 8 <= KG) {
                                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        bp_vf parked[8*K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = bp_vsplat_f(0);
                                                 }
                                             }
                                         }
@@ -22891,14 +23261,14 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vf v_0_0 = {0};
-                                                        bp_vf v_1_0 = {0};
-                                                        bp_vf v_2_0 = {0};
-                                                        bp_vf v_3_0 = {0};
-                                                        bp_vf v_4_0 = {0};
-                                                        bp_vf v_5_0 = {0};
-                                                        bp_vf v_6_0 = {0};
-                                                        bp_vf v_7_0 = {0};
+                                                        bp_vf v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                        bp_vf v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                        bp_vf v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                        bp_vf v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                        bp_vf v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                        bp_vf v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                        bp_vf v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                        bp_vf v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
@@ -22955,23 +23325,45 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                 }
                                                             }
                                                         }
-                                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
-                                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
-                                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
-                                                        float t_4_0 = bp_hsum_f(v_4_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
-                                                        float t_5_0 = bp_hsum_f(v_5_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
-                                                        float t_6_0 = bp_hsum_f(v_6_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
-                                                        float t_7_0 = bp_hsum_f(v_7_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = v_0_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = v_1_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = v_2_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = v_3_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = v_4_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = v_5_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = v_6_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = v_7_0;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                    bp_vf v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                    bp_vf v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                    bp_vf v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                    bp_vf v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                    bp_vf v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                    bp_vf v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                    bp_vf v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
                                                 }
                                             }
                                         }
@@ -23127,69 +23519,56 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                 }
             } else {
                 if (S2 == 2) {
+                    if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_1_0 = {0};
-                                                bp_vf v_2_0 = {0};
-                                                bp_vf v_3_0 = {0};
-                                                bp_vf v_4_0 = {0};
-                                                bp_vf v_5_0 = {0};
-                                                bp_vf v_6_0 = {0};
-                                                bp_vf v_7_0 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
-                                                                v_4_0 += x1*x5;
-                                                                v_5_0 += x1*x6;
-                                                                v_6_0 += x1*x7;
-                                                                v_7_0 += x1*x8;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        bp_vf parked[8*K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = bp_vsplat_f(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = bp_vsplat_f(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                        bp_vf v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                        bp_vf v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                        bp_vf v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                        bp_vf v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                        bp_vf v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                        bp_vf v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                        bp_vf v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_1_0 += x1*x2;
                                                                     v_2_0 += x1*x3;
@@ -23199,47 +23578,221 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                     v_6_0 += x1*x7;
                                                                     v_7_0 += x1*x8;
                                                                 }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
+                                                                }
                                                             }
                                                         }
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = v_0_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = v_1_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = v_2_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = v_3_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = v_4_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = v_5_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = v_6_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = v_7_0;
                                                     }
                                                 }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                float t_1_0 = bp_hsum_f(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                float t_2_0 = bp_hsum_f(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                float t_3_0 = bp_hsum_f(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                float t_4_0 = bp_hsum_f(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                float t_5_0 = bp_hsum_f(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                float t_6_0 = bp_hsum_f(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                float t_7_0 = bp_hsum_f(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                    bp_vf v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                    bp_vf v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                    bp_vf v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                    bp_vf v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                    bp_vf v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                    bp_vf v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                    bp_vf v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
                                 }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                            }
+                        }
+                    } else {
+#ifdef _OPENMP
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_4_0 = {0};
+                                                    bp_vf v_5_0 = {0};
+                                                    bp_vf v_6_0 = {0};
+                                                    bp_vf v_7_0 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_1_0 += x1*x2;
+                                                                    v_2_0 += x1*x3;
+                                                                    v_3_0 += x1*x4;
+                                                                    v_4_0 += x1*x5;
+                                                                    v_5_0 += x1*x6;
+                                                                    v_6_0 += x1*x7;
+                                                                    v_7_0 += x1*x8;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        float acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
                                                 }
                                             }
                                         }
@@ -23444,7 +23997,7 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     } else {
-                        if (O0*O1*O2 >= 1024) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                             #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -23452,11 +24005,12 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                 for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
                                     for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
                                         if (c__b + 2 <= CG) {
+                                            bp_vf parked[2*K0*K1*K2];
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = bp_vsplat_f(0);
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = bp_vsplat_f(0);
                                                     }
                                                 }
                                             }
@@ -23464,8 +24018,8 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            bp_vf v_0_0 = {0};
-                                                            bp_vf v_0_1 = {0};
+                                                            bp_vf v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                            bp_vf v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
                                                             int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                             int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                             int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
@@ -23492,11 +24046,21 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                     }
                                                                 }
                                                             }
-                                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = v_0_0;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = v_0_1;
                                                         }
+                                                    }
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                        bp_vf v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                     }
                                                 }
                                             }
@@ -23604,70 +24168,165 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                     }
                 } else {
                     if (S2 == 2) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    bp_vf v_0_0 = {0};
-                                                    bp_vf v_0_1 = {0};
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                }
-                                                                if (vend <= vhi) {
-                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
-                                                                        v_0_0 += x0*x1;
-                                                                        v_0_1 += x0*x2;
-                                                                    }
-                                                                }
-                                                            }
-                                                        }
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            bp_vf parked[2*K0*K1*K2];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = bp_vsplat_f(0);
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = bp_vsplat_f(0);
                                                     }
-                                                    float t_0_0 = bp_hsum_f(v_0_0);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                    float t_0_1 = bp_hsum_f(v_0_1);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            float acc = 0;
+                                                            bp_vf v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                            bp_vf v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
                                                                 for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
                                                                         }
                                                                     }
                                                                 }
                                                             }
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = v_0_0;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = v_0_1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                        bp_vf v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                float acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = {0};
+                                                        bp_vf v_0_1 = {0};
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                float acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -23798,17 +24457,18 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                             }
                         }
                     } else {
-                        if (O0*O1*O2 >= 1024) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                             #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
                             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
                                 for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
                                     for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        bp_vf parked[K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    parked[K1*K2*m0_ + K2*m1_ + m2_] = bp_vsplat_f(0);
                                                 }
                                             }
                                         }
@@ -23816,7 +24476,7 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vf v_0_0 = {0};
+                                                        bp_vf v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
@@ -23838,9 +24498,17 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                                 }
                                                             }
                                                         }
-                                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        parked[K1*K2*m0_ + K2*m1_ + m2_] = v_0_0;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
                                             }
                                         }
@@ -23893,41 +24561,101 @@ int bpgen_conv3d_weight_f32(float *restrict grad_weight, const float *restrict g
                     }
                 } else {
                     if (S2 == 2) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vf v_0_0 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        bp_vf parked[K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[K1*K2*m0_ + K2*m1_ + m2_] = bp_vsplat_f(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vf v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
                                                                     v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        parked[K1*K2*m0_ + K2*m1_ + m2_] = v_0_0;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vf v_0_0 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
+                                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                             }
                                         }
                                     }
@@ -24292,7 +25020,7 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                     }
                 }
             } else {
-                if (O0*O1*O2 >= 1024) {
+                if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                     #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -24301,25 +25029,26 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             if (k__b + 8 <= KG) {
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
+                                        bp_vd parked[16*K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = bp_vsplat_d(0);
                                                 }
                                             }
                                         }
@@ -24327,22 +25056,22 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vd v_0_0 = {0};
-                                                        bp_vd v_0_1 = {0};
-                                                        bp_vd v_1_0 = {0};
-                                                        bp_vd v_1_1 = {0};
-                                                        bp_vd v_2_0 = {0};
-                                                        bp_vd v_2_1 = {0};
-                                                        bp_vd v_3_0 = {0};
-                                                        bp_vd v_3_1 = {0};
-                                                        bp_vd v_4_0 = {0};
-                                                        bp_vd v_4_1 = {0};
-                                                        bp_vd v_5_0 = {0};
-                                                        bp_vd v_5_1 = {0};
-                                                        bp_vd v_6_0 = {0};
-                                                        bp_vd v_6_1 = {0};
-                                                        bp_vd v_7_0 = {0};
-                                                        bp_vd v_7_1 = {0};
+                                                        bp_vd v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                        bp_vd v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                        bp_vd v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                        bp_vd v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                        bp_vd v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                        bp_vd v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                        bp_vd v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                        bp_vd v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                        bp_vd v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                        bp_vd v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                        bp_vd v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                        bp_vd v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                        bp_vd v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                        bp_vd v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                        bp_vd v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                        bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         if (vhi - vlo + 1 <= BP_LANES_D) {
@@ -24496,39 +25225,77 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                 }
                                                             }
                                                         }
-                                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                        double t_0_1 = bp_hsum_d(v_0_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
-                                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
-                                                        double t_1_1 = bp_hsum_d(v_1_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] += t_1_1;
-                                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
-                                                        double t_2_1 = bp_hsum_d(v_2_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] += t_2_1;
-                                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
-                                                        double t_3_1 = bp_hsum_d(v_3_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] += t_3_1;
-                                                        double t_4_0 = bp_hsum_d(v_4_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
-                                                        double t_4_1 = bp_hsum_d(v_4_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] += t_4_1;
-                                                        double t_5_0 = bp_hsum_d(v_5_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
-                                                        double t_5_1 = bp_hsum_d(v_5_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] += t_5_1;
-                                                        double t_6_0 = bp_hsum_d(v_6_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
-                                                        double t_6_1 = bp_hsum_d(v_6_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] += t_6_1;
-                                                        double t_7_0 = bp_hsum_d(v_7_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
-                                                        double t_7_1 = bp_hsum_d(v_7_1);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] += t_7_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = v_0_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = v_0_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = v_1_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = v_1_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = v_2_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = v_2_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = v_3_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = v_3_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = v_4_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = v_4_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = v_5_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = v_5_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = v_6_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = v_6_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = v_7_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = v_7_1;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                    bp_vd v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                    bp_vd v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                    bp_vd v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                    bp_vd v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                    bp_vd v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                    bp_vd v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                    bp_vd v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                    bp_vd v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                    bp_vd v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                    bp_vd v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                    bp_vd v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                    bp_vd v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                    bp_vd v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                    bp_vd v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                    bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
                                                 }
                                             }
                                         }
@@ -24854,92 +25621,75 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
             }
         } else {
             if (S2 == 2) {
+                if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                        if (k__b + 8 <= KG) {
-                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                if (c__b + 2 <= CG) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                bp_vd v_1_0 = {0};
-                                                bp_vd v_1_1 = {0};
-                                                bp_vd v_2_0 = {0};
-                                                bp_vd v_2_1 = {0};
-                                                bp_vd v_3_0 = {0};
-                                                bp_vd v_3_1 = {0};
-                                                bp_vd v_4_0 = {0};
-                                                bp_vd v_4_1 = {0};
-                                                bp_vd v_5_0 = {0};
-                                                bp_vd v_5_1 = {0};
-                                                bp_vd v_6_0 = {0};
-                                                bp_vd v_6_1 = {0};
-                                                bp_vd v_7_0 = {0};
-                                                bp_vd v_7_1 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                if (vhi - vlo + 1 <= BP_LANES_D) {
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                    v_1_0 += x1*x3;
-                                                                    v_1_1 += x2*x3;
-                                                                    v_2_0 += x1*x4;
-                                                                    v_2_1 += x2*x4;
-                                                                    v_3_0 += x1*x5;
-                                                                    v_3_1 += x2*x5;
-                                                                    v_4_0 += x1*x6;
-                                                                    v_4_1 += x2*x6;
-                                                                    v_5_0 += x1*x7;
-                                                                    v_5_1 += x2*x7;
-                                                                    v_6_0 += x1*x8;
-                                                                    v_6_1 += x2*x8;
-                                                                    v_7_0 += x1*x9;
-                                                                    v_7_1 += x2*x9;
-                                                                }
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vd parked[16*K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = bp_vsplat_d(0);
+                                                    parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = bp_vsplat_d(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                        bp_vd v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                        bp_vd v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                        bp_vd v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                        bp_vd v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                        bp_vd v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                        bp_vd v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                        bp_vd v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                        bp_vd v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                        bp_vd v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                        bp_vd v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                        bp_vd v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                        bp_vd v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                        bp_vd v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                        bp_vd v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                        bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                                     for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
-                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
-                                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                         v_0_0 += x0*x1;
                                                                         v_0_1 += x0*x2;
                                                                         v_1_0 += x1*x3;
@@ -24957,65 +25707,65 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                         v_7_0 += x1*x9;
                                                                         v_7_1 += x2*x9;
                                                                     }
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                } else {
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                    v_1_0 += x1*x3;
-                                                                    v_1_1 += x2*x3;
-                                                                    v_2_0 += x1*x4;
-                                                                    v_2_1 += x2*x4;
-                                                                    v_3_0 += x1*x5;
-                                                                    v_3_1 += x2*x5;
-                                                                    v_4_0 += x1*x6;
-                                                                    v_4_1 += x2*x6;
-                                                                    v_5_0 += x1*x7;
-                                                                    v_5_1 += x2*x7;
-                                                                    v_6_0 += x1*x8;
-                                                                    v_6_1 += x2*x8;
-                                                                    v_7_0 += x1*x9;
-                                                                    v_7_1 += x2*x9;
                                                                 }
                                                                 if (vend <= vhi) {
                                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                                                         int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
                                                                         int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
                                                                         int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
                                                                         int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
                                                                         int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
                                                                         int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
                                                                         int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
                                                                         int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
                                                                         int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
                                                                         int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        } else {
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                         v_0_0 += x0*x1;
                                                                         v_0_1 += x0*x2;
                                                                         v_1_0 += x1*x3;
@@ -25033,87 +25783,434 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                         v_7_0 += x1*x9;
                                                                         v_7_1 += x2*x9;
                                                                     }
-                                                                }
-                                                            }
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
-                                                double t_1_0 = bp_hsum_d(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                double t_1_1 = bp_hsum_d(v_1_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
-                                                double t_2_0 = bp_hsum_d(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                double t_2_1 = bp_hsum_d(v_2_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
-                                                double t_3_0 = bp_hsum_d(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                double t_3_1 = bp_hsum_d(v_3_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
-                                                double t_4_0 = bp_hsum_d(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                double t_4_1 = bp_hsum_d(v_4_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
-                                                double t_5_0 = bp_hsum_d(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                double t_5_1 = bp_hsum_d(v_5_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
-                                                double t_6_0 = bp_hsum_d(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                double t_6_1 = bp_hsum_d(v_6_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
-                                                double t_7_0 = bp_hsum_d(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
-                                                double t_7_1 = bp_hsum_d(v_7_1);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
                                                                     }
                                                                 }
                                                             }
                                                         }
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_] = v_0_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1] = v_0_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2] = v_1_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3] = v_1_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4] = v_2_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5] = v_2_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6] = v_3_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7] = v_3_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8] = v_4_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9] = v_4_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10] = v_5_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11] = v_5_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12] = v_6_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13] = v_6_1;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14] = v_7_0;
+                                                        parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15] = v_7_1;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_];
+                                                    bp_vd v_0_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 1];
+                                                    bp_vd v_1_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 2];
+                                                    bp_vd v_1_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 3];
+                                                    bp_vd v_2_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 4];
+                                                    bp_vd v_2_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 5];
+                                                    bp_vd v_3_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 6];
+                                                    bp_vd v_3_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 7];
+                                                    bp_vd v_4_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 8];
+                                                    bp_vd v_4_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 9];
+                                                    bp_vd v_5_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 10];
+                                                    bp_vd v_5_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 11];
+                                                    bp_vd v_6_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 12];
+                                                    bp_vd v_6_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 13];
+                                                    bp_vd v_7_0 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 14];
+                                                    bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            double acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
                                                     }
                                                 }
                                             }
                                         }
                                     }
                                 }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                }
                                                             }
                                                         }
                                                     }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
                                                 }
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                            if (k__b + 8 <= KG) {
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_1_1 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_2_1 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_3_1 = {0};
+                                                    bp_vd v_4_0 = {0};
+                                                    bp_vd v_4_1 = {0};
+                                                    bp_vd v_5_0 = {0};
+                                                    bp_vd v_5_1 = {0};
+                                                    bp_vd v_6_0 = {0};
+                                                    bp_vd v_6_1 = {0};
+                                                    bp_vd v_7_0 = {0};
+                                                    bp_vd v_7_1 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    if (vhi - vlo + 1 <= BP_LANES_D) {
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    } else {
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                        v_1_0 += x1*x3;
+                                                                        v_1_1 += x2*x3;
+                                                                        v_2_0 += x1*x4;
+                                                                        v_2_1 += x2*x4;
+                                                                        v_3_0 += x1*x5;
+                                                                        v_3_1 += x2*x5;
+                                                                        v_4_0 += x1*x6;
+                                                                        v_4_1 += x2*x6;
+                                                                        v_5_0 += x1*x7;
+                                                                        v_5_1 += x2*x7;
+                                                                        v_6_0 += x1*x8;
+                                                                        v_6_1 += x2*x8;
+                                                                        v_7_0 += x1*x9;
+                                                                        v_7_1 += x2*x9;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                            int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                            int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                            int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x9_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                            v_1_0 += x1*x3;
+                                                                            v_1_1 += x2*x3;
+                                                                            v_2_0 += x1*x4;
+                                                                            v_2_1 += x2*x4;
+                                                                            v_3_0 += x1*x5;
+                                                                            v_3_1 += x2*x5;
+                                                                            v_4_0 += x1*x6;
+                                                                            v_4_1 += x2*x6;
+                                                                            v_5_0 += x1*x7;
+                                                                            v_5_1 += x2*x7;
+                                                                            v_6_0 += x1*x8;
+                                                                            v_6_1 += x2*x8;
+                                                                            v_7_0 += x1*x9;
+                                                                            v_7_1 += x2*x9;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_) + m2_] = t_1_1;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_) + m2_] = t_2_1;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_) + m2_] = t_3_1;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_) + m1_) + m2_] = t_4_1;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_) + m1_) + m2_] = t_5_1;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_) + m1_) + m2_] = t_6_1;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
+                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                        for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                            double acc = 0;
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            } else {
+                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    double acc = 0;
+                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                }
+                                                            }
+                                                        }
+                                                    }
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                }
                                             }
                                         }
                                     }
@@ -25513,7 +26610,7 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 } else {
-                    if (O0*O1*O2 >= 1024) {
+                    if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                         #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -25521,17 +26618,18 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
                                 if (k__b + 8 <= KG) {
                                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        bp_vd parked[8*K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = bp_vsplat_d(0);
                                                 }
                                             }
                                         }
@@ -25539,14 +26637,14 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vd v_0_0 = {0};
-                                                        bp_vd v_1_0 = {0};
-                                                        bp_vd v_2_0 = {0};
-                                                        bp_vd v_3_0 = {0};
-                                                        bp_vd v_4_0 = {0};
-                                                        bp_vd v_5_0 = {0};
-                                                        bp_vd v_6_0 = {0};
-                                                        bp_vd v_7_0 = {0};
+                                                        bp_vd v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                        bp_vd v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                        bp_vd v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                        bp_vd v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                        bp_vd v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                        bp_vd v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                        bp_vd v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                        bp_vd v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
@@ -25603,23 +26701,45 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                 }
                                                             }
                                                         }
-                                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] += t_1_0;
-                                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] += t_2_0;
-                                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] += t_3_0;
-                                                        double t_4_0 = bp_hsum_d(v_4_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] += t_4_0;
-                                                        double t_5_0 = bp_hsum_d(v_5_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] += t_5_0;
-                                                        double t_6_0 = bp_hsum_d(v_6_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] += t_6_0;
-                                                        double t_7_0 = bp_hsum_d(v_7_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] += t_7_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = v_0_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = v_1_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = v_2_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = v_3_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = v_4_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = v_5_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = v_6_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = v_7_0;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                    bp_vd v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                    bp_vd v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                    bp_vd v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                    bp_vd v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                    bp_vd v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                    bp_vd v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                    bp_vd v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
                                                 }
                                             }
                                         }
@@ -25775,69 +26895,56 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                 }
             } else {
                 if (S2 == 2) {
+                    if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_1_0 = {0};
-                                                bp_vd v_2_0 = {0};
-                                                bp_vd v_3_0 = {0};
-                                                bp_vd v_4_0 = {0};
-                                                bp_vd v_5_0 = {0};
-                                                bp_vd v_6_0 = {0};
-                                                bp_vd v_7_0 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                v_0_0 += x0*x1;
-                                                                v_1_0 += x1*x2;
-                                                                v_2_0 += x1*x3;
-                                                                v_3_0 += x1*x4;
-                                                                v_4_0 += x1*x5;
-                                                                v_5_0 += x1*x6;
-                                                                v_6_0 += x1*x7;
-                                                                v_7_0 += x1*x8;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
-                                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
-                                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
-                                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
-                                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
-                                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
-                                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                        bp_vd parked[8*K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = bp_vsplat_d(0);
+                                                    parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = bp_vsplat_d(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                        bp_vd v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                        bp_vd v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                        bp_vd v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                        bp_vd v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                        bp_vd v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                        bp_vd v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                        bp_vd v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
                                                                     v_0_0 += x0*x1;
                                                                     v_1_0 += x1*x2;
                                                                     v_2_0 += x1*x3;
@@ -25847,47 +26954,221 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                     v_6_0 += x1*x7;
                                                                     v_7_0 += x1*x8;
                                                                 }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
+                                                                }
                                                             }
                                                         }
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_] = v_0_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1] = v_1_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2] = v_2_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3] = v_3_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4] = v_4_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5] = v_5_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6] = v_6_0;
+                                                        parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7] = v_7_0;
                                                     }
                                                 }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                double t_1_0 = bp_hsum_d(v_1_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
-                                                double t_2_0 = bp_hsum_d(v_2_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
-                                                double t_3_0 = bp_hsum_d(v_3_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
-                                                double t_4_0 = bp_hsum_d(v_4_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
-                                                double t_5_0 = bp_hsum_d(v_5_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
-                                                double t_6_0 = bp_hsum_d(v_6_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
-                                                double t_7_0 = bp_hsum_d(v_7_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_];
+                                                    bp_vd v_1_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 1];
+                                                    bp_vd v_2_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 2];
+                                                    bp_vd v_3_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 3];
+                                                    bp_vd v_4_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 4];
+                                                    bp_vd v_5_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 5];
+                                                    bp_vd v_6_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 6];
+                                                    bp_vd v_7_0 = parked[8*K1*K2*m0_ + 8*K2*m1_ + 8*m2_ + 7];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
+                                                }
                                             }
                                         }
                                     }
                                 }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                            }
+                        }
+                    } else {
+#ifdef _OPENMP
+                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                                if (k__b + 8 <= KG) {
+                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                    acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_4_0 = {0};
+                                                    bp_vd v_5_0 = {0};
+                                                    bp_vd v_6_0 = {0};
+                                                    bp_vd v_7_0 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    v_0_0 += x0*x1;
+                                                                    v_1_0 += x1*x2;
+                                                                    v_2_0 += x1*x3;
+                                                                    v_3_0 += x1*x4;
+                                                                    v_4_0 += x1*x5;
+                                                                    v_5_0 += x1*x6;
+                                                                    v_6_0 += x1*x7;
+                                                                    v_7_0 += x1*x8;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x2_lanes);
+                                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 2*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x3_lanes);
+                                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 3*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x4_lanes);
+                                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 4*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x5_lanes);
+                                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 5*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x6_lanes);
+                                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 6*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x7_lanes);
+                                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0, 1, x8_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_1_0 += x1*x2;
+                                                                        v_2_0 += x1*x3;
+                                                                        v_3_0 += x1*x4;
+                                                                        v_4_0 += x1*x5;
+                                                                        v_5_0 += x1*x6;
+                                                                        v_6_0 += x1*x7;
+                                                                        v_7_0 += x1*x8;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_) + m2_] = t_1_0;
+                                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_) + m2_] = t_2_0;
+                                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_) + m2_] = t_3_0;
+                                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_) + m1_) + m2_] = t_4_0;
+                                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_) + m1_) + m2_] = t_5_0;
+                                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_) + m1_) + m2_] = t_6_0;
+                                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_) + m1_) + m2_] = t_7_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
+                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        double acc = 0;
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                        acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                    }
                                                 }
                                             }
                                         }
@@ -26092,7 +27373,7 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     } else {
-                        if (O0*O1*O2 >= 1024) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                             #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
@@ -26100,11 +27381,12 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                 for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
                                     for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
                                         if (c__b + 2 <= CG) {
+                                            bp_vd parked[2*K0*K1*K2];
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = 0;
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = bp_vsplat_d(0);
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = bp_vsplat_d(0);
                                                     }
                                                 }
                                             }
@@ -26112,8 +27394,8 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            bp_vd v_0_0 = {0};
-                                                            bp_vd v_0_1 = {0};
+                                                            bp_vd v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                            bp_vd v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
                                                             int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                             int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                             int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
@@ -26140,11 +27422,21 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                     }
                                                                 }
                                                             }
-                                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
-                                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] += t_0_1;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = v_0_0;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = v_0_1;
                                                         }
+                                                    }
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                        bp_vd v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                     }
                                                 }
                                             }
@@ -26252,70 +27544,165 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                     }
                 } else {
                     if (S2 == 2) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    bp_vd v_0_0 = {0};
-                                                    bp_vd v_0_1 = {0};
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                    v_0_0 += x0*x1;
-                                                                    v_0_1 += x0*x2;
-                                                                }
-                                                                if (vend <= vhi) {
-                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
-                                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
-                                                                        v_0_0 += x0*x1;
-                                                                        v_0_1 += x0*x2;
-                                                                    }
-                                                                }
-                                                            }
-                                                        }
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            bp_vd parked[2*K0*K1*K2];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = bp_vsplat_d(0);
+                                                        parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = bp_vsplat_d(0);
                                                     }
-                                                    double t_0_0 = bp_hsum_d(v_0_0);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
-                                                    double t_0_1 = bp_hsum_d(v_0_1);
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                     for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                         for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                            double acc = 0;
+                                                            bp_vd v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                            bp_vd v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                            int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                            int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                                             for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
                                                                 for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                                    for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
-                                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                            acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
                                                                         }
                                                                     }
                                                                 }
                                                             }
-                                                            grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_] = v_0_0;
+                                                            parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1] = v_0_1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_];
+                                                        bp_vd v_0_1 = parked[2*K1*K2*m0_ + 2*K2*m1_ + 2*m2_ + 1];
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                double acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                                        if (c__b + 2 <= CG) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = {0};
+                                                        bp_vd v_0_1 = {0};
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                        v_0_0 += x0*x1;
+                                                                        v_0_1 += x0*x2;
+                                                                    }
+                                                                    if (vend <= vhi) {
+                                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b + H0*H1*H2 - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x2_lanes);
+                                                                            v_0_0 += x0*x1;
+                                                                            v_0_1 += x0*x2;
+                                                                        }
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
+                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                                double acc = 0;
+                                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                                    for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                        for (int64_t o2 = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2)), o2_end = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2)); o2 <= o2_end; ++o2) {
+                                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                                                acc += grad_output[O2*(O1*(O0*(KG*(G*n + g_) + k_) + o0) + o1) + o2]*input[D2*m2_ + H2*(D1*m1_ + H1*(D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0) - P1 + S1*o1) - P2 + 2*o2];
+                                                                            }
+                                                                        }
+                                                                    }
+                                                                }
+                                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k_) + c_) + m0_) + m1_) + m2_] = acc;
+                                                            }
                                                         }
                                                     }
                                                 }
@@ -26446,17 +27833,18 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                             }
                         }
                     } else {
-                        if (O0*O1*O2 >= 1024) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
                             #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
                             for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
                                 for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
                                     for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        bp_vd parked[K0*K1*K2];
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = 0;
+                                                    parked[K1*K2*m0_ + K2*m1_ + m2_] = bp_vsplat_d(0);
                                                 }
                                             }
                                         }
@@ -26464,7 +27852,7 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                                     for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                        bp_vd v_0_0 = {0};
+                                                        bp_vd v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
                                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
                                                         int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
@@ -26486,9 +27874,17 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                                                                 }
                                                             }
                                                         }
-                                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                                        grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] += t_0_0;
+                                                        parked[K1*K2*m0_ + K2*m1_ + m2_] = v_0_0;
                                                     }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
                                             }
                                         }
@@ -26541,41 +27937,101 @@ int bpgen_conv3d_weight_f64(double *restrict grad_weight, const double *restrict
                     }
                 } else {
                     if (S2 == 2) {
+                        if (O0*O1*O2 >= 256 && K0*K1*K2 <= 64) {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
-                                            for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
-                                                bp_vd v_0_0 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
-                                                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
-                                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
-                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
-                                                                v_0_0 += x0*x1;
-                                                            }
-                                                            if (vend <= vhi) {
-                                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
-                                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        bp_vd parked[K0*K1*K2];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    parked[K1*K2*m0_ + K2*m1_ + m2_] = bp_vsplat_d(0);
+                                                }
+                                            }
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                    for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                        bp_vd v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                        int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                        int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
                                                                     v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
+                                                                }
+                                                            }
+                                                        }
+                                                        parked[K1*K2*m0_ + K2*m1_ + m2_] = v_0_0;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = parked[K1*K2*m0_ + K2*m1_ + m2_];
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+#ifdef _OPENMP
+                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*H1*H2*N + CG*G*K0*K1*K2*KG + G*KG*N*O0*O1*O2 >= 32768)
+#endif
+                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
+                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                                for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
+                                                    bp_vd v_0_0 = {0};
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
+                                                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
+                                                            for (int64_t o1 = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1)), o1_end = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1)); o1 <= o1_end; ++o1) {
+                                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0), 1);
+                                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0), 2);
+                                                                    v_0_0 += x0*x1;
+                                                                }
+                                                                if (vend <= vhi) {
+                                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*O2*n + KG*O0*O1*O2*g_ + O0*O1*O2*k__b + O1*O2*o0 + O2*o1 + v0, 1, x0_lanes);
+                                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*H2*n + CG*H0*H1*H2*g_ + D0*H1*H2*m0_ + D1*H2*m1_ + D2*m2_ + H0*H1*H2*c__b - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + 2*v0, 2, x1_lanes);
+                                                                        v_0_0 += x0*x1;
+                                                                    }
                                                                 }
                                                             }
                                                         }
                                                     }
+                                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                                    grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                                 }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_) + m2_] = t_0_0;
                                             }
                                         }
                                     }
