@@ -12790,18 +12790,691 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (KG >= 8 && CG >= 2) {
-        if (S0 == 1) {
-            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (S0 == 1) {
+        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_4_0 = {0};
+                                    bp_vf v_4_1 = {0};
+                                    bp_vf v_5_0 = {0};
+                                    bp_vf v_5_1 = {0};
+                                    bp_vf v_6_0 = {0};
+                                    bp_vf v_6_1 = {0};
+                                    bp_vf v_7_0 = {0};
+                                    bp_vf v_7_1 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                } else {
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_4_0 = {0};
+                                        bp_vf v_5_0 = {0};
+                                        bp_vf v_6_0 = {0};
+                                        bp_vf v_7_0 = {0};
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                                v_4_0 += x1*x5;
+                                                v_5_0 += x1*x6;
+                                                v_6_0 += x1*x7;
+                                                v_7_0 += x1*x8;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    } else {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vf v_0_0 = {0};
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (O0 >= 256 && K0 <= 64) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+#endif
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vf parked[16*K0];
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        parked[16*m0_] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 1] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 2] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 3] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 4] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 5] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 6] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 7] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 8] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 9] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 10] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 11] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 12] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 13] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 14] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 15] = bp_vsplat_f(0);
+                                    }
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = parked[16*m0_];
+                                            bp_vf v_0_1 = parked[16*m0_ + 1];
+                                            bp_vf v_1_0 = parked[16*m0_ + 2];
+                                            bp_vf v_1_1 = parked[16*m0_ + 3];
+                                            bp_vf v_2_0 = parked[16*m0_ + 4];
+                                            bp_vf v_2_1 = parked[16*m0_ + 5];
+                                            bp_vf v_3_0 = parked[16*m0_ + 6];
+                                            bp_vf v_3_1 = parked[16*m0_ + 7];
+                                            bp_vf v_4_0 = parked[16*m0_ + 8];
+                                            bp_vf v_4_1 = parked[16*m0_ + 9];
+                                            bp_vf v_5_0 = parked[16*m0_ + 10];
+                                            bp_vf v_5_1 = parked[16*m0_ + 11];
+                                            bp_vf v_6_0 = parked[16*m0_ + 12];
+                                            bp_vf v_6_1 = parked[16*m0_ + 13];
+                                            bp_vf v_7_0 = parked[16*m0_ + 14];
+                                            bp_vf v_7_1 = parked[16*m0_ + 15];
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_1_0 += x1*x3;
+                                                    v_1_1 += x2*x3;
+                                                    v_2_0 += x1*x4;
+                                                    v_2_1 += x2*x4;
+                                                    v_3_0 += x1*x5;
+                                                    v_3_1 += x2*x5;
+                                                    v_4_0 += x1*x6;
+                                                    v_4_1 += x2*x6;
+                                                    v_5_0 += x1*x7;
+                                                    v_5_1 += x2*x7;
+                                                    v_6_0 += x1*x8;
+                                                    v_6_1 += x2*x8;
+                                                    v_7_0 += x1*x9;
+                                                    v_7_1 += x2*x9;
+                                                }
+                                            }
+                                            parked[16*m0_] = v_0_0;
+                                            parked[16*m0_ + 1] = v_0_1;
+                                            parked[16*m0_ + 2] = v_1_0;
+                                            parked[16*m0_ + 3] = v_1_1;
+                                            parked[16*m0_ + 4] = v_2_0;
+                                            parked[16*m0_ + 5] = v_2_1;
+                                            parked[16*m0_ + 6] = v_3_0;
+                                            parked[16*m0_ + 7] = v_3_1;
+                                            parked[16*m0_ + 8] = v_4_0;
+                                            parked[16*m0_ + 9] = v_4_1;
+                                            parked[16*m0_ + 10] = v_5_0;
+                                            parked[16*m0_ + 11] = v_5_1;
+                                            parked[16*m0_ + 12] = v_6_0;
+                                            parked[16*m0_ + 13] = v_6_1;
+                                            parked[16*m0_ + 14] = v_7_0;
+                                            parked[16*m0_ + 15] = v_7_1;
+                                        }
+                                    }
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vf v_0_0 = parked[16*m0_];
+                                        bp_vf v_0_1 = parked[16*m0_ + 1];
+                                        bp_vf v_1_0 = parked[16*m0_ + 2];
+                                        bp_vf v_1_1 = parked[16*m0_ + 3];
+                                        bp_vf v_2_0 = parked[16*m0_ + 4];
+                                        bp_vf v_2_1 = parked[16*m0_ + 5];
+                                        bp_vf v_3_0 = parked[16*m0_ + 6];
+                                        bp_vf v_3_1 = parked[16*m0_ + 7];
+                                        bp_vf v_4_0 = parked[16*m0_ + 8];
+                                        bp_vf v_4_1 = parked[16*m0_ + 9];
+                                        bp_vf v_5_0 = parked[16*m0_ + 10];
+                                        bp_vf v_5_1 = parked[16*m0_ + 11];
+                                        bp_vf v_6_0 = parked[16*m0_ + 12];
+                                        bp_vf v_6_1 = parked[16*m0_ + 13];
+                                        bp_vf v_7_0 = parked[16*m0_ + 14];
+                                        bp_vf v_7_1 = parked[16*m0_ + 15];
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        float t_1_1 = bp_hsum_f(v_1_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        float t_2_1 = bp_hsum_f(v_2_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        float t_3_1 = bp_hsum_f(v_3_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        float t_4_1 = bp_hsum_f(v_4_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        float t_5_1 = bp_hsum_f(v_5_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        float t_6_1 = bp_hsum_f(v_6_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        float t_7_1 = bp_hsum_f(v_7_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vf parked[8*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[8*m0_] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 1] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 2] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 3] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 4] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 5] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 6] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 7] = bp_vsplat_f(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[8*m0_];
+                                                bp_vf v_1_0 = parked[8*m0_ + 1];
+                                                bp_vf v_2_0 = parked[8*m0_ + 2];
+                                                bp_vf v_3_0 = parked[8*m0_ + 3];
+                                                bp_vf v_4_0 = parked[8*m0_ + 4];
+                                                bp_vf v_5_0 = parked[8*m0_ + 5];
+                                                bp_vf v_6_0 = parked[8*m0_ + 6];
+                                                bp_vf v_7_0 = parked[8*m0_ + 7];
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
+                                                    }
+                                                }
+                                                parked[8*m0_] = v_0_0;
+                                                parked[8*m0_ + 1] = v_1_0;
+                                                parked[8*m0_ + 2] = v_2_0;
+                                                parked[8*m0_ + 3] = v_3_0;
+                                                parked[8*m0_ + 4] = v_4_0;
+                                                parked[8*m0_ + 5] = v_5_0;
+                                                parked[8*m0_ + 6] = v_6_0;
+                                                parked[8*m0_ + 7] = v_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = parked[8*m0_];
+                                            bp_vf v_1_0 = parked[8*m0_ + 1];
+                                            bp_vf v_2_0 = parked[8*m0_ + 2];
+                                            bp_vf v_3_0 = parked[8*m0_ + 3];
+                                            bp_vf v_4_0 = parked[8*m0_ + 4];
+                                            bp_vf v_5_0 = parked[8*m0_ + 5];
+                                            bp_vf v_6_0 = parked[8*m0_ + 6];
+                                            bp_vf v_7_0 = parked[8*m0_ + 7];
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                            float t_4_0 = bp_hsum_f(v_4_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                            float t_5_0 = bp_hsum_f(v_5_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                            float t_6_0 = bp_hsum_f(v_6_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                            float t_7_0 = bp_hsum_f(v_7_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vf parked[2*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[2*m0_] = bp_vsplat_f(0);
+                                            parked[2*m0_ + 1] = bp_vsplat_f(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[2*m0_];
+                                                bp_vf v_0_1 = parked[2*m0_ + 1];
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                    }
+                                                }
+                                                parked[2*m0_] = v_0_0;
+                                                parked[2*m0_ + 1] = v_0_1;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = parked[2*m0_];
+                                            bp_vf v_0_1 = parked[2*m0_ + 1];
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            float t_0_1 = bp_hsum_f(v_0_1);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        }
+                                    } else {
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vf parked[K0];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                parked[m0_] = bp_vsplat_f(0);
+                                            }
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    bp_vf v_0_0 = parked[m0_];
+                                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    parked[m0_] = v_0_0;
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[m0_];
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+#endif
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                         bp_vf v_0_0 = {0};
                                         bp_vf v_0_1 = {0};
                                         bp_vf v_1_0 = {0};
@@ -12923,113 +13596,41 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
                                         float t_7_1 = bp_hsum_f(v_7_1);
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
                                     }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                            }
-                                        }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-                if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        bp_vf parked[16*K0];
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[16*m0_] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 1] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 2] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 3] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 4] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 5] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 6] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 7] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 8] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 9] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 10] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 11] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 12] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 13] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 14] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 15] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[16*m0_];
-                                                bp_vf v_0_1 = parked[16*m0_ + 1];
-                                                bp_vf v_1_0 = parked[16*m0_ + 2];
-                                                bp_vf v_1_1 = parked[16*m0_ + 3];
-                                                bp_vf v_2_0 = parked[16*m0_ + 4];
-                                                bp_vf v_2_1 = parked[16*m0_ + 5];
-                                                bp_vf v_3_0 = parked[16*m0_ + 6];
-                                                bp_vf v_3_1 = parked[16*m0_ + 7];
-                                                bp_vf v_4_0 = parked[16*m0_ + 8];
-                                                bp_vf v_4_1 = parked[16*m0_ + 9];
-                                                bp_vf v_5_0 = parked[16*m0_ + 10];
-                                                bp_vf v_5_1 = parked[16*m0_ + 11];
-                                                bp_vf v_6_0 = parked[16*m0_ + 12];
-                                                bp_vf v_6_1 = parked[16*m0_ + 13];
-                                                bp_vf v_7_0 = parked[16*m0_ + 14];
-                                                bp_vf v_7_1 = parked[16*m0_ + 15];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_4_0 = {0};
+                                            bp_vf v_5_0 = {0};
+                                            bp_vf v_6_0 = {0};
+                                            bp_vf v_7_0 = {0};
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                     v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
                                                 }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -13038,166 +13639,58 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                         int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                         bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
                                                         int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
                                                         int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
                                                         int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
                                                         int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
                                                         int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
                                                         int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
                                                         v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
                                                     }
                                                 }
-                                                parked[16*m0_] = v_0_0;
-                                                parked[16*m0_ + 1] = v_0_1;
-                                                parked[16*m0_ + 2] = v_1_0;
-                                                parked[16*m0_ + 3] = v_1_1;
-                                                parked[16*m0_ + 4] = v_2_0;
-                                                parked[16*m0_ + 5] = v_2_1;
-                                                parked[16*m0_ + 6] = v_3_0;
-                                                parked[16*m0_ + 7] = v_3_1;
-                                                parked[16*m0_ + 8] = v_4_0;
-                                                parked[16*m0_ + 9] = v_4_1;
-                                                parked[16*m0_ + 10] = v_5_0;
-                                                parked[16*m0_ + 11] = v_5_1;
-                                                parked[16*m0_ + 12] = v_6_0;
-                                                parked[16*m0_ + 13] = v_6_1;
-                                                parked[16*m0_ + 14] = v_7_0;
-                                                parked[16*m0_ + 15] = v_7_1;
                                             }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = parked[16*m0_];
-                                            bp_vf v_0_1 = parked[16*m0_ + 1];
-                                            bp_vf v_1_0 = parked[16*m0_ + 2];
-                                            bp_vf v_1_1 = parked[16*m0_ + 3];
-                                            bp_vf v_2_0 = parked[16*m0_ + 4];
-                                            bp_vf v_2_1 = parked[16*m0_ + 5];
-                                            bp_vf v_3_0 = parked[16*m0_ + 6];
-                                            bp_vf v_3_1 = parked[16*m0_ + 7];
-                                            bp_vf v_4_0 = parked[16*m0_ + 8];
-                                            bp_vf v_4_1 = parked[16*m0_ + 9];
-                                            bp_vf v_5_0 = parked[16*m0_ + 10];
-                                            bp_vf v_5_1 = parked[16*m0_ + 11];
-                                            bp_vf v_6_0 = parked[16*m0_ + 12];
-                                            bp_vf v_6_1 = parked[16*m0_ + 13];
-                                            bp_vf v_7_0 = parked[16*m0_ + 14];
-                                            bp_vf v_7_1 = parked[16*m0_ + 15];
                                             float t_0_0 = bp_hsum_f(v_0_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                                             float t_1_0 = bp_hsum_f(v_1_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_1_1 = bp_hsum_f(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
                                             float t_2_0 = bp_hsum_f(v_2_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_2_1 = bp_hsum_f(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
                                             float t_3_0 = bp_hsum_f(v_3_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_3_1 = bp_hsum_f(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
                                             float t_4_0 = bp_hsum_f(v_4_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_4_1 = bp_hsum_f(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
                                             float t_5_0 = bp_hsum_f(v_5_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_5_1 = bp_hsum_f(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
                                             float t_6_0 = bp_hsum_f(v_6_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_6_1 = bp_hsum_f(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
                                             float t_7_0 = bp_hsum_f(v_7_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            float t_7_1 = bp_hsum_f(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
                             }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vf v_0_0 = {0};
                                             bp_vf v_0_1 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_1_1 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_2_1 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            bp_vf v_3_1 = {0};
-                                            bp_vf v_4_0 = {0};
-                                            bp_vf v_4_1 = {0};
-                                            bp_vf v_5_0 = {0};
-                                            bp_vf v_5_1 = {0};
-                                            bp_vf v_6_0 = {0};
-                                            bp_vf v_6_1 = {0};
-                                            bp_vf v_7_0 = {0};
-                                            bp_vf v_7_1 = {0};
                                             int64_t vlo = bp_max(0, -D0*m0_ + P0);
                                             int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                                             int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
@@ -13206,29 +13699,8 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                     bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
                                                     bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
                                                 }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -13238,36 +13710,8 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                         bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                         bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
                                                     }
                                                 }
                                             }
@@ -13275,62 +13719,34 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             float t_0_1 = bp_hsum_f(v_0_1);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_1_1 = bp_hsum_f(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_2_1 = bp_hsum_f(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_3_1 = bp_hsum_f(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_4_1 = bp_hsum_f(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_5_1 = bp_hsum_f(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_6_1 = bp_hsum_f(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            float t_7_1 = bp_hsum_f(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = {0};
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                                 }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
@@ -13339,143 +13755,38 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                     }
                 }
             }
-        } else {
-            if (S0 == 2) {
-                if (O0 >= 256 && K0 <= 64) {
+        }
+    } else {
+        if (S0 == 2) {
+            if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        bp_vf parked[16*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[16*m0_] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 1] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 2] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 3] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 4] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 5] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 6] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 7] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 8] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 9] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 10] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 11] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 12] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 13] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 14] = bp_vsplat_f(0);
-                                            parked[16*m0_ + 15] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[16*m0_];
-                                                bp_vf v_0_1 = parked[16*m0_ + 1];
-                                                bp_vf v_1_0 = parked[16*m0_ + 2];
-                                                bp_vf v_1_1 = parked[16*m0_ + 3];
-                                                bp_vf v_2_0 = parked[16*m0_ + 4];
-                                                bp_vf v_2_1 = parked[16*m0_ + 5];
-                                                bp_vf v_3_0 = parked[16*m0_ + 6];
-                                                bp_vf v_3_1 = parked[16*m0_ + 7];
-                                                bp_vf v_4_0 = parked[16*m0_ + 8];
-                                                bp_vf v_4_1 = parked[16*m0_ + 9];
-                                                bp_vf v_5_0 = parked[16*m0_ + 10];
-                                                bp_vf v_5_1 = parked[16*m0_ + 11];
-                                                bp_vf v_6_0 = parked[16*m0_ + 12];
-                                                bp_vf v_6_1 = parked[16*m0_ + 13];
-                                                bp_vf v_7_0 = parked[16*m0_ + 14];
-                                                bp_vf v_7_1 = parked[16*m0_ + 15];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                }
-                                                parked[16*m0_] = v_0_0;
-                                                parked[16*m0_ + 1] = v_0_1;
-                                                parked[16*m0_ + 2] = v_1_0;
-                                                parked[16*m0_ + 3] = v_1_1;
-                                                parked[16*m0_ + 4] = v_2_0;
-                                                parked[16*m0_ + 5] = v_2_1;
-                                                parked[16*m0_ + 6] = v_3_0;
-                                                parked[16*m0_ + 7] = v_3_1;
-                                                parked[16*m0_ + 8] = v_4_0;
-                                                parked[16*m0_ + 9] = v_4_1;
-                                                parked[16*m0_ + 10] = v_5_0;
-                                                parked[16*m0_ + 11] = v_5_1;
-                                                parked[16*m0_ + 12] = v_6_0;
-                                                parked[16*m0_ + 13] = v_6_1;
-                                                parked[16*m0_ + 14] = v_7_0;
-                                                parked[16*m0_ + 15] = v_7_1;
-                                            }
-                                        }
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vf parked[16*K0];
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        parked[16*m0_] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 1] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 2] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 3] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 4] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 5] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 6] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 7] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 8] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 9] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 10] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 11] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 12] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 13] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 14] = bp_vsplat_f(0);
+                                        parked[16*m0_ + 15] = bp_vsplat_f(0);
+                                    }
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vf v_0_0 = parked[16*m0_];
                                             bp_vf v_0_1 = parked[16*m0_ + 1];
@@ -13493,113 +13804,59 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             bp_vf v_6_1 = parked[16*m0_ + 13];
                                             bp_vf v_7_0 = parked[16*m0_ + 14];
                                             bp_vf v_7_1 = parked[16*m0_ + 15];
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_1_1 = bp_hsum_f(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_2_1 = bp_hsum_f(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_3_1 = bp_hsum_f(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_4_1 = bp_hsum_f(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_5_1 = bp_hsum_f(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_6_1 = bp_hsum_f(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            float t_7_1 = bp_hsum_f(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_1_1 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_2_1 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            bp_vf v_3_1 = {0};
-                                            bp_vf v_4_0 = {0};
-                                            bp_vf v_4_1 = {0};
-                                            bp_vf v_5_0 = {0};
-                                            bp_vf v_5_1 = {0};
-                                            bp_vf v_6_0 = {0};
-                                            bp_vf v_6_1 = {0};
-                                            bp_vf v_7_0 = {0};
-                                            bp_vf v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
                                             int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                             int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                     v_1_0 += x1*x3;
@@ -13617,6 +13874,214 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                     v_7_0 += x1*x9;
                                                     v_7_1 += x2*x9;
                                                 }
+                                            }
+                                            parked[16*m0_] = v_0_0;
+                                            parked[16*m0_ + 1] = v_0_1;
+                                            parked[16*m0_ + 2] = v_1_0;
+                                            parked[16*m0_ + 3] = v_1_1;
+                                            parked[16*m0_ + 4] = v_2_0;
+                                            parked[16*m0_ + 5] = v_2_1;
+                                            parked[16*m0_ + 6] = v_3_0;
+                                            parked[16*m0_ + 7] = v_3_1;
+                                            parked[16*m0_ + 8] = v_4_0;
+                                            parked[16*m0_ + 9] = v_4_1;
+                                            parked[16*m0_ + 10] = v_5_0;
+                                            parked[16*m0_ + 11] = v_5_1;
+                                            parked[16*m0_ + 12] = v_6_0;
+                                            parked[16*m0_ + 13] = v_6_1;
+                                            parked[16*m0_ + 14] = v_7_0;
+                                            parked[16*m0_ + 15] = v_7_1;
+                                        }
+                                    }
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vf v_0_0 = parked[16*m0_];
+                                        bp_vf v_0_1 = parked[16*m0_ + 1];
+                                        bp_vf v_1_0 = parked[16*m0_ + 2];
+                                        bp_vf v_1_1 = parked[16*m0_ + 3];
+                                        bp_vf v_2_0 = parked[16*m0_ + 4];
+                                        bp_vf v_2_1 = parked[16*m0_ + 5];
+                                        bp_vf v_3_0 = parked[16*m0_ + 6];
+                                        bp_vf v_3_1 = parked[16*m0_ + 7];
+                                        bp_vf v_4_0 = parked[16*m0_ + 8];
+                                        bp_vf v_4_1 = parked[16*m0_ + 9];
+                                        bp_vf v_5_0 = parked[16*m0_ + 10];
+                                        bp_vf v_5_1 = parked[16*m0_ + 11];
+                                        bp_vf v_6_0 = parked[16*m0_ + 12];
+                                        bp_vf v_6_1 = parked[16*m0_ + 13];
+                                        bp_vf v_7_0 = parked[16*m0_ + 14];
+                                        bp_vf v_7_1 = parked[16*m0_ + 15];
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        float t_1_1 = bp_hsum_f(v_1_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        float t_2_1 = bp_hsum_f(v_2_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        float t_3_1 = bp_hsum_f(v_3_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        float t_4_1 = bp_hsum_f(v_4_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        float t_5_1 = bp_hsum_f(v_5_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        float t_6_1 = bp_hsum_f(v_6_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        float t_7_1 = bp_hsum_f(v_7_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vf parked[8*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[8*m0_] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 1] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 2] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 3] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 4] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 5] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 6] = bp_vsplat_f(0);
+                                            parked[8*m0_ + 7] = bp_vsplat_f(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[8*m0_];
+                                                bp_vf v_1_0 = parked[8*m0_ + 1];
+                                                bp_vf v_2_0 = parked[8*m0_ + 2];
+                                                bp_vf v_3_0 = parked[8*m0_ + 3];
+                                                bp_vf v_4_0 = parked[8*m0_ + 4];
+                                                bp_vf v_5_0 = parked[8*m0_ + 5];
+                                                bp_vf v_6_0 = parked[8*m0_ + 6];
+                                                bp_vf v_7_0 = parked[8*m0_ + 7];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
+                                                    }
+                                                }
+                                                parked[8*m0_] = v_0_0;
+                                                parked[8*m0_ + 1] = v_1_0;
+                                                parked[8*m0_ + 2] = v_2_0;
+                                                parked[8*m0_ + 3] = v_3_0;
+                                                parked[8*m0_ + 4] = v_4_0;
+                                                parked[8*m0_ + 5] = v_5_0;
+                                                parked[8*m0_ + 6] = v_6_0;
+                                                parked[8*m0_ + 7] = v_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = parked[8*m0_];
+                                            bp_vf v_1_0 = parked[8*m0_ + 1];
+                                            bp_vf v_2_0 = parked[8*m0_ + 2];
+                                            bp_vf v_3_0 = parked[8*m0_ + 3];
+                                            bp_vf v_4_0 = parked[8*m0_ + 4];
+                                            bp_vf v_5_0 = parked[8*m0_ + 5];
+                                            bp_vf v_6_0 = parked[8*m0_ + 6];
+                                            bp_vf v_7_0 = parked[8*m0_ + 7];
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            float t_1_0 = bp_hsum_f(v_1_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                            float t_2_0 = bp_hsum_f(v_2_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                            float t_3_0 = bp_hsum_f(v_3_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                            float t_4_0 = bp_hsum_f(v_4_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                            float t_5_0 = bp_hsum_f(v_5_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                            float t_6_0 = bp_hsum_f(v_6_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                            float t_7_0 = bp_hsum_f(v_7_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vf parked[2*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[2*m0_] = bp_vsplat_f(0);
+                                            parked[2*m0_ + 1] = bp_vsplat_f(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[2*m0_];
+                                                bp_vf v_0_1 = parked[2*m0_ + 1];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                                         int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
@@ -13625,99 +14090,57 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                         bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                         bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
                                                     }
                                                 }
+                                                parked[2*m0_] = v_0_0;
+                                                parked[2*m0_ + 1] = v_0_1;
                                             }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = parked[2*m0_];
+                                            bp_vf v_0_1 = parked[2*m0_ + 1];
                                             float t_0_0 = bp_hsum_f(v_0_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             float t_0_1 = bp_hsum_f(v_0_1);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_1_1 = bp_hsum_f(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_2_1 = bp_hsum_f(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_3_1 = bp_hsum_f(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_4_1 = bp_hsum_f(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_5_1 = bp_hsum_f(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_6_1 = bp_hsum_f(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            float t_7_1 = bp_hsum_f(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vf parked[K0];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                parked[m0_] = bp_vsplat_f(0);
+                                            }
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
+                                                    bp_vf v_0_0 = parked[m0_];
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                                    parked[m0_] = v_0_0;
                                                 }
                                             }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = parked[m0_];
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
@@ -13751,14 +14174,14 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         bp_vf v_6_1 = {0};
                                         bp_vf v_7_0 = {0};
                                         bp_vf v_7_1 = {0};
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                         int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
                                                 bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
                                                 bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
                                                 bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
@@ -13788,9 +14211,9 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                     int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                     bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                     int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                     int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
                                                     int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                     bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
                                                     int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
@@ -13858,536 +14281,8 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                     }
                                 } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        float acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                            }
-                                        }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (KG >= 8) {
-            if (S0 == 1) {
-                if (CG*G*bp_floordiv(KG + 7, 8) < bp_threads()) {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        bp_vf v_4_0 = {0};
-                                        bp_vf v_5_0 = {0};
-                                        bp_vf v_6_0 = {0};
-                                        bp_vf v_7_0 = {0};
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
-                                                v_4_0 += x1*x5;
-                                                v_5_0 += x1*x6;
-                                                v_6_0 += x1*x7;
-                                                v_7_0 += x1*x8;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                        float t_4_0 = bp_hsum_f(v_4_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                        float t_5_0 = bp_hsum_f(v_5_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                        float t_6_0 = bp_hsum_f(v_6_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                        float t_7_0 = bp_hsum_f(v_7_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vf parked[8*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[8*m0_] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 1] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 2] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 3] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 4] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 5] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 6] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 7] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[8*m0_];
-                                                bp_vf v_1_0 = parked[8*m0_ + 1];
-                                                bp_vf v_2_0 = parked[8*m0_ + 2];
-                                                bp_vf v_3_0 = parked[8*m0_ + 3];
-                                                bp_vf v_4_0 = parked[8*m0_ + 4];
-                                                bp_vf v_5_0 = parked[8*m0_ + 5];
-                                                bp_vf v_6_0 = parked[8*m0_ + 6];
-                                                bp_vf v_7_0 = parked[8*m0_ + 7];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                                parked[8*m0_] = v_0_0;
-                                                parked[8*m0_ + 1] = v_1_0;
-                                                parked[8*m0_ + 2] = v_2_0;
-                                                parked[8*m0_ + 3] = v_3_0;
-                                                parked[8*m0_ + 4] = v_4_0;
-                                                parked[8*m0_ + 5] = v_5_0;
-                                                parked[8*m0_ + 6] = v_6_0;
-                                                parked[8*m0_ + 7] = v_7_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = parked[8*m0_];
-                                            bp_vf v_1_0 = parked[8*m0_ + 1];
-                                            bp_vf v_2_0 = parked[8*m0_ + 2];
-                                            bp_vf v_3_0 = parked[8*m0_ + 3];
-                                            bp_vf v_4_0 = parked[8*m0_ + 4];
-                                            bp_vf v_5_0 = parked[8*m0_ + 5];
-                                            bp_vf v_6_0 = parked[8*m0_ + 6];
-                                            bp_vf v_7_0 = parked[8*m0_ + 7];
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            bp_vf v_4_0 = {0};
-                                            bp_vf v_5_0 = {0};
-                                            bp_vf v_6_0 = {0};
-                                            bp_vf v_7_0 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                            }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-                if (S0 == 2) {
-                    if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vf parked[8*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[8*m0_] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 1] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 2] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 3] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 4] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 5] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 6] = bp_vsplat_f(0);
-                                            parked[8*m0_ + 7] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[8*m0_];
-                                                bp_vf v_1_0 = parked[8*m0_ + 1];
-                                                bp_vf v_2_0 = parked[8*m0_ + 2];
-                                                bp_vf v_3_0 = parked[8*m0_ + 3];
-                                                bp_vf v_4_0 = parked[8*m0_ + 4];
-                                                bp_vf v_5_0 = parked[8*m0_ + 5];
-                                                bp_vf v_6_0 = parked[8*m0_ + 6];
-                                                bp_vf v_7_0 = parked[8*m0_ + 7];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                                parked[8*m0_] = v_0_0;
-                                                parked[8*m0_ + 1] = v_1_0;
-                                                parked[8*m0_ + 2] = v_2_0;
-                                                parked[8*m0_ + 3] = v_3_0;
-                                                parked[8*m0_ + 4] = v_4_0;
-                                                parked[8*m0_ + 5] = v_5_0;
-                                                parked[8*m0_ + 6] = v_6_0;
-                                                parked[8*m0_ + 7] = v_7_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = parked[8*m0_];
-                                            bp_vf v_1_0 = parked[8*m0_ + 1];
-                                            bp_vf v_2_0 = parked[8*m0_ + 2];
-                                            bp_vf v_3_0 = parked[8*m0_ + 3];
-                                            bp_vf v_4_0 = parked[8*m0_ + 4];
-                                            bp_vf v_5_0 = parked[8*m0_ + 5];
-                                            bp_vf v_6_0 = parked[8*m0_ + 6];
-                                            bp_vf v_7_0 = parked[8*m0_ + 7];
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_1_0 = bp_hsum_f(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            float t_2_0 = bp_hsum_f(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            float t_3_0 = bp_hsum_f(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            float t_4_0 = bp_hsum_f(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            float t_5_0 = bp_hsum_f(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            float t_6_0 = bp_hsum_f(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            float t_7_0 = bp_hsum_f(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vf v_0_0 = {0};
                                             bp_vf v_1_0 = {0};
@@ -14469,470 +14364,24 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
                                         }
                                     }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                float acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        bp_vf v_0_0 = {0};
-                                        bp_vf v_1_0 = {0};
-                                        bp_vf v_2_0 = {0};
-                                        bp_vf v_3_0 = {0};
-                                        bp_vf v_4_0 = {0};
-                                        bp_vf v_5_0 = {0};
-                                        bp_vf v_6_0 = {0};
-                                        bp_vf v_7_0 = {0};
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
-                                                v_4_0 += x1*x5;
-                                                v_5_0 += x1*x6;
-                                                v_6_0 += x1*x7;
-                                                v_7_0 += x1*x8;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
-                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        float t_1_0 = bp_hsum_f(v_1_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                        float t_2_0 = bp_hsum_f(v_2_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                        float t_3_0 = bp_hsum_f(v_3_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                        float t_4_0 = bp_hsum_f(v_4_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                        float t_5_0 = bp_hsum_f(v_5_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                        float t_6_0 = bp_hsum_f(v_6_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                        float t_7_0 = bp_hsum_f(v_7_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            float acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            if (CG >= 2) {
-                if (S0 == 1) {
-                    if (G*KG*bp_floordiv(CG + 1, 2) < bp_threads()) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                            }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            float t_0_1 = bp_hsum_f(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vf parked[2*K0];
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                parked[2*m0_] = bp_vsplat_f(0);
-                                                parked[2*m0_ + 1] = bp_vsplat_f(0);
-                                            }
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    bp_vf v_0_0 = parked[2*m0_];
-                                                    bp_vf v_0_1 = parked[2*m0_ + 1];
-                                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                    parked[2*m0_] = v_0_0;
-                                                    parked[2*m0_ + 1] = v_0_1;
-                                                }
-                                            }
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[2*m0_];
-                                                bp_vf v_0_1 = parked[2*m0_ + 1];
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
                                 }
                             }
                         } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (S0 == 2) {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vf parked[2*K0];
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                parked[2*m0_] = bp_vsplat_f(0);
-                                                parked[2*m0_ + 1] = bp_vsplat_f(0);
-                                            }
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    bp_vf v_0_0 = parked[2*m0_];
-                                                    bp_vf v_0_1 = parked[2*m0_ + 1];
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                    parked[2*m0_] = v_0_0;
-                                                    parked[2*m0_ + 1] = v_0_1;
-                                                }
-                                            }
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[2*m0_];
-                                                bp_vf v_0_1 = parked[2*m0_ + 1];
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                }
-                                                float t_0_0 = bp_hsum_f(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                float t_0_1 = bp_hsum_f(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        float acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vf v_0_0 = {0};
                                             bp_vf v_0_1 = {0};
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                             int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                 }
@@ -14941,9 +14390,9 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                         int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                         bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                         int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
                                                     }
@@ -14955,17 +14404,31 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    float acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vf v_0_0 = {0};
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                                 }
+                                                float t_0_0 = bp_hsum_f(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
                                         }
                                     }
@@ -14974,209 +14437,151 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                         }
                     }
                 }
-            } else {
-                if (S0 == 1) {
-                    if (CG*G*KG < bp_threads()) {
+            }
+        } else {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                    if (k__b + 8 <= KG) {
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                            if (c__b + 2 <= CG) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_4_0 = {0};
+                                    bp_vf v_4_1 = {0};
+                                    bp_vf v_5_0 = {0};
+                                    bp_vf v_5_1 = {0};
+                                    bp_vf v_6_0 = {0};
+                                    bp_vf v_6_1 = {0};
+                                    bp_vf v_7_0 = {0};
+                                    bp_vf v_7_1 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vf v_0_0 = {0};
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                            bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                            bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                            bp_vf x9 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                int64_t x9_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x9 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                 v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
                                             }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        float t_0_0 = bp_hsum_f(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        bp_vf parked[K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[m0_] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[m0_];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                                parked[m0_] = v_0_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = parked[m0_];
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                         }
                                     }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    float t_1_1 = bp_hsum_f(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    float t_2_1 = bp_hsum_f(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    float t_3_1 = bp_hsum_f(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    float t_4_0 = bp_hsum_f(v_4_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                    float t_4_1 = bp_hsum_f(v_4_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                    float t_5_0 = bp_hsum_f(v_5_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                    float t_5_1 = bp_hsum_f(v_5_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                    float t_6_0 = bp_hsum_f(v_6_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                    float t_6_1 = bp_hsum_f(v_6_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                    float t_7_0 = bp_hsum_f(v_7_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    float t_7_1 = bp_hsum_f(v_7_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                 }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (S0 == 2) {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        bp_vf parked[K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[m0_] = bp_vsplat_f(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vf v_0_0 = parked[m0_];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                                parked[m0_] = v_0_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = parked[m0_];
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vf v_0_0 = {0};
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            float t_0_0 = bp_hsum_f(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                            } else {
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
                                     for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                         bp_vf v_0_0 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_4_0 = {0};
+                                        bp_vf v_5_0 = {0};
+                                        bp_vf v_6_0 = {0};
+                                        bp_vf v_7_0 = {0};
                                         int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                         int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
@@ -15184,7 +14589,21 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vf x7 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vf x8 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                 v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                                v_4_0 += x1*x5;
+                                                v_5_0 += x1*x6;
+                                                v_6_0 += x1*x7;
+                                                v_7_0 += x1*x8;
                                             }
                                             if (vend <= vhi) {
                                                 for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -15192,12 +14611,115 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
                                                     bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                     int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
                                                     bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x8 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
                                                     v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
                                                 }
                                             }
                                         }
                                         float t_0_0 = bp_hsum_f(v_0_0);
                                         grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_1_0 = bp_hsum_f(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        float t_2_0 = bp_hsum_f(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        float t_3_0 = bp_hsum_f(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        float t_4_0 = bp_hsum_f(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        float t_5_0 = bp_hsum_f(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        float t_6_0 = bp_hsum_f(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        float t_7_0 = bp_hsum_f(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                            int64_t k__b = k__b1;
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        float t_0_1 = bp_hsum_f(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vf v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            float t_0_0 = bp_hsum_f(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        }
                                     }
                                 }
                             }
@@ -15242,18 +14764,691 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (KG >= 8 && CG >= 2) {
-        if (S0 == 1) {
-            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (S0 == 1) {
+        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                    for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_4_0 = {0};
+                                    bp_vd v_4_1 = {0};
+                                    bp_vd v_5_0 = {0};
+                                    bp_vd v_5_1 = {0};
+                                    bp_vd v_6_0 = {0};
+                                    bp_vd v_6_1 = {0};
+                                    bp_vd v_7_0 = {0};
+                                    bp_vd v_7_1 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                } else {
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_4_0 = {0};
+                                        bp_vd v_5_0 = {0};
+                                        bp_vd v_6_0 = {0};
+                                        bp_vd v_7_0 = {0};
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                                v_4_0 += x1*x5;
+                                                v_5_0 += x1*x6;
+                                                v_6_0 += x1*x7;
+                                                v_7_0 += x1*x8;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    } else {
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vd v_0_0 = {0};
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (O0 >= 256 && K0 <= 64) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+#endif
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vd parked[16*K0];
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        parked[16*m0_] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 1] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 2] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 3] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 4] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 5] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 6] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 7] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 8] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 9] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 10] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 11] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 12] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 13] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 14] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 15] = bp_vsplat_d(0);
+                                    }
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = parked[16*m0_];
+                                            bp_vd v_0_1 = parked[16*m0_ + 1];
+                                            bp_vd v_1_0 = parked[16*m0_ + 2];
+                                            bp_vd v_1_1 = parked[16*m0_ + 3];
+                                            bp_vd v_2_0 = parked[16*m0_ + 4];
+                                            bp_vd v_2_1 = parked[16*m0_ + 5];
+                                            bp_vd v_3_0 = parked[16*m0_ + 6];
+                                            bp_vd v_3_1 = parked[16*m0_ + 7];
+                                            bp_vd v_4_0 = parked[16*m0_ + 8];
+                                            bp_vd v_4_1 = parked[16*m0_ + 9];
+                                            bp_vd v_5_0 = parked[16*m0_ + 10];
+                                            bp_vd v_5_1 = parked[16*m0_ + 11];
+                                            bp_vd v_6_0 = parked[16*m0_ + 12];
+                                            bp_vd v_6_1 = parked[16*m0_ + 13];
+                                            bp_vd v_7_0 = parked[16*m0_ + 14];
+                                            bp_vd v_7_1 = parked[16*m0_ + 15];
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_1_0 += x1*x3;
+                                                    v_1_1 += x2*x3;
+                                                    v_2_0 += x1*x4;
+                                                    v_2_1 += x2*x4;
+                                                    v_3_0 += x1*x5;
+                                                    v_3_1 += x2*x5;
+                                                    v_4_0 += x1*x6;
+                                                    v_4_1 += x2*x6;
+                                                    v_5_0 += x1*x7;
+                                                    v_5_1 += x2*x7;
+                                                    v_6_0 += x1*x8;
+                                                    v_6_1 += x2*x8;
+                                                    v_7_0 += x1*x9;
+                                                    v_7_1 += x2*x9;
+                                                }
+                                            }
+                                            parked[16*m0_] = v_0_0;
+                                            parked[16*m0_ + 1] = v_0_1;
+                                            parked[16*m0_ + 2] = v_1_0;
+                                            parked[16*m0_ + 3] = v_1_1;
+                                            parked[16*m0_ + 4] = v_2_0;
+                                            parked[16*m0_ + 5] = v_2_1;
+                                            parked[16*m0_ + 6] = v_3_0;
+                                            parked[16*m0_ + 7] = v_3_1;
+                                            parked[16*m0_ + 8] = v_4_0;
+                                            parked[16*m0_ + 9] = v_4_1;
+                                            parked[16*m0_ + 10] = v_5_0;
+                                            parked[16*m0_ + 11] = v_5_1;
+                                            parked[16*m0_ + 12] = v_6_0;
+                                            parked[16*m0_ + 13] = v_6_1;
+                                            parked[16*m0_ + 14] = v_7_0;
+                                            parked[16*m0_ + 15] = v_7_1;
+                                        }
+                                    }
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vd v_0_0 = parked[16*m0_];
+                                        bp_vd v_0_1 = parked[16*m0_ + 1];
+                                        bp_vd v_1_0 = parked[16*m0_ + 2];
+                                        bp_vd v_1_1 = parked[16*m0_ + 3];
+                                        bp_vd v_2_0 = parked[16*m0_ + 4];
+                                        bp_vd v_2_1 = parked[16*m0_ + 5];
+                                        bp_vd v_3_0 = parked[16*m0_ + 6];
+                                        bp_vd v_3_1 = parked[16*m0_ + 7];
+                                        bp_vd v_4_0 = parked[16*m0_ + 8];
+                                        bp_vd v_4_1 = parked[16*m0_ + 9];
+                                        bp_vd v_5_0 = parked[16*m0_ + 10];
+                                        bp_vd v_5_1 = parked[16*m0_ + 11];
+                                        bp_vd v_6_0 = parked[16*m0_ + 12];
+                                        bp_vd v_6_1 = parked[16*m0_ + 13];
+                                        bp_vd v_7_0 = parked[16*m0_ + 14];
+                                        bp_vd v_7_1 = parked[16*m0_ + 15];
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        double t_1_1 = bp_hsum_d(v_1_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        double t_2_1 = bp_hsum_d(v_2_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        double t_3_1 = bp_hsum_d(v_3_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        double t_4_1 = bp_hsum_d(v_4_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        double t_5_1 = bp_hsum_d(v_5_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        double t_6_1 = bp_hsum_d(v_6_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        double t_7_1 = bp_hsum_d(v_7_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vd parked[8*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[8*m0_] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 1] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 2] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 3] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 4] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 5] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 6] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 7] = bp_vsplat_d(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[8*m0_];
+                                                bp_vd v_1_0 = parked[8*m0_ + 1];
+                                                bp_vd v_2_0 = parked[8*m0_ + 2];
+                                                bp_vd v_3_0 = parked[8*m0_ + 3];
+                                                bp_vd v_4_0 = parked[8*m0_ + 4];
+                                                bp_vd v_5_0 = parked[8*m0_ + 5];
+                                                bp_vd v_6_0 = parked[8*m0_ + 6];
+                                                bp_vd v_7_0 = parked[8*m0_ + 7];
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
+                                                    }
+                                                }
+                                                parked[8*m0_] = v_0_0;
+                                                parked[8*m0_ + 1] = v_1_0;
+                                                parked[8*m0_ + 2] = v_2_0;
+                                                parked[8*m0_ + 3] = v_3_0;
+                                                parked[8*m0_ + 4] = v_4_0;
+                                                parked[8*m0_ + 5] = v_5_0;
+                                                parked[8*m0_ + 6] = v_6_0;
+                                                parked[8*m0_ + 7] = v_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = parked[8*m0_];
+                                            bp_vd v_1_0 = parked[8*m0_ + 1];
+                                            bp_vd v_2_0 = parked[8*m0_ + 2];
+                                            bp_vd v_3_0 = parked[8*m0_ + 3];
+                                            bp_vd v_4_0 = parked[8*m0_ + 4];
+                                            bp_vd v_5_0 = parked[8*m0_ + 5];
+                                            bp_vd v_6_0 = parked[8*m0_ + 6];
+                                            bp_vd v_7_0 = parked[8*m0_ + 7];
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                            double t_4_0 = bp_hsum_d(v_4_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                            double t_5_0 = bp_hsum_d(v_5_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                            double t_6_0 = bp_hsum_d(v_6_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                            double t_7_0 = bp_hsum_d(v_7_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vd parked[2*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[2*m0_] = bp_vsplat_d(0);
+                                            parked[2*m0_ + 1] = bp_vsplat_d(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[2*m0_];
+                                                bp_vd v_0_1 = parked[2*m0_ + 1];
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                    }
+                                                }
+                                                parked[2*m0_] = v_0_0;
+                                                parked[2*m0_ + 1] = v_0_1;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = parked[2*m0_];
+                                            bp_vd v_0_1 = parked[2*m0_ + 1];
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            double t_0_1 = bp_hsum_d(v_0_1);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        }
+                                    } else {
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vd parked[K0];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                parked[m0_] = bp_vsplat_d(0);
+                                            }
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                    bp_vd v_0_0 = parked[m0_];
+                                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    parked[m0_] = v_0_0;
+                                                }
+                                            }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[m0_];
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+#endif
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                         bp_vd v_0_0 = {0};
                                         bp_vd v_0_1 = {0};
                                         bp_vd v_1_0 = {0};
@@ -15375,113 +15570,41 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
                                         double t_7_1 = bp_hsum_d(v_7_1);
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
                                     }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                            }
-                                        }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-                if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        bp_vd parked[16*K0];
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[16*m0_] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 1] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 2] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 3] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 4] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 5] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 6] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 7] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 8] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 9] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 10] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 11] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 12] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 13] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 14] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 15] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[16*m0_];
-                                                bp_vd v_0_1 = parked[16*m0_ + 1];
-                                                bp_vd v_1_0 = parked[16*m0_ + 2];
-                                                bp_vd v_1_1 = parked[16*m0_ + 3];
-                                                bp_vd v_2_0 = parked[16*m0_ + 4];
-                                                bp_vd v_2_1 = parked[16*m0_ + 5];
-                                                bp_vd v_3_0 = parked[16*m0_ + 6];
-                                                bp_vd v_3_1 = parked[16*m0_ + 7];
-                                                bp_vd v_4_0 = parked[16*m0_ + 8];
-                                                bp_vd v_4_1 = parked[16*m0_ + 9];
-                                                bp_vd v_5_0 = parked[16*m0_ + 10];
-                                                bp_vd v_5_1 = parked[16*m0_ + 11];
-                                                bp_vd v_6_0 = parked[16*m0_ + 12];
-                                                bp_vd v_6_1 = parked[16*m0_ + 13];
-                                                bp_vd v_7_0 = parked[16*m0_ + 14];
-                                                bp_vd v_7_1 = parked[16*m0_ + 15];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_4_0 = {0};
+                                            bp_vd v_5_0 = {0};
+                                            bp_vd v_6_0 = {0};
+                                            bp_vd v_7_0 = {0};
+                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                     v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
                                                 }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -15490,166 +15613,58 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                         int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                         bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
                                                         int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
                                                         int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
                                                         int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
                                                         int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
                                                         int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
                                                         int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
+                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
                                                         v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
                                                     }
                                                 }
-                                                parked[16*m0_] = v_0_0;
-                                                parked[16*m0_ + 1] = v_0_1;
-                                                parked[16*m0_ + 2] = v_1_0;
-                                                parked[16*m0_ + 3] = v_1_1;
-                                                parked[16*m0_ + 4] = v_2_0;
-                                                parked[16*m0_ + 5] = v_2_1;
-                                                parked[16*m0_ + 6] = v_3_0;
-                                                parked[16*m0_ + 7] = v_3_1;
-                                                parked[16*m0_ + 8] = v_4_0;
-                                                parked[16*m0_ + 9] = v_4_1;
-                                                parked[16*m0_ + 10] = v_5_0;
-                                                parked[16*m0_ + 11] = v_5_1;
-                                                parked[16*m0_ + 12] = v_6_0;
-                                                parked[16*m0_ + 13] = v_6_1;
-                                                parked[16*m0_ + 14] = v_7_0;
-                                                parked[16*m0_ + 15] = v_7_1;
                                             }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = parked[16*m0_];
-                                            bp_vd v_0_1 = parked[16*m0_ + 1];
-                                            bp_vd v_1_0 = parked[16*m0_ + 2];
-                                            bp_vd v_1_1 = parked[16*m0_ + 3];
-                                            bp_vd v_2_0 = parked[16*m0_ + 4];
-                                            bp_vd v_2_1 = parked[16*m0_ + 5];
-                                            bp_vd v_3_0 = parked[16*m0_ + 6];
-                                            bp_vd v_3_1 = parked[16*m0_ + 7];
-                                            bp_vd v_4_0 = parked[16*m0_ + 8];
-                                            bp_vd v_4_1 = parked[16*m0_ + 9];
-                                            bp_vd v_5_0 = parked[16*m0_ + 10];
-                                            bp_vd v_5_1 = parked[16*m0_ + 11];
-                                            bp_vd v_6_0 = parked[16*m0_ + 12];
-                                            bp_vd v_6_1 = parked[16*m0_ + 13];
-                                            bp_vd v_7_0 = parked[16*m0_ + 14];
-                                            bp_vd v_7_1 = parked[16*m0_ + 15];
                                             double t_0_0 = bp_hsum_d(v_0_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                                             double t_1_0 = bp_hsum_d(v_1_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_1_1 = bp_hsum_d(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
                                             double t_2_0 = bp_hsum_d(v_2_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_2_1 = bp_hsum_d(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
                                             double t_3_0 = bp_hsum_d(v_3_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_3_1 = bp_hsum_d(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
                                             double t_4_0 = bp_hsum_d(v_4_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_4_1 = bp_hsum_d(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
                                             double t_5_0 = bp_hsum_d(v_5_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_5_1 = bp_hsum_d(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
                                             double t_6_0 = bp_hsum_d(v_6_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_6_1 = bp_hsum_d(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
                                             double t_7_0 = bp_hsum_d(v_7_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            double t_7_1 = bp_hsum_d(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
                             }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vd v_0_0 = {0};
                                             bp_vd v_0_1 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_1_1 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_2_1 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            bp_vd v_3_1 = {0};
-                                            bp_vd v_4_0 = {0};
-                                            bp_vd v_4_1 = {0};
-                                            bp_vd v_5_0 = {0};
-                                            bp_vd v_5_1 = {0};
-                                            bp_vd v_6_0 = {0};
-                                            bp_vd v_6_1 = {0};
-                                            bp_vd v_7_0 = {0};
-                                            bp_vd v_7_1 = {0};
                                             int64_t vlo = bp_max(0, -D0*m0_ + P0);
                                             int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                                             int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
@@ -15658,29 +15673,8 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                     bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
                                                     bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
                                                 }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -15690,36 +15684,8 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                         bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                         bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
                                                     }
                                                 }
                                             }
@@ -15727,62 +15693,34 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             double t_0_1 = bp_hsum_d(v_0_1);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_1_1 = bp_hsum_d(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_2_1 = bp_hsum_d(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_3_1 = bp_hsum_d(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_4_1 = bp_hsum_d(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_5_1 = bp_hsum_d(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_6_1 = bp_hsum_d(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            double t_7_1 = bp_hsum_d(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = {0};
+                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                                 }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
@@ -15791,143 +15729,38 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                     }
                 }
             }
-        } else {
-            if (S0 == 2) {
-                if (O0 >= 256 && K0 <= 64) {
+        }
+    } else {
+        if (S0 == 2) {
+            if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        bp_vd parked[16*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[16*m0_] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 1] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 2] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 3] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 4] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 5] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 6] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 7] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 8] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 9] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 10] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 11] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 12] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 13] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 14] = bp_vsplat_d(0);
-                                            parked[16*m0_ + 15] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[16*m0_];
-                                                bp_vd v_0_1 = parked[16*m0_ + 1];
-                                                bp_vd v_1_0 = parked[16*m0_ + 2];
-                                                bp_vd v_1_1 = parked[16*m0_ + 3];
-                                                bp_vd v_2_0 = parked[16*m0_ + 4];
-                                                bp_vd v_2_1 = parked[16*m0_ + 5];
-                                                bp_vd v_3_0 = parked[16*m0_ + 6];
-                                                bp_vd v_3_1 = parked[16*m0_ + 7];
-                                                bp_vd v_4_0 = parked[16*m0_ + 8];
-                                                bp_vd v_4_1 = parked[16*m0_ + 9];
-                                                bp_vd v_5_0 = parked[16*m0_ + 10];
-                                                bp_vd v_5_1 = parked[16*m0_ + 11];
-                                                bp_vd v_6_0 = parked[16*m0_ + 12];
-                                                bp_vd v_6_1 = parked[16*m0_ + 13];
-                                                bp_vd v_7_0 = parked[16*m0_ + 14];
-                                                bp_vd v_7_1 = parked[16*m0_ + 15];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
-                                                    }
-                                                }
-                                                parked[16*m0_] = v_0_0;
-                                                parked[16*m0_ + 1] = v_0_1;
-                                                parked[16*m0_ + 2] = v_1_0;
-                                                parked[16*m0_ + 3] = v_1_1;
-                                                parked[16*m0_ + 4] = v_2_0;
-                                                parked[16*m0_ + 5] = v_2_1;
-                                                parked[16*m0_ + 6] = v_3_0;
-                                                parked[16*m0_ + 7] = v_3_1;
-                                                parked[16*m0_ + 8] = v_4_0;
-                                                parked[16*m0_ + 9] = v_4_1;
-                                                parked[16*m0_ + 10] = v_5_0;
-                                                parked[16*m0_ + 11] = v_5_1;
-                                                parked[16*m0_ + 12] = v_6_0;
-                                                parked[16*m0_ + 13] = v_6_1;
-                                                parked[16*m0_ + 14] = v_7_0;
-                                                parked[16*m0_ + 15] = v_7_1;
-                                            }
-                                        }
+                for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                    for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                        if (k__b + 8 <= KG) {
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    bp_vd parked[16*K0];
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        parked[16*m0_] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 1] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 2] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 3] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 4] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 5] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 6] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 7] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 8] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 9] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 10] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 11] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 12] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 13] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 14] = bp_vsplat_d(0);
+                                        parked[16*m0_ + 15] = bp_vsplat_d(0);
+                                    }
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vd v_0_0 = parked[16*m0_];
                                             bp_vd v_0_1 = parked[16*m0_ + 1];
@@ -15945,113 +15778,59 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             bp_vd v_6_1 = parked[16*m0_ + 13];
                                             bp_vd v_7_0 = parked[16*m0_ + 14];
                                             bp_vd v_7_1 = parked[16*m0_ + 15];
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_1_1 = bp_hsum_d(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_2_1 = bp_hsum_d(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_3_1 = bp_hsum_d(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_4_1 = bp_hsum_d(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_5_1 = bp_hsum_d(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_6_1 = bp_hsum_d(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            double t_7_1 = bp_hsum_d(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
-                                        }
-                                    } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                    if (c__b + 2 <= CG) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_1_1 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_2_1 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            bp_vd v_3_1 = {0};
-                                            bp_vd v_4_0 = {0};
-                                            bp_vd v_4_1 = {0};
-                                            bp_vd v_5_0 = {0};
-                                            bp_vd v_5_1 = {0};
-                                            bp_vd v_6_0 = {0};
-                                            bp_vd v_6_1 = {0};
-                                            bp_vd v_7_0 = {0};
-                                            bp_vd v_7_1 = {0};
                                             int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
                                             int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                             int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                     v_1_0 += x1*x3;
@@ -16069,6 +15848,214 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                     v_7_0 += x1*x9;
                                                     v_7_1 += x2*x9;
                                                 }
+                                            }
+                                            parked[16*m0_] = v_0_0;
+                                            parked[16*m0_ + 1] = v_0_1;
+                                            parked[16*m0_ + 2] = v_1_0;
+                                            parked[16*m0_ + 3] = v_1_1;
+                                            parked[16*m0_ + 4] = v_2_0;
+                                            parked[16*m0_ + 5] = v_2_1;
+                                            parked[16*m0_ + 6] = v_3_0;
+                                            parked[16*m0_ + 7] = v_3_1;
+                                            parked[16*m0_ + 8] = v_4_0;
+                                            parked[16*m0_ + 9] = v_4_1;
+                                            parked[16*m0_ + 10] = v_5_0;
+                                            parked[16*m0_ + 11] = v_5_1;
+                                            parked[16*m0_ + 12] = v_6_0;
+                                            parked[16*m0_ + 13] = v_6_1;
+                                            parked[16*m0_ + 14] = v_7_0;
+                                            parked[16*m0_ + 15] = v_7_1;
+                                        }
+                                    }
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vd v_0_0 = parked[16*m0_];
+                                        bp_vd v_0_1 = parked[16*m0_ + 1];
+                                        bp_vd v_1_0 = parked[16*m0_ + 2];
+                                        bp_vd v_1_1 = parked[16*m0_ + 3];
+                                        bp_vd v_2_0 = parked[16*m0_ + 4];
+                                        bp_vd v_2_1 = parked[16*m0_ + 5];
+                                        bp_vd v_3_0 = parked[16*m0_ + 6];
+                                        bp_vd v_3_1 = parked[16*m0_ + 7];
+                                        bp_vd v_4_0 = parked[16*m0_ + 8];
+                                        bp_vd v_4_1 = parked[16*m0_ + 9];
+                                        bp_vd v_5_0 = parked[16*m0_ + 10];
+                                        bp_vd v_5_1 = parked[16*m0_ + 11];
+                                        bp_vd v_6_0 = parked[16*m0_ + 12];
+                                        bp_vd v_6_1 = parked[16*m0_ + 13];
+                                        bp_vd v_7_0 = parked[16*m0_ + 14];
+                                        bp_vd v_7_1 = parked[16*m0_ + 15];
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        double t_1_1 = bp_hsum_d(v_1_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        double t_2_1 = bp_hsum_d(v_2_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        double t_3_1 = bp_hsum_d(v_3_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        double t_4_1 = bp_hsum_d(v_4_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        double t_5_1 = bp_hsum_d(v_5_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        double t_6_1 = bp_hsum_d(v_6_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        double t_7_1 = bp_hsum_d(v_7_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vd parked[8*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[8*m0_] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 1] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 2] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 3] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 4] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 5] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 6] = bp_vsplat_d(0);
+                                            parked[8*m0_ + 7] = bp_vsplat_d(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[8*m0_];
+                                                bp_vd v_1_0 = parked[8*m0_ + 1];
+                                                bp_vd v_2_0 = parked[8*m0_ + 2];
+                                                bp_vd v_3_0 = parked[8*m0_ + 3];
+                                                bp_vd v_4_0 = parked[8*m0_ + 4];
+                                                bp_vd v_5_0 = parked[8*m0_ + 5];
+                                                bp_vd v_6_0 = parked[8*m0_ + 6];
+                                                bp_vd v_7_0 = parked[8*m0_ + 7];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                        v_4_0 += x1*x5;
+                                                        v_5_0 += x1*x6;
+                                                        v_6_0 += x1*x7;
+                                                        v_7_0 += x1*x8;
+                                                    }
+                                                }
+                                                parked[8*m0_] = v_0_0;
+                                                parked[8*m0_ + 1] = v_1_0;
+                                                parked[8*m0_ + 2] = v_2_0;
+                                                parked[8*m0_ + 3] = v_3_0;
+                                                parked[8*m0_ + 4] = v_4_0;
+                                                parked[8*m0_ + 5] = v_5_0;
+                                                parked[8*m0_ + 6] = v_6_0;
+                                                parked[8*m0_ + 7] = v_7_0;
+                                            }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = parked[8*m0_];
+                                            bp_vd v_1_0 = parked[8*m0_ + 1];
+                                            bp_vd v_2_0 = parked[8*m0_ + 2];
+                                            bp_vd v_3_0 = parked[8*m0_ + 3];
+                                            bp_vd v_4_0 = parked[8*m0_ + 4];
+                                            bp_vd v_5_0 = parked[8*m0_ + 5];
+                                            bp_vd v_6_0 = parked[8*m0_ + 6];
+                                            bp_vd v_7_0 = parked[8*m0_ + 7];
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                            double t_1_0 = bp_hsum_d(v_1_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                            double t_2_0 = bp_hsum_d(v_2_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                            double t_3_0 = bp_hsum_d(v_3_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                            double t_4_0 = bp_hsum_d(v_4_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                            double t_5_0 = bp_hsum_d(v_5_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                            double t_6_0 = bp_hsum_d(v_6_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                            double t_7_0 = bp_hsum_d(v_7_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                        }
+                                    }
+                                }
+                            }
+                        } else {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                    if (c__b + 2 <= CG) {
+                                        bp_vd parked[2*K0];
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            parked[2*m0_] = bp_vsplat_d(0);
+                                            parked[2*m0_ + 1] = bp_vsplat_d(0);
+                                        }
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[2*m0_];
+                                                bp_vd v_0_1 = parked[2*m0_ + 1];
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
                                                 if (vend <= vhi) {
                                                     for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                                         int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
@@ -16077,99 +16064,57 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                         bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                         bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
-                                                        int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
-                                                        v_1_0 += x1*x3;
-                                                        v_1_1 += x2*x3;
-                                                        v_2_0 += x1*x4;
-                                                        v_2_1 += x2*x4;
-                                                        v_3_0 += x1*x5;
-                                                        v_3_1 += x2*x5;
-                                                        v_4_0 += x1*x6;
-                                                        v_4_1 += x2*x6;
-                                                        v_5_0 += x1*x7;
-                                                        v_5_1 += x2*x7;
-                                                        v_6_0 += x1*x8;
-                                                        v_6_1 += x2*x8;
-                                                        v_7_0 += x1*x9;
-                                                        v_7_1 += x2*x9;
                                                     }
                                                 }
+                                                parked[2*m0_] = v_0_0;
+                                                parked[2*m0_ + 1] = v_0_1;
                                             }
+                                        }
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = parked[2*m0_];
+                                            bp_vd v_0_1 = parked[2*m0_ + 1];
                                             double t_0_0 = bp_hsum_d(v_0_0);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             double t_0_1 = bp_hsum_d(v_0_1);
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_1_1 = bp_hsum_d(v_1_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_2_1 = bp_hsum_d(v_2_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_3_1 = bp_hsum_d(v_3_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_4_1 = bp_hsum_d(v_4_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_5_1 = bp_hsum_d(v_5_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_6_1 = bp_hsum_d(v_6_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                            double t_7_1 = bp_hsum_d(v_7_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            bp_vd parked[K0];
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                parked[m0_] = bp_vsplat_d(0);
+                                            }
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
+                                                    bp_vd v_0_0 = parked[m0_];
+                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
+                                                    parked[m0_] = v_0_0;
                                                 }
                                             }
-                                        }
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                }
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = parked[m0_];
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                         }
                                     }
                                 }
@@ -16203,14 +16148,14 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                         bp_vd v_6_1 = {0};
                                         bp_vd v_7_0 = {0};
                                         bp_vd v_7_1 = {0};
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                         int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
                                                 bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
                                                 bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
                                                 bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
@@ -16240,9 +16185,9 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                     int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                     bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                     int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                     int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
                                                     int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                     bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
                                                     int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
@@ -16310,536 +16255,8 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                         grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                     }
                                 } else {
-                                    for (int64_t k_ = k__b, k__end = k__b + 7; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-                            for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        double acc = 0;
-                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                            }
-                                        }
-                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (KG >= 8) {
-            if (S0 == 1) {
-                if (CG*G*bp_floordiv(KG + 7, 8) < bp_threads()) {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        bp_vd v_4_0 = {0};
-                                        bp_vd v_5_0 = {0};
-                                        bp_vd v_6_0 = {0};
-                                        bp_vd v_7_0 = {0};
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
-                                                v_4_0 += x1*x5;
-                                                v_5_0 += x1*x6;
-                                                v_6_0 += x1*x7;
-                                                v_7_0 += x1*x8;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                        double t_4_0 = bp_hsum_d(v_4_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                        double t_5_0 = bp_hsum_d(v_5_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                        double t_6_0 = bp_hsum_d(v_6_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                        double t_7_0 = bp_hsum_d(v_7_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vd parked[8*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[8*m0_] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 1] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 2] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 3] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 4] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 5] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 6] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 7] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[8*m0_];
-                                                bp_vd v_1_0 = parked[8*m0_ + 1];
-                                                bp_vd v_2_0 = parked[8*m0_ + 2];
-                                                bp_vd v_3_0 = parked[8*m0_ + 3];
-                                                bp_vd v_4_0 = parked[8*m0_ + 4];
-                                                bp_vd v_5_0 = parked[8*m0_ + 5];
-                                                bp_vd v_6_0 = parked[8*m0_ + 6];
-                                                bp_vd v_7_0 = parked[8*m0_ + 7];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                                parked[8*m0_] = v_0_0;
-                                                parked[8*m0_ + 1] = v_1_0;
-                                                parked[8*m0_ + 2] = v_2_0;
-                                                parked[8*m0_ + 3] = v_3_0;
-                                                parked[8*m0_ + 4] = v_4_0;
-                                                parked[8*m0_ + 5] = v_5_0;
-                                                parked[8*m0_ + 6] = v_6_0;
-                                                parked[8*m0_ + 7] = v_7_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = parked[8*m0_];
-                                            bp_vd v_1_0 = parked[8*m0_ + 1];
-                                            bp_vd v_2_0 = parked[8*m0_ + 2];
-                                            bp_vd v_3_0 = parked[8*m0_ + 3];
-                                            bp_vd v_4_0 = parked[8*m0_ + 4];
-                                            bp_vd v_5_0 = parked[8*m0_ + 5];
-                                            bp_vd v_6_0 = parked[8*m0_ + 6];
-                                            bp_vd v_7_0 = parked[8*m0_ + 7];
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            bp_vd v_4_0 = {0};
-                                            bp_vd v_5_0 = {0};
-                                            bp_vd v_6_0 = {0};
-                                            bp_vd v_7_0 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                            }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-                if (S0 == 2) {
-                    if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vd parked[8*K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[8*m0_] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 1] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 2] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 3] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 4] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 5] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 6] = bp_vsplat_d(0);
-                                            parked[8*m0_ + 7] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[8*m0_];
-                                                bp_vd v_1_0 = parked[8*m0_ + 1];
-                                                bp_vd v_2_0 = parked[8*m0_ + 2];
-                                                bp_vd v_3_0 = parked[8*m0_ + 3];
-                                                bp_vd v_4_0 = parked[8*m0_ + 4];
-                                                bp_vd v_5_0 = parked[8*m0_ + 5];
-                                                bp_vd v_6_0 = parked[8*m0_ + 6];
-                                                bp_vd v_7_0 = parked[8*m0_ + 7];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                    bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                    bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                    bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                        int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                        int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_1_0 += x1*x2;
-                                                        v_2_0 += x1*x3;
-                                                        v_3_0 += x1*x4;
-                                                        v_4_0 += x1*x5;
-                                                        v_5_0 += x1*x6;
-                                                        v_6_0 += x1*x7;
-                                                        v_7_0 += x1*x8;
-                                                    }
-                                                }
-                                                parked[8*m0_] = v_0_0;
-                                                parked[8*m0_ + 1] = v_1_0;
-                                                parked[8*m0_ + 2] = v_2_0;
-                                                parked[8*m0_ + 3] = v_3_0;
-                                                parked[8*m0_ + 4] = v_4_0;
-                                                parked[8*m0_ + 5] = v_5_0;
-                                                parked[8*m0_ + 6] = v_6_0;
-                                                parked[8*m0_ + 7] = v_7_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = parked[8*m0_];
-                                            bp_vd v_1_0 = parked[8*m0_ + 1];
-                                            bp_vd v_2_0 = parked[8*m0_ + 2];
-                                            bp_vd v_3_0 = parked[8*m0_ + 3];
-                                            bp_vd v_4_0 = parked[8*m0_ + 4];
-                                            bp_vd v_5_0 = parked[8*m0_ + 5];
-                                            bp_vd v_6_0 = parked[8*m0_ + 6];
-                                            bp_vd v_7_0 = parked[8*m0_ + 7];
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_1_0 = bp_hsum_d(v_1_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                            double t_2_0 = bp_hsum_d(v_2_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                            double t_3_0 = bp_hsum_d(v_3_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                            double t_4_0 = bp_hsum_d(v_4_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                            double t_5_0 = bp_hsum_d(v_5_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                            double t_6_0 = bp_hsum_d(v_6_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                            double t_7_0 = bp_hsum_d(v_7_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                        }
-                                    }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                                if (k__b + 8 <= KG) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vd v_0_0 = {0};
                                             bp_vd v_1_0 = {0};
@@ -16921,470 +16338,24 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
                                         }
                                     }
-                                } else {
-                                    for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                        for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                double acc = 0;
-                                                for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                        acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                    }
-                                                }
-                                                grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-#ifdef _OPENMP
-                    #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                            if (k__b + 8 <= KG) {
-                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                        bp_vd v_0_0 = {0};
-                                        bp_vd v_1_0 = {0};
-                                        bp_vd v_2_0 = {0};
-                                        bp_vd v_3_0 = {0};
-                                        bp_vd v_4_0 = {0};
-                                        bp_vd v_5_0 = {0};
-                                        bp_vd v_6_0 = {0};
-                                        bp_vd v_7_0 = {0};
-                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
-                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
-                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
-                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
-                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
-                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
-                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
-                                                v_0_0 += x0*x1;
-                                                v_1_0 += x1*x2;
-                                                v_2_0 += x1*x3;
-                                                v_3_0 += x1*x4;
-                                                v_4_0 += x1*x5;
-                                                v_5_0 += x1*x6;
-                                                v_6_0 += x1*x7;
-                                                v_7_0 += x1*x8;
-                                            }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
-                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
-                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
-                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
-                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
-                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
-                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
-                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
-                                                    v_0_0 += x0*x1;
-                                                    v_1_0 += x1*x2;
-                                                    v_2_0 += x1*x3;
-                                                    v_3_0 += x1*x4;
-                                                    v_4_0 += x1*x5;
-                                                    v_5_0 += x1*x6;
-                                                    v_6_0 += x1*x7;
-                                                    v_7_0 += x1*x8;
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        double t_1_0 = bp_hsum_d(v_1_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
-                                        double t_2_0 = bp_hsum_d(v_2_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
-                                        double t_3_0 = bp_hsum_d(v_3_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
-                                        double t_4_0 = bp_hsum_d(v_4_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
-                                        double t_5_0 = bp_hsum_d(v_5_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
-                                        double t_6_0 = bp_hsum_d(v_6_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
-                                        double t_7_0 = bp_hsum_d(v_7_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
-                                    }
-                                }
-                            } else {
-                                for (int64_t k_ = k__b, k__end = KG - 1; k_ <= k__end; ++k_) {
-                                    for (int64_t c_ = 0, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            double acc = 0;
-                                            for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
-                                                }
-                                            }
-                                            grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            if (CG >= 2) {
-                if (S0 == 1) {
-                    if (G*KG*bp_floordiv(CG + 1, 2) < bp_threads()) {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                            }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                            double t_0_1 = bp_hsum_d(v_0_1);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                        }
-                                                    }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vd parked[2*K0];
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                parked[2*m0_] = bp_vsplat_d(0);
-                                                parked[2*m0_ + 1] = bp_vsplat_d(0);
-                                            }
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    bp_vd v_0_0 = parked[2*m0_];
-                                                    bp_vd v_0_1 = parked[2*m0_ + 1];
-                                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                    parked[2*m0_] = v_0_0;
-                                                    parked[2*m0_ + 1] = v_0_1;
-                                                }
-                                            }
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[2*m0_];
-                                                bp_vd v_0_1 = parked[2*m0_ + 1];
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
                                 }
                             }
                         } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, -D0*m0_ + P0), o0_end = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (S0 == 2) {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            bp_vd parked[2*K0];
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                parked[2*m0_] = bp_vsplat_d(0);
-                                                parked[2*m0_ + 1] = bp_vsplat_d(0);
-                                            }
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    bp_vd v_0_0 = parked[2*m0_];
-                                                    bp_vd v_0_1 = parked[2*m0_ + 1];
-                                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                    parked[2*m0_] = v_0_0;
-                                                    parked[2*m0_ + 1] = v_0_1;
-                                                }
-                                            }
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[2*m0_];
-                                                bp_vd v_0_1 = parked[2*m0_ + 1];
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
-                                        if (c__b + 2 <= CG) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                    if (vend <= vhi) {
-                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
-                                                            v_0_0 += x0*x1;
-                                                            v_0_1 += x0*x2;
-                                                        }
-                                                    }
-                                                }
-                                                double t_0_0 = bp_hsum_d(v_0_0);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                                double t_0_1 = bp_hsum_d(v_0_1);
-                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
-                                            }
-                                        } else {
-                                            for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                                for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                        double acc = 0;
-                                                        for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2)); o0 <= o0_end; ++o0) {
-                                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                                acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + 2*o0];
-                                                            }
-                                                        }
-                                                        grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
-                                                    }
-                                                }
-                                            }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; c__b += 2) {
+                            for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                                int64_t k__b = k__b1;
+                                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                                     if (c__b + 2 <= CG) {
                                         for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                             bp_vd v_0_0 = {0};
                                             bp_vd v_0_1 = {0};
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
                                             int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
                                                     v_0_0 += x0*x1;
                                                     v_0_1 += x0*x2;
                                                 }
@@ -17393,9 +16364,9 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                         int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                         bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                         int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
                                                         int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
                                                         v_0_0 += x0*x1;
                                                         v_0_1 += x0*x2;
                                                     }
@@ -17407,17 +16378,31 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                                         }
                                     } else {
-                                        for (int64_t k_ = k__b; k_ <= k__b; ++k_) {
-                                            for (int64_t c_ = c__b, c__end = CG - 1; c_ <= c__end; ++c_) {
-                                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                    double acc = 0;
-                                                    for (int64_t o0 = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0)), o0_end = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0)); o0 <= o0_end; ++o0) {
-                                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                            acc += grad_output[O0*(KG*(G*n + g_) + k_) + o0]*input[D0*m0_ + H0*(CG*(G*n + g_) + c_) - P0 + S0*o0];
+                                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                            int64_t c__b = c__b1;
+                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                                bp_vd v_0_0 = {0};
+                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                    if (vend <= vhi) {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
                                                         }
                                                     }
-                                                    grad_weight[K0*(CG*(KG*g_ + k_) + c_) + m0_] = acc;
                                                 }
+                                                double t_0_0 = bp_hsum_d(v_0_0);
+                                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                             }
                                         }
                                     }
@@ -17426,209 +16411,151 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                         }
                     }
                 }
-            } else {
-                if (S0 == 1) {
-                    if (CG*G*KG < bp_threads()) {
+            }
+        } else {
 #ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
 #endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+                for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
+                    if (k__b + 8 <= KG) {
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                            if (c__b + 2 <= CG) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_4_0 = {0};
+                                    bp_vd v_4_1 = {0};
+                                    bp_vd v_5_0 = {0};
+                                    bp_vd v_5_1 = {0};
+                                    bp_vd v_6_0 = {0};
+                                    bp_vd v_6_1 = {0};
+                                    bp_vd v_7_0 = {0};
+                                    bp_vd v_7_1 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
-                                        bp_vd v_0_0 = {0};
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                            bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                            bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                            bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                            bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                            bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                            bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                            bp_vd x9 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_1_0 += x1*x3;
+                                            v_1_1 += x2*x3;
+                                            v_2_0 += x1*x4;
+                                            v_2_1 += x2*x4;
+                                            v_3_0 += x1*x5;
+                                            v_3_1 += x2*x5;
+                                            v_4_0 += x1*x6;
+                                            v_4_1 += x2*x6;
+                                            v_5_0 += x1*x7;
+                                            v_5_1 += x2*x7;
+                                            v_6_0 += x1*x8;
+                                            v_6_1 += x2*x8;
+                                            v_7_0 += x1*x9;
+                                            v_7_1 += x2*x9;
+                                        }
+                                        if (vend <= vhi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x7_lanes);
+                                                int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x8_lanes);
+                                                int64_t x9_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x9 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x9_lanes);
                                                 v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_1_0 += x1*x3;
+                                                v_1_1 += x2*x3;
+                                                v_2_0 += x1*x4;
+                                                v_2_1 += x2*x4;
+                                                v_3_0 += x1*x5;
+                                                v_3_1 += x2*x5;
+                                                v_4_0 += x1*x6;
+                                                v_4_1 += x2*x6;
+                                                v_5_0 += x1*x7;
+                                                v_5_1 += x2*x7;
+                                                v_6_0 += x1*x8;
+                                                v_6_1 += x2*x8;
+                                                v_7_0 += x1*x9;
+                                                v_7_1 += x2*x9;
                                             }
-                                            if (vend <= vhi) {
-                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                            }
-                                        }
-                                        double t_0_0 = bp_hsum_d(v_0_0);
-                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        bp_vd parked[K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[m0_] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[m0_];
-                                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                                parked[m0_] = v_0_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = parked[m0_];
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
                                         }
                                     }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                    double t_1_1 = bp_hsum_d(v_1_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                    double t_2_1 = bp_hsum_d(v_2_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                    double t_3_1 = bp_hsum_d(v_3_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                                    double t_4_0 = bp_hsum_d(v_4_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                    double t_4_1 = bp_hsum_d(v_4_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b + 1) + m0_] = t_4_1;
+                                    double t_5_0 = bp_hsum_d(v_5_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                    double t_5_1 = bp_hsum_d(v_5_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b + 1) + m0_] = t_5_1;
+                                    double t_6_0 = bp_hsum_d(v_6_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                    double t_6_1 = bp_hsum_d(v_6_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b + 1) + m0_] = t_6_1;
+                                    double t_7_0 = bp_hsum_d(v_7_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    double t_7_1 = bp_hsum_d(v_7_1);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                                 }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = {0};
-                                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                } else {
-                    if (S0 == 2) {
-                        if (O0 >= 256 && K0 <= 64) {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        bp_vd parked[K0];
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            parked[m0_] = bp_vsplat_d(0);
-                                        }
-                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                                bp_vd v_0_0 = parked[m0_];
-                                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                                parked[m0_] = v_0_0;
-                                            }
-                                        }
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = parked[m0_];
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        } else {
-#ifdef _OPENMP
-                            #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                            for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                                for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                    for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
-                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
-                                            bp_vd v_0_0 = {0};
-                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
-                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
-                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
-                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
-                                                    v_0_0 += x0*x1;
-                                                }
-                                                if (vend <= vhi) {
-                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
-                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
-                                                        v_0_0 += x0*x1;
-                                                    }
-                                                }
-                                            }
-                                            double t_0_0 = bp_hsum_d(v_0_0);
-                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    } else {
-#ifdef _OPENMP
-                        #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768)
-#endif
-                        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
-                            for (int64_t k__b = 0; k__b <= KG - 1; ++k__b) {
-                                for (int64_t c__b = 0; c__b <= CG - 1; ++c__b) {
+                            } else {
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
                                     for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
                                         bp_vd v_0_0 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_4_0 = {0};
+                                        bp_vd v_5_0 = {0};
+                                        bp_vd v_6_0 = {0};
+                                        bp_vd v_7_0 = {0};
                                         int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                         int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
@@ -17636,7 +16563,21 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
                                                 bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0), 1);
+                                                bp_vd x7 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0), 1);
+                                                bp_vd x8 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0), 1);
                                                 v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                                v_4_0 += x1*x5;
+                                                v_5_0 += x1*x6;
+                                                v_6_0 += x1*x7;
+                                                v_7_0 += x1*x8;
                                             }
                                             if (vend <= vhi) {
                                                 for (int64_t v0 = vend; v0 <= vend; ++v0) {
@@ -17644,12 +16585,115 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
                                                     bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
                                                     int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
                                                     bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 4*O0 + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 5*O0 + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 6*O0 + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x8 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 7*O0 + v0, 1, x8_lanes);
                                                     v_0_0 += x0*x1;
+                                                    v_1_0 += x1*x2;
+                                                    v_2_0 += x1*x3;
+                                                    v_3_0 += x1*x4;
+                                                    v_4_0 += x1*x5;
+                                                    v_5_0 += x1*x6;
+                                                    v_6_0 += x1*x7;
+                                                    v_7_0 += x1*x8;
                                                 }
                                             }
                                         }
                                         double t_0_0 = bp_hsum_d(v_0_0);
                                         grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_1_0 = bp_hsum_d(v_1_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                        double t_2_0 = bp_hsum_d(v_2_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                        double t_3_0 = bp_hsum_d(v_3_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                                        double t_4_0 = bp_hsum_d(v_4_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 4) + c__b) + m0_] = t_4_0;
+                                        double t_5_0 = bp_hsum_d(v_5_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 5) + c__b) + m0_] = t_5_0;
+                                        double t_6_0 = bp_hsum_d(v_6_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 6) + c__b) + m0_] = t_6_0;
+                                        double t_7_0 = bp_hsum_d(v_7_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b) + m0_] = t_7_0;
+                                    }
+                                }
+                            }
+                        }
+                    } else {
+                        for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                            int64_t k__b = k__b1;
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
+                                if (c__b + 2 <= CG) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                            }
+                                            if (vend <= vhi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        double t_0_1 = bp_hsum_d(v_0_1);
+                                        grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                    }
+                                } else {
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                            bp_vd v_0_0 = {0};
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                        v_0_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            double t_0_0 = bp_hsum_d(v_0_0);
+                                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                        }
                                     }
                                 }
                             }

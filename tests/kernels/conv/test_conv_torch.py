@@ -318,6 +318,25 @@ def test_weight_gradient_in_passes_per_image_matches_torch(backend, dtype, out, 
     assert_close(backend.conv2d_weight(x, w.shape, g, **params), gw.numpy())
 
 
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('c_out, c_in, size, padding', [
+    (9, 3, (20, 37), 1), (12, 5, (9, 16), 0), (3, 3, (18, 18), 1), (8, 1, (24, 24), 0), (17, 7, (5, 70), 2)])
+def test_weight_gradient_with_partial_register_blocks_matches_torch(backend, dtype, c_out, c_in, size, padding):
+    """Output and input channels that are not whole register blocks (8 x 2 for the C weight gradient): the
+    channels past the last full block run tiles with a block of 1 for their index (an RGB input's 3
+    channels: one block of 2 and one tile of 1), with and without per-image passes."""
+    rng = np.random.default_rng(c_out * 100 + c_in)
+    x = rng.standard_normal((2, c_in) + size).astype(dtype)
+    w = rng.standard_normal((c_out, c_in, 3, 3)).astype(dtype)
+    xt, wt = torch.from_numpy(x).requires_grad_(), torch.from_numpy(w).requires_grad_()
+    y = F.conv2d(xt, wt, padding=padding)
+    g = rng.standard_normal(tuple(y.shape)).astype(dtype)
+    gx, gw = torch.autograd.grad(y, (xt, wt), torch.from_numpy(g))
+    assert_close(backend.conv2d_weight(x, w.shape, g, padding=padding), gw.numpy())
+    assert_close(backend.conv2d_input(x.shape, w, g, padding=padding), gx.numpy())
+
+
 def test_c_weight_gradient_writes_every_element_of_its_output():
     """The low-level C kernel zeroes what it accumulates into: an output full of NaN comes back exact."""
     if 'c' not in BACKENDS:
