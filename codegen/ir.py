@@ -68,10 +68,6 @@ class LaneMask(Function):
     """The lanes first..last of a vector (clamped to it) as the bits of an integer."""
 
 
-class BitOr(Function):
-    """a | b of integers."""
-
-
 class VLoadMasked(Function):
     """VLoad(array, flat, stride) on the lanes whose bits are set in ``mask``: the other lanes are 0
     and their memory is not touched."""
@@ -170,6 +166,7 @@ class VStore:
     flat: object         # first element
     stride: object       # elements between lanes
     value: object
+    mask: object = None  # a LaneMask: only its lanes are written (a row shorter than a vector), or every lane
     kind: str = 'vstore'
 
 

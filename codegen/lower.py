@@ -77,7 +77,7 @@ def _gather_nodes(rule: KernelRule, steps: dict) -> tuple:
         fast = (Branch(found[0], found[1], scalar),) if found else scalar
     for tile in (t for t in tiles if t is not None):   # most general first; a fuller specialization wraps it
         try:
-            vector = vector_nodes(specialized(rule, tile.special), tile, element, steps)
+            vector = vector_nodes(specialized(rule, tile.special), tile, steps)
         except LoweringError:   # no fast path for this rule: the scalar nest stays
             continue
         fast = (Branch(tile.special, vector, fast),) if tile.special else vector

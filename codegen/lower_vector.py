@@ -43,10 +43,12 @@ from its proven Z-sum:
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest in
-  lane-guarded chunks or, rows narrower than a vector, the scalar element; the
-  values past the last full register block of an index run the tile with a
-  block of 1 for it (the weight gradient of an RGB input, 3 channels in blocks
-  of 2, ran a third of its work in scalar code: 7.5x torch before);
+  lane-guarded chunks (a row narrower than a vector: one chunk, its store
+  masked too: ResNet's strided 14- and 7-wide layers ran 100x slower in the
+  scalar element); the values past the last full register block of an index
+  run the tile with a block of 1 for it (the weight gradient of an RGB input,
+  3 channels in blocks of 2, ran a third of its work in scalar code: 7.5x
+  torch before);
 * in the interior, the hoisted factors are simplified under its facts (an
   average's divisor becomes the full window: one scalar per chunk);
 * a divisibility condition on the vector variable (the stride of a transposed
@@ -74,7 +76,7 @@ from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Max, Min, Mo
 
 from derive.zsum import implied
 
-from .ir import (ArrayRef, Assign, BitOr, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd,
+from .ir import (ArrayRef, Assign, Branch, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop, VAdd,
                  VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
@@ -330,22 +332,21 @@ def _lanes(tile, conds) -> tuple:
     return expand(lo - V0), expand(hi - V0)
 
 
-def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> tuple:
-    """The tiled loop nest; ``element`` is the scalar nest computing one output element; lattice
-    steps are recorded in ``steps``."""
+def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
+    """The tiled loop nest; lattice steps are recorded in ``steps``."""
     check_accesses(rule, tile.term)
     sizes = dict(zip(rule.index, rule.sizes))
     if len(tile.blocks) > 1:
-        return _nest_for(rule, tile, sizes, element, steps)
+        return _nest_for(rule, tile, sizes, steps)
     eight = tile.blocks and tile.blocks[0][1] == 8
-    rowed = _row_blocks(rule, tile, sizes, element, steps)
+    rowed = _row_blocks(rule, tile, sizes, steps)
     if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:
         tile = replace(tile, chunks=2)
-    body = _nest_for(rule, tile, sizes, element, steps)
+    body = _nest_for(rule, tile, sizes, steps)
     if eight and not (tile.special or tile.term.divs or rule.at):
         (a, _), = tile.blocks
         per_value = _box_size(rule, tile.term, tile.term.vars)
-        wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, element, steps)
+        wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, steps)
         body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
     if rowed is not None:   # no full block: every tile holds one value of the blocked index
         (a, r), = tile.blocks
@@ -353,12 +354,12 @@ def vector_nodes(rule: KernelRule, tile: Tile, element: tuple, steps: dict) -> t
     return body
 
 
-def _nest_for(rule, tile, sizes, element, steps) -> tuple:
+def _nest_for(rule, tile, sizes, steps) -> tuple:
     blocked = [v for v, _ in tile.blocks]
     inner = _inner_free(rule, tile)
 
     def rows(t, taps_inside):
-        body = _blocked(rule, t, sizes, element, 0, steps, taps_inside)
+        body = _blocked(rule, t, sizes, 0, steps, taps_inside)
         for v in reversed(_outer(rule, t, taps_inside)):
             body = (Loop(v, S.Zero, sizes[v] - 1, body),)
         return parallel(body)
@@ -387,14 +388,14 @@ def _nest_for(rule, tile, sizes, element, steps) -> tuple:
     if found is not None:
         conditions, u, ones = found
         flat, sizes = replace(tile, flat=u, chunks=1), {v: n.xreplace(ones) for v, n in sizes.items()}
-        nest = _blocked(rule, flat, sizes, element, 0, steps, [])
+        nest = _blocked(rule, flat, sizes, 0, steps, [])
         for v in reversed([v for v in rule.index if v not in blocked + [tile.vec, u] + list(ones)]):
             nest = (Loop(v, S.Zero, sizes[v] - 1, nest),)
         body = (Branch(conditions, parallel(substitute(nest, ones)), body),)
     return _stride_versions(body)
 
 
-def _row_blocks(rule, tile, sizes, element, steps):
+def _row_blocks(rule, tile, sizes, steps):
     """The nest for a blocked index shorter than its block, so that every tile holds one value of it (one
     output channel: tiny forward, lenet's input gradient): a tile of one value has one accumulator
     chain per chunk, as long as the sum, and waits for each add.  Here the rows whose taps all fall
@@ -416,8 +417,8 @@ def _row_blocks(rule, tile, sizes, element, steps):
         return None
     lo, hi, _ = _bounds(u, facts, {u})
     single = replace(tile, blocks=((a, 1),))
-    one_row = _tile(rule, single, sizes, element, steps)
-    block = _tile(rule, replace(single, rows=u), sizes, element, steps)
+    one_row = _tile(rule, single, sizes, steps)
+    block = _tile(rule, replace(single, rows=u), sizes, steps)
     rest, ub, U = Symbol('urest', integer=True), _base(u), sizes[u]
     rows = (Loop(u, S.Zero, _min([lo, U]) - 1, one_row),
             Loop(ub, lo, hi - ROW_BLOCK + 1, block, S(ROW_BLOCK)),
@@ -450,7 +451,7 @@ def _outer(rule, tile, inner) -> list:
 
 # ----------------------------------------------------------------------------- flattened planes
 
-FQ, FR, FSPLIT, FMASK = (Symbol(n, integer=True) for n in ('fq', 'fr', 'fsplit', 'lanes'))
+FQ, FR, FJ, FMASK = (Symbol(n, integer=True) for n in ('fq', 'fr', 'fj', 'lanes'))
 
 
 def _flat_conditions(rule, tile, sizes):
@@ -468,7 +469,8 @@ def _flat_conditions(rule, tile, sizes):
     if tile.hoisted.free_symbols & {u, tile.vec}:
         return None
     V = sizes[tile.vec].xreplace(ones)
-    conds = [V >= LANES, Ne(Mod(V, LANES), 0)]   # rows of whole vectors waste nothing: the regular path
+    plane = sizes[u].xreplace(ones) * V
+    conds = [plane >= LANES, Ne(Mod(V, LANES), 0)]   # rows of whole vectors waste nothing: the regular path
     tensors = _tensors(rule)
     refs = [access(tensors[f.base], f.indices) for f in _arrays(tile.term)] + [access(rule.outputs[0],
                                                                                         rule.output_at)]
@@ -488,35 +490,43 @@ def _flat_conditions(rule, tile, sizes):
     return tuple(conds), u, ones
 
 
-def _flat_mask(rule, tile, sizes, u) -> Expr:
+def _flat_mask(rule, tile, sizes, u) -> tuple:
     """The lanes of the chunk at f = v0 whose positions satisfy the constraints that involve the row or
-    the vector variable: lanes [0, fsplit) lie in row fq (from column fr on), the rest in row fq + 1."""
+    the vector variable: the chunk starts in row fq at column fr and spans fj + 1 rows (several when a
+    row is narrower than a vector: 14 or 7 wide in ResNet's later stages), row fq + j holding the lanes
+    from j V - fr on.  Nodes declaring the mask (disjoint ranges: their sum is their union)."""
     vec, V = tile.vec, sizes[tile.vec]
     coupled = [c for c in tile.term.conds if c.free_symbols & {u, vec}]
+    row, shift = FQ + FJ, FJ * V - FR
+    guards = [c.xreplace({u: row}) for c in coupled if vec not in c.free_symbols]
+    own = [c.xreplace({u: row}) for c in coupled if vec in c.free_symbols] + [vec, V - 1 - vec]
+    lo, hi, _ = _bounds(vec, own, {vec})
+    part = LaneMask(lo + shift, hi + shift)
+    part = Piecewise((part, And(*[g >= 0 for g in guards])), (S.Zero, True)) if guards else part
+    return (Declare(FMASK.name, 'index', S.Zero),
+            Loop(FJ, S.Zero, FloorDiv(FR + LANES - 1, V), (Assign(FMASK, part, '+='),)))
 
-    def part(row, shift, first, last):
-        guards = [c.xreplace({u: row}) for c in coupled if vec not in c.free_symbols]
-        own = [c.xreplace({u: row}) for c in coupled if vec in c.free_symbols] + [vec, V - 1 - vec]
-        lo, hi, _ = _bounds(vec, own, {vec})
-        mask = LaneMask(_max([lo + shift, first]), _min([hi + shift, last]))
-        return Piecewise((mask, And(*[g >= 0 for g in guards])), (S.Zero, True)) if guards else mask
-    return BitOr(part(FQ, -FR, S.Zero, FSPLIT - 1), part(FQ + 1, FSPLIT, FSPLIT, LANES - 1))
 
-
-def _flat_tile(rule, tile, sizes, element, steps) -> tuple:
+def _flat_tile(rule, tile, sizes, steps) -> tuple:
     """Chunks of LANES consecutive positions of the flattened plane (the last overlapping its neighbour):
     every summation variable over its own box, the lanes outside the other constraints masked (their
-    memory untouched), the loads and stores at f (row 0, column f: affine by _flat_conditions)."""
+    memory untouched; the mask computed once per value of the variables it depends on, the taps, outside
+    the others), the loads and stores at f (row 0, column f: affine by _flat_conditions)."""
     u, vec = tile.flat, tile.vec
     combos = _combos(tile.blocks)
     own = [c for c in tile.term.conds if not c.free_symbols & {u, vec}]
     summed = [v for v in loop_order(tile.term) if v != vec]
-    leaf = (Declare(FMASK.name, 'index', _flat_mask(rule, tile, sizes, u)), *_accumulate(rule, tile, combos, FMASK))
-    nest = _nest(tile.term, summed, set(rule.index), own, [], [], leaf, steps)
+    masked = set().union(*(c.free_symbols for c in tile.term.conds if c.free_symbols & {u, vec}))
+    outer, inner = [v for v in summed if v in masked], [v for v in summed if v not in masked]
+    later = [c for c in own if c.free_symbols & set(inner)]
+    nest = _nest(tile.term, inner, set(rule.index) | set(outer), later, [], [], _accumulate(rule, tile, combos, FMASK),
+                 steps)
+    nest = _nest(tile.term, outer, set(rule.index), [c for c in own if c not in later], [], [],
+                 _flat_mask(rule, tile, sizes, u) + tuple(nest), steps)
     body = (tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos) + tuple(nest)
             + _finish(rule, tile, combos, vector=True))
     chunk = (Declare(FQ.name, 'index', FloorDiv(V0, sizes[vec])), Declare(FR.name, 'index', V0 - FQ * sizes[vec]),
-             Declare(FSPLIT.name, 'index', _min([LANES, sizes[vec] - FR])), *substitute(body, {u: S.Zero}))
+             *substitute(body, {u: S.Zero}))
     plane = sizes[u] * sizes[vec]
     return (Loop(V0, S.Zero, plane - LANES, chunk, LANES),
             Guard((Ne(Mod(plane, LANES), 0),), (Loop(V0, plane - LANES, plane - LANES, chunk),)))
@@ -576,25 +586,25 @@ def _stride_params(nodes: tuple) -> list:
     return sorted({s for s in strides if s.is_Symbol}, key=str)
 
 
-def _blocked(rule, tile, sizes, element, k, steps, inner_free) -> tuple:
+def _blocked(rule, tile, sizes, k, steps, inner_free) -> tuple:
     """Register blocks of blocked index k: a full block runs the next level (finally the tile), the
     values past the last full block run the same levels with a block of 1 for it (one more tile per
     level: the code stays compact; the scalar element there made the weight gradient of an RGB input,
     3 channels in blocks of 2, 8x slower than torch).  The block loops stay perfectly nested (OpenMP
     collapses them)."""
     if k == len(tile.blocks):
-        body = (_flat_tile if tile.flat is not None else _tile)(rule, tile, sizes, element, steps)
+        body = (_flat_tile if tile.flat is not None else _tile)(rule, tile, sizes, steps)
         if tile.batch is None:
             return _taps_loops(inner_free, sizes, body)
         return _parked_passes(rule, tile, sizes, inner_free, body)
     var, r = tile.blocks[k]
-    full = _blocked(rule, tile, sizes, element, k + 1, steps, inner_free)
+    full = _blocked(rule, tile, sizes, k + 1, steps, inner_free)
     if r == 1:
         return (Loop(_base(var), S.Zero, sizes[var] - 1, full),)
     single = replace(tile, blocks=tile.blocks[:k] + ((var, 1),) + tile.blocks[k + 1:])
     one = Symbol(f'{_base(var).name}1', integer=True)
     partial = (Loop(one, _base(var), sizes[var] - 1, (Declare(_base(var).name, 'index', one),)
-                    + _blocked(rule, single, sizes, element, k + 1, steps, inner_free)),)
+                    + _blocked(rule, single, sizes, k + 1, steps, inner_free)),)
     return (Loop(_base(var), S.Zero, sizes[var] - 1, (Branch((_base(var) + r <= sizes[var],), full, partial),),
                  S(r)),)
 
@@ -630,15 +640,7 @@ def _taps_loops(taps, sizes, body) -> tuple:
     return body
 
 
-def _within_blocks(tile, body) -> tuple:
-    if tile.rows is not None:
-        body = (Loop(tile.rows, _base(tile.rows), _base(tile.rows) + ROW_BLOCK - 1, body),)
-    for var, r in reversed(tile.blocks):
-        body = (Loop(var, _base(var), _base(var) + r - 1, body),)
-    return body
-
-
-def _tile(rule, tile, sizes, element, steps) -> tuple:
+def _tile(rule, tile, sizes, steps) -> tuple:
     lo, hi = interior(rule, tile)
     bounds = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi))
     own = _lanes(tile, tile.term.conds)
@@ -649,16 +651,17 @@ def _tile(rule, tile, sizes, element, steps) -> tuple:
         return tuple(Declare(_name('v', c), 'vec', S.Zero) for c in _tile_combos(t))
 
     if tile.vec_free:
-        def chunk(t, guard):   # tile t at v0: unguarded (guard None) or each chunk with its lanes of guard
+        def chunk(t, guard, store=None):   # tile t at v0: unguarded (guard None) or with its lanes of guard
             combos = _tile_combos(t)
             order = summed if guard is None or not set(summed) <= _taps(rule, t.term) else _masks_outside(summed, guard)
             nest = _nest(t.term, order, set(rule.index), conds, list(t.term.divs), [],
                          _accumulate(rule, t, combos, guard), steps)
-            return zero(t) + tuple(nest) + _finish(rule, t, combos, vector=True, inside=guard is None)
-        single = replace(tile, chunks=1)
+            return zero(t) + tuple(nest) + _finish(rule, t, combos, vector=True, inside=guard is None, mask=store)
+        single, size = replace(tile, chunks=1), sizes[tile.vec]
         several = (chunk(tile, None), chunk(tile, own)) if tile.chunks > 1 else None
-        return bounds + _free_chunks(tile, sizes[tile.vec], (chunk(single, None), chunk(single, own)), several,
-                                     element)
+        row = _lanes(single, list(tile.term.conds) + [tile.vec, size - 1 - tile.vec])   # lanes inside the row too
+        short = (Declare(V0.name, 'index', S.Zero),) + chunk(single, row, LaneMask(S.Zero, size - 1))
+        return bounds + _free_chunks(tile, size, (chunk(single, None), chunk(single, own)), several, short)
     combos, known = _tile_combos(tile), set(rule.index)
     if tile.batch is not None:   # looped outside: its box is the loop's
         summed = [v for v in summed if v != tile.batch]
@@ -712,13 +715,14 @@ def _accumulate(rule, tile, combos, guard) -> tuple:
     return tuple(decls) + tuple(Assign(Symbol(_name('v', c)), p, '+=') for c, p in zip(combos, products))
 
 
-def _free_chunks(tile, size, single, several, element) -> tuple:
+def _free_chunks(tile, size, single, several, short) -> tuple:
     """Chunks of LANES output positions covering the row [0, size): unguarded inside the interior
     [vlo, vhi], lane-guarded elsewhere (``single`` = (plain, guarded) code of one chunk); the last
-    chunk overlaps its neighbour (a store rewrites the same values); rows shorter than a vector run
-    the scalar element.  With ``several`` (the same for tile.chunks consecutive chunks), groups of
-    chunks from 0 on, then single chunks (groups from vlo on, misaligned, made resnet's float64
-    input gradient 43 -> 51 ms)."""
+    chunk overlaps its neighbour (a store rewrites the same values); a row shorter than a vector runs
+    ``short``, one chunk whose loads and store keep to its lanes (the scalar element there ran ResNet's
+    strided 14- and 7-wide layers at 2-3 GFLOP/s).  With ``several`` (the same for tile.chunks
+    consecutive chunks), groups of chunks from 0 on, then single chunks (groups from vlo on,
+    misaligned, made resnet's float64 input gradient 43 -> 51 ms)."""
     chunk = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), *single),)
     first, groups = S.Zero, ()
     if several is not None:
@@ -727,7 +731,6 @@ def _free_chunks(tile, size, single, several, element) -> tuple:
         first = width * FloorDiv(size, width)
     rows = groups + (Loop(V0, first, size - LANES, chunk, LANES),
                      Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk),)))
-    short = _within_blocks(tile, (Loop(tile.vec, S.Zero, size - 1, element),))
     return (Branch((size >= LANES,), rows, short),)
 
 
@@ -746,10 +749,11 @@ def _interior_chunks(vec, size, chunks, element) -> tuple:
             Loop(vec, _max([VHI + 1, S.Zero]), size - 1, element))
 
 
-def _finish(rule, tile, combos, vector: bool, inside: bool = False) -> tuple:
-    """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums).  In
-    the interior (``inside``) the factors are simplified under its facts; one that no longer depends
-    on the vector variable (an average's divisor: the full window) is a scalar for every lane."""
+def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -> tuple:
+    """Scale by the hoisted factors, add the other terms, store (vectors, or horizontal sums; with a
+    ``mask``, its lanes only).  In the interior (``inside``) the factors are simplified under its facts;
+    one that no longer depends on the vector variable (an average's divisor: the full window) is a scalar
+    for every lane."""
     out = rule.outputs[0]
     nodes = []
     hoisted = within(tile.hoisted, interior_facts(rule, tile) + list(rule.hyps)) if inside else tile.hoisted
@@ -769,7 +773,7 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False) -> tuple:
         if vector:
             flat = ref.args[1]
             nodes.append(VStore(ref.args[0], expand(flat.xreplace({tile.vec: V0})), expand(flat.diff(tile.vec)),
-                                total))
+                                total, mask))
         else:
             nodes.append(Assign(ref, total, '+=' if tile.batch is not None else '='))
     return tuple(nodes)

@@ -127,9 +127,6 @@ class CPrinter(IndexPrinting, C99CodePrinter):
     def _print_LaneMask(self, expr):
         return f'bp_lane_mask_{self.suffix}({self._print(expr.args[0])}, {self._print(expr.args[1])})'
 
-    def _print_BitOr(self, expr):
-        return f'({self._print(expr.args[0])} | {self._print(expr.args[1])})'
-
     def _print_VLoadMasked(self, expr):
         array, flat, stride, mask = (self._print(a) for a in expr.args)
         return f'bp_vload_masked_{self.suffix}({array}, {flat}, {stride}, {mask})'

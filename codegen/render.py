@@ -107,8 +107,10 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             out.append(dict(kind=n.kind, cond=cond, then=printed_nodes(n.then, printer, real),
                             otherwise=printed_nodes(n.otherwise, printer, real)))
         elif n.kind == 'vstore':
-            out.append(dict(kind='vstore', call=f'bp_vstore_{printer.suffix}({printer.doprint(n.array)} + '
-                            f'({printer.doprint(n.flat)}), {printer.doprint(n.stride)}, {printer.doprint(n.value)})'))
+            name = 'bp_vstore' if n.mask is None else 'bp_vstore_masked'
+            args = [printer.doprint(n.stride)] + ([] if n.mask is None else [printer.doprint(n.mask)])
+            out.append(dict(kind='vstore', call=f'{name}_{printer.suffix}({printer.doprint(n.array)} + '
+                            f'({printer.doprint(n.flat)}), {", ".join(args)}, {printer.doprint(n.value)})'))
         elif n.kind == 'vadd':
             args = ', '.join(printer.doprint(a) for a in (n.array, n.flat, n.stride, n.mask, n.value))
             out.append(dict(kind='call', call=f'bp_vadd_{printer.suffix}({args})'))
