@@ -990,82 +990,82 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                 if ((bias != NULL)) {
                                     t_0 += bias[KG*g + k_b];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                 bp_vf t_1 = v_1;
                                 if ((bias != NULL)) {
                                     t_1 += bias[KG*g + k_b + 1];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                                 bp_vf t_2 = v_2;
                                 if ((bias != NULL)) {
                                     t_2 += bias[KG*g + k_b + 2];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
                                 bp_vf t_3 = v_3;
                                 if ((bias != NULL)) {
                                     t_3 += bias[KG*g + k_b + 3];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
                                 bp_vf t_4 = v_4;
                                 if ((bias != NULL)) {
                                     t_4 += bias[KG*g + k_b + 4];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
                                 bp_vf t_5 = v_5;
                                 if ((bias != NULL)) {
                                     t_5 += bias[KG*g + k_b + 5];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
                                 bp_vf t_6 = v_6;
                                 if ((bias != NULL)) {
                                     t_6 += bias[KG*g + k_b + 6];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
                                 bp_vf t_7 = v_7;
                                 if ((bias != NULL)) {
                                     t_7 += bias[KG*g + k_b + 7];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                 bp_vf t_8 = v_8;
                                 if ((bias != NULL)) {
                                     t_8 += bias[KG*g + k_b + 8];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_8);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_8);
                                 bp_vf t_9 = v_9;
                                 if ((bias != NULL)) {
                                     t_9 += bias[KG*g + k_b + 9];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_9);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_9);
                                 bp_vf t_10 = v_10;
                                 if ((bias != NULL)) {
                                     t_10 += bias[KG*g + k_b + 10];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_10);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_10);
                                 bp_vf t_11 = v_11;
                                 if ((bias != NULL)) {
                                     t_11 += bias[KG*g + k_b + 11];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_11);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_11);
                                 bp_vf t_12 = v_12;
                                 if ((bias != NULL)) {
                                     t_12 += bias[KG*g + k_b + 12];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_12);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_12);
                                 bp_vf t_13 = v_13;
                                 if ((bias != NULL)) {
                                     t_13 += bias[KG*g + k_b + 13];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_13);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_13);
                                 bp_vf t_14 = v_14;
                                 if ((bias != NULL)) {
                                     t_14 += bias[KG*g + k_b + 14];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_14);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_14);
                                 bp_vf t_15 = v_15;
                                 if ((bias != NULL)) {
                                     t_15 += bias[KG*g + k_b + 15];
                                 }
-                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_15);
+                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                             }
                         } else {
                             int64_t vlo = P0;
@@ -1154,7 +1154,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -1779,82 +1779,82 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                     bp_vf t_1 = v_1;
                                     if ((bias != NULL)) {
                                         t_1 += bias[KG*g + k_b + 1];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                                     bp_vf t_2 = v_2;
                                     if ((bias != NULL)) {
                                         t_2 += bias[KG*g + k_b + 2];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
                                     bp_vf t_3 = v_3;
                                     if ((bias != NULL)) {
                                         t_3 += bias[KG*g + k_b + 3];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
                                     bp_vf t_4 = v_4;
                                     if ((bias != NULL)) {
                                         t_4 += bias[KG*g + k_b + 4];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
                                     bp_vf t_5 = v_5;
                                     if ((bias != NULL)) {
                                         t_5 += bias[KG*g + k_b + 5];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
                                     bp_vf t_6 = v_6;
                                     if ((bias != NULL)) {
                                         t_6 += bias[KG*g + k_b + 6];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
                                     bp_vf t_7 = v_7;
                                     if ((bias != NULL)) {
                                         t_7 += bias[KG*g + k_b + 7];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                     bp_vf t_8 = v_8;
                                     if ((bias != NULL)) {
                                         t_8 += bias[KG*g + k_b + 8];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_8);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_8);
                                     bp_vf t_9 = v_9;
                                     if ((bias != NULL)) {
                                         t_9 += bias[KG*g + k_b + 9];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_9);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_9);
                                     bp_vf t_10 = v_10;
                                     if ((bias != NULL)) {
                                         t_10 += bias[KG*g + k_b + 10];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_10);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_10);
                                     bp_vf t_11 = v_11;
                                     if ((bias != NULL)) {
                                         t_11 += bias[KG*g + k_b + 11];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_11);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_11);
                                     bp_vf t_12 = v_12;
                                     if ((bias != NULL)) {
                                         t_12 += bias[KG*g + k_b + 12];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_12);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_12);
                                     bp_vf t_13 = v_13;
                                     if ((bias != NULL)) {
                                         t_13 += bias[KG*g + k_b + 13];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_13);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_13);
                                     bp_vf t_14 = v_14;
                                     if ((bias != NULL)) {
                                         t_14 += bias[KG*g + k_b + 14];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_14);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_14);
                                     bp_vf t_15 = v_15;
                                     if ((bias != NULL)) {
                                         t_15 += bias[KG*g + k_b + 15];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_15);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
@@ -1943,7 +1943,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -2567,82 +2567,82 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                     bp_vf t_1 = v_1;
                                     if ((bias != NULL)) {
                                         t_1 += bias[KG*g + k_b + 1];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                                     bp_vf t_2 = v_2;
                                     if ((bias != NULL)) {
                                         t_2 += bias[KG*g + k_b + 2];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
                                     bp_vf t_3 = v_3;
                                     if ((bias != NULL)) {
                                         t_3 += bias[KG*g + k_b + 3];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
                                     bp_vf t_4 = v_4;
                                     if ((bias != NULL)) {
                                         t_4 += bias[KG*g + k_b + 4];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
                                     bp_vf t_5 = v_5;
                                     if ((bias != NULL)) {
                                         t_5 += bias[KG*g + k_b + 5];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
                                     bp_vf t_6 = v_6;
                                     if ((bias != NULL)) {
                                         t_6 += bias[KG*g + k_b + 6];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
                                     bp_vf t_7 = v_7;
                                     if ((bias != NULL)) {
                                         t_7 += bias[KG*g + k_b + 7];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                     bp_vf t_8 = v_8;
                                     if ((bias != NULL)) {
                                         t_8 += bias[KG*g + k_b + 8];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_8);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_8);
                                     bp_vf t_9 = v_9;
                                     if ((bias != NULL)) {
                                         t_9 += bias[KG*g + k_b + 9];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_9);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_9);
                                     bp_vf t_10 = v_10;
                                     if ((bias != NULL)) {
                                         t_10 += bias[KG*g + k_b + 10];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_10);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_10);
                                     bp_vf t_11 = v_11;
                                     if ((bias != NULL)) {
                                         t_11 += bias[KG*g + k_b + 11];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_11);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_11);
                                     bp_vf t_12 = v_12;
                                     if ((bias != NULL)) {
                                         t_12 += bias[KG*g + k_b + 12];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_12);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_12);
                                     bp_vf t_13 = v_13;
                                     if ((bias != NULL)) {
                                         t_13 += bias[KG*g + k_b + 13];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_13);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_13);
                                     bp_vf t_14 = v_14;
                                     if ((bias != NULL)) {
                                         t_14 += bias[KG*g + k_b + 14];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_14);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_14);
                                     bp_vf t_15 = v_15;
                                     if ((bias != NULL)) {
                                         t_15 += bias[KG*g + k_b + 15];
                                     }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_15);
+                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
@@ -2731,7 +2731,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -2741,8 +2741,9 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
             }
         }
     } else {
-        if (S0 == 1) {
-            if (BP_VREGS >= 32 && O0 >= 2*BP_LANES_F) {
+        if (8*CG*K0 > 6144 && S0 <= 2) {
+            int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
+            if (S0 == 1) {
 #ifdef _OPENMP
                 #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
 #endif
@@ -2752,412 +2753,9 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                             if (k_b + 8 <= KG) {
                                 int64_t vlo = P0;
                                 int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                if (O0 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                                        if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_1_1 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_2_1 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            bp_vf v_3_1 = {0};
-                                            bp_vf v_4_0 = {0};
-                                            bp_vf v_4_1 = {0};
-                                            bp_vf v_5_0 = {0};
-                                            bp_vf v_5_1 = {0};
-                                            bp_vf v_6_0 = {0};
-                                            bp_vf v_6_1 = {0};
-                                            bp_vf v_7_0 = {0};
-                                            bp_vf v_7_1 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                            }
-                                            bp_vf t_0_0 = v_0_0;
-                                            if ((bias != NULL)) {
-                                                t_0_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                            bp_vf t_0_1 = v_0_1;
-                                            if ((bias != NULL)) {
-                                                t_0_1 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                            bp_vf t_1_0 = v_1_0;
-                                            if ((bias != NULL)) {
-                                                t_1_0 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                            bp_vf t_1_1 = v_1_1;
-                                            if ((bias != NULL)) {
-                                                t_1_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
-                                            bp_vf t_2_0 = v_2_0;
-                                            if ((bias != NULL)) {
-                                                t_2_0 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                            bp_vf t_2_1 = v_2_1;
-                                            if ((bias != NULL)) {
-                                                t_2_1 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                            bp_vf t_3_0 = v_3_0;
-                                            if ((bias != NULL)) {
-                                                t_3_0 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                            bp_vf t_3_1 = v_3_1;
-                                            if ((bias != NULL)) {
-                                                t_3_1 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                            bp_vf t_4_0 = v_4_0;
-                                            if ((bias != NULL)) {
-                                                t_4_0 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                            bp_vf t_4_1 = v_4_1;
-                                            if ((bias != NULL)) {
-                                                t_4_1 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                            bp_vf t_5_0 = v_5_0;
-                                            if ((bias != NULL)) {
-                                                t_5_0 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                            bp_vf t_5_1 = v_5_1;
-                                            if ((bias != NULL)) {
-                                                t_5_1 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                            bp_vf t_6_0 = v_6_0;
-                                            if ((bias != NULL)) {
-                                                t_6_0 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                            bp_vf t_6_1 = v_6_1;
-                                            if ((bias != NULL)) {
-                                                t_6_1 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                            bp_vf t_7_0 = v_7_0;
-                                            if ((bias != NULL)) {
-                                                t_7_0 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                            bp_vf t_7_1 = v_7_1;
-                                            if ((bias != NULL)) {
-                                                t_7_1 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                                        } else {
-                                            bp_vf v_0_0 = {0};
-                                            bp_vf v_0_1 = {0};
-                                            bp_vf v_1_0 = {0};
-                                            bp_vf v_1_1 = {0};
-                                            bp_vf v_2_0 = {0};
-                                            bp_vf v_2_1 = {0};
-                                            bp_vf v_3_0 = {0};
-                                            bp_vf v_3_1 = {0};
-                                            bp_vf v_4_0 = {0};
-                                            bp_vf v_4_1 = {0};
-                                            bp_vf v_5_0 = {0};
-                                            bp_vf v_5_1 = {0};
-                                            bp_vf v_6_0 = {0};
-                                            bp_vf v_6_1 = {0};
-                                            bp_vf v_7_0 = {0};
-                                            bp_vf v_7_1 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                            }
-                                            bp_vf t_0_0 = v_0_0;
-                                            if ((bias != NULL)) {
-                                                t_0_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                            bp_vf t_0_1 = v_0_1;
-                                            if ((bias != NULL)) {
-                                                t_0_1 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                            bp_vf t_1_0 = v_1_0;
-                                            if ((bias != NULL)) {
-                                                t_1_0 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                            bp_vf t_1_1 = v_1_1;
-                                            if ((bias != NULL)) {
-                                                t_1_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
-                                            bp_vf t_2_0 = v_2_0;
-                                            if ((bias != NULL)) {
-                                                t_2_0 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                            bp_vf t_2_1 = v_2_1;
-                                            if ((bias != NULL)) {
-                                                t_2_1 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                            bp_vf t_3_0 = v_3_0;
-                                            if ((bias != NULL)) {
-                                                t_3_0 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                            bp_vf t_3_1 = v_3_1;
-                                            if ((bias != NULL)) {
-                                                t_3_1 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                            bp_vf t_4_0 = v_4_0;
-                                            if ((bias != NULL)) {
-                                                t_4_0 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                            bp_vf t_4_1 = v_4_1;
-                                            if ((bias != NULL)) {
-                                                t_4_1 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                            bp_vf t_5_0 = v_5_0;
-                                            if ((bias != NULL)) {
-                                                t_5_0 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                            bp_vf t_5_1 = v_5_1;
-                                            if ((bias != NULL)) {
-                                                t_5_1 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                            bp_vf t_6_0 = v_6_0;
-                                            if ((bias != NULL)) {
-                                                t_6_0 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                            bp_vf t_6_1 = v_6_1;
-                                            if ((bias != NULL)) {
-                                                t_6_1 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                            bp_vf t_7_0 = v_7_0;
-                                            if ((bias != NULL)) {
-                                                t_7_0 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                            bp_vf t_7_1 = v_7_1;
-                                            if ((bias != NULL)) {
-                                                t_7_1 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                                        }
-                                    }
-                                    for (int64_t v0 = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F), v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                    if (O0 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
                                                 bp_vf v_1 = {0};
@@ -3168,7 +2766,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                 bp_vf v_6 = {0};
                                                 bp_vf v_7 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
                                                         float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -3189,43 +2787,75 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
                                                 bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
                                                 bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
                                                 bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
                                                 bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
                                                 bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
                                                 bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             } else {
@@ -3239,7 +2869,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                 bp_vf v_7 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                                     int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                                         float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -3260,258 +2890,379 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
                                                 bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
                                                 bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
                                                 bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
                                                 bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
                                                 bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
                                                 bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             }
                                         }
-                                    }
-                                } else {
-                                    int64_t v0 = 0;
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
+                                        if (((O0) % BP_LANES_F) != 0) {
+                                            int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                            bp_vf t_1 = v_1;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                            } else {
+                                                t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                            bp_vf t_2 = v_2;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                            } else {
+                                                t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                            bp_vf t_3 = v_3;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                            } else {
+                                                t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                            bp_vf t_4 = v_4;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                            } else {
+                                                t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                            bp_vf t_5 = v_5;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                            } else {
+                                                t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                            bp_vf t_6 = v_6;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                            } else {
+                                                t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                            bp_vf t_7 = v_7;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                            } else {
+                                                t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                         }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                        } else {
+                                            t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        bp_vf t_1 = v_1;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_1 += bias[KG*g + k_b + 1];
+                                            }
+                                        } else {
+                                            t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                        bp_vf t_2 = v_2;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_2 += bias[KG*g + k_b + 2];
+                                            }
+                                        } else {
+                                            t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                        bp_vf t_3 = v_3;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_3 += bias[KG*g + k_b + 3];
+                                            }
+                                        } else {
+                                            t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                        bp_vf t_4 = v_4;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_4 += bias[KG*g + k_b + 4];
+                                            }
+                                        } else {
+                                            t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                        bp_vf t_5 = v_5;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_5 += bias[KG*g + k_b + 5];
+                                            }
+                                        } else {
+                                            t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                        bp_vf t_6 = v_6;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_6 += bias[KG*g + k_b + 6];
+                                            }
+                                        } else {
+                                            t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                        bp_vf t_7 = v_7;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_7 += bias[KG*g + k_b + 7];
+                                            }
+                                        } else {
+                                            t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                     }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = P0;
                                 int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                                 for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                                            if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                                bp_vf t_0_0 = v_0_0;
-                                                if ((bias != NULL)) {
-                                                    t_0_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                                bp_vf t_0_1 = v_0_1;
-                                                if ((bias != NULL)) {
-                                                    t_0_1 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                            } else {
-                                                bp_vf v_0_0 = {0};
-                                                bp_vf v_0_1 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                                bp_vf t_0_0 = v_0_0;
-                                                if ((bias != NULL)) {
-                                                    t_0_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                                bp_vf t_0_1 = v_0_1;
-                                                if ((bias != NULL)) {
-                                                    t_0_1 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
-                                            }
-                                        }
-                                        for (int64_t v0 = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F), v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                             bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
                                                             v_0 += x0*x1;
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 } else {
                                                     bp_vf v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                                         int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                             bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                                             v_0 += x0*x1;
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                v_0 += x0*x1;
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                             }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                         }
-                                        bp_vf t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
                                     }
                                 }
                             }
@@ -3519,558 +3270,333 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                     }
                 }
             } else {
+                if (S0 == 2) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
 #endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = P0;
-                                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                if (O0 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    int64_t v0 = 0;
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = P0;
-                                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                             v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                                 } else {
                                                     bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                             v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
                                                         }
                                                     }
                                                     bp_vf t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if (cb == 0) {
                                                     if ((bias != NULL)) {
                                                         t_0 += bias[KG*g + k_b];
                                                     }
-                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
                                                 }
-                                            }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vf t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            if (S0 == 2) {
-#ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
-#endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
-                                if (O0 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                                bp_vf t_1 = v_1;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
                                                 }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                                bp_vf t_2 = v_2;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                                bp_vf t_3 = v_3;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                                bp_vf t_4 = v_4;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                                bp_vf t_5 = v_5;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                                bp_vf t_6 = v_6;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                                bp_vf t_7 = v_7;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                             }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                         } else {
+                                            int64_t v0 = 0;
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
                                             bp_vf v_2 = {0};
@@ -4080,8 +3606,8 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                     float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                     bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
                                                     float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -4102,306 +3628,2331 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_0 += bias[KG*g + k_b];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
+                                                t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                            bp_vf t_1 = v_1;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_1 += bias[KG*g + k_b + 1];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
+                                            } else {
+                                                t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                            bp_vf t_2 = v_2;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_2 += bias[KG*g + k_b + 2];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
+                                            } else {
+                                                t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                            bp_vf t_3 = v_3;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_3 += bias[KG*g + k_b + 3];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
+                                            } else {
+                                                t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                            bp_vf t_4 = v_4;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_4 += bias[KG*g + k_b + 4];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
+                                            } else {
+                                                t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                            bp_vf t_5 = v_5;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_5 += bias[KG*g + k_b + 5];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
+                                            } else {
+                                                t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                            bp_vf t_6 = v_6;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_6 += bias[KG*g + k_b + 6];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
+                                            } else {
+                                                t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                            bp_vf t_7 = v_7;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_7 += bias[KG*g + k_b + 7];
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
                                             }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                         }
                                     }
                                 } else {
-                                    int64_t v0 = 0;
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                        v_0 += x0*x1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                            if (O0 >= BP_LANES_F) {
+                                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                     }
                                                 }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (((O0) % BP_LANES_F) != 0) {
+                                                    int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                    }
+                                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                                 }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                             } else {
+                                                int64_t v0 = 0;
                                                 bp_vf v_0 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
                                                         v_0 += x0*x1;
                                                     }
                                                 }
                                                 bp_vf t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                                bp_vf t_1 = v_1;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                                bp_vf t_2 = v_2;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                                bp_vf t_3 = v_3;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                                bp_vf t_4 = v_4;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                                bp_vf t_5 = v_5;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                                bp_vf t_6 = v_6;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                                bp_vf t_7 = v_7;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                            bp_vf t_1 = v_1;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                            } else {
+                                                t_1 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                            bp_vf t_2 = v_2;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                            } else {
+                                                t_2 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                            bp_vf t_3 = v_3;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                            } else {
+                                                t_3 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                            bp_vf t_4 = v_4;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                            } else {
+                                                t_4 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                            bp_vf t_5 = v_5;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                            } else {
+                                                t_5 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                            bp_vf t_6 = v_6;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                            } else {
+                                                t_6 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                            bp_vf t_7 = v_7;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                            } else {
+                                                t_7 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                                        }
+                                    }
+                                } else {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                            if (O0 >= BP_LANES_F) {
+                                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                                if (((O0) % BP_LANES_F) != 0) {
+                                                    int64_t v0 = BP_LANES_F*bp_floordiv(O0, BP_LANES_F);
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                    }
+                                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                                }
+                                            } else {
+                                                int64_t v0 = 0;
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_f(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_f(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S0 == 1) {
+                if (BP_VREGS >= 32 && O0 >= 2*BP_LANES_F) {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    if (O0 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                            if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_4_0 = {0};
+                                                bp_vf v_4_1 = {0};
+                                                bp_vf v_5_0 = {0};
+                                                bp_vf v_5_1 = {0};
+                                                bp_vf v_6_0 = {0};
+                                                bp_vf v_6_1 = {0};
+                                                bp_vf v_7_0 = {0};
+                                                bp_vf v_7_1 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_1_0 += x1*x3;
+                                                        v_1_1 += x2*x3;
+                                                        v_2_0 += x1*x4;
+                                                        v_2_1 += x2*x4;
+                                                        v_3_0 += x1*x5;
+                                                        v_3_1 += x2*x5;
+                                                        v_4_0 += x1*x6;
+                                                        v_4_1 += x2*x6;
+                                                        v_5_0 += x1*x7;
+                                                        v_5_1 += x2*x7;
+                                                        v_6_0 += x1*x8;
+                                                        v_6_1 += x2*x8;
+                                                        v_7_0 += x1*x9;
+                                                        v_7_1 += x2*x9;
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                if ((bias != NULL)) {
+                                                    t_0_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                if ((bias != NULL)) {
+                                                    t_0_1 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                                bp_vf t_1_0 = v_1_0;
+                                                if ((bias != NULL)) {
+                                                    t_1_0 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                if ((bias != NULL)) {
+                                                    t_1_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                                bp_vf t_2_0 = v_2_0;
+                                                if ((bias != NULL)) {
+                                                    t_2_0 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                if ((bias != NULL)) {
+                                                    t_2_1 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                                bp_vf t_3_0 = v_3_0;
+                                                if ((bias != NULL)) {
+                                                    t_3_0 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                if ((bias != NULL)) {
+                                                    t_3_1 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                                bp_vf t_4_0 = v_4_0;
+                                                if ((bias != NULL)) {
+                                                    t_4_0 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                                bp_vf t_4_1 = v_4_1;
+                                                if ((bias != NULL)) {
+                                                    t_4_1 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                                bp_vf t_5_0 = v_5_0;
+                                                if ((bias != NULL)) {
+                                                    t_5_0 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                                bp_vf t_5_1 = v_5_1;
+                                                if ((bias != NULL)) {
+                                                    t_5_1 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                                bp_vf t_6_0 = v_6_0;
+                                                if ((bias != NULL)) {
+                                                    t_6_0 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                                bp_vf t_6_1 = v_6_1;
+                                                if ((bias != NULL)) {
+                                                    t_6_1 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                                bp_vf t_7_0 = v_7_0;
+                                                if ((bias != NULL)) {
+                                                    t_7_0 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                                bp_vf t_7_1 = v_7_1;
+                                                if ((bias != NULL)) {
+                                                    t_7_1 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                                            } else {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_4_0 = {0};
+                                                bp_vf v_4_1 = {0};
+                                                bp_vf v_5_0 = {0};
+                                                bp_vf v_5_1 = {0};
+                                                bp_vf v_6_0 = {0};
+                                                bp_vf v_6_1 = {0};
+                                                bp_vf v_7_0 = {0};
+                                                bp_vf v_7_1 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_1_0 += x1*x3;
+                                                        v_1_1 += x2*x3;
+                                                        v_2_0 += x1*x4;
+                                                        v_2_1 += x2*x4;
+                                                        v_3_0 += x1*x5;
+                                                        v_3_1 += x2*x5;
+                                                        v_4_0 += x1*x6;
+                                                        v_4_1 += x2*x6;
+                                                        v_5_0 += x1*x7;
+                                                        v_5_1 += x2*x7;
+                                                        v_6_0 += x1*x8;
+                                                        v_6_1 += x2*x8;
+                                                        v_7_0 += x1*x9;
+                                                        v_7_1 += x2*x9;
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                if ((bias != NULL)) {
+                                                    t_0_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                if ((bias != NULL)) {
+                                                    t_0_1 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                                bp_vf t_1_0 = v_1_0;
+                                                if ((bias != NULL)) {
+                                                    t_1_0 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                if ((bias != NULL)) {
+                                                    t_1_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                                bp_vf t_2_0 = v_2_0;
+                                                if ((bias != NULL)) {
+                                                    t_2_0 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                if ((bias != NULL)) {
+                                                    t_2_1 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                                bp_vf t_3_0 = v_3_0;
+                                                if ((bias != NULL)) {
+                                                    t_3_0 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                if ((bias != NULL)) {
+                                                    t_3_1 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                                bp_vf t_4_0 = v_4_0;
+                                                if ((bias != NULL)) {
+                                                    t_4_0 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                                bp_vf t_4_1 = v_4_1;
+                                                if ((bias != NULL)) {
+                                                    t_4_1 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                                bp_vf t_5_0 = v_5_0;
+                                                if ((bias != NULL)) {
+                                                    t_5_0 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                                bp_vf t_5_1 = v_5_1;
+                                                if ((bias != NULL)) {
+                                                    t_5_1 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                                bp_vf t_6_0 = v_6_0;
+                                                if ((bias != NULL)) {
+                                                    t_6_0 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                                bp_vf t_6_1 = v_6_1;
+                                                if ((bias != NULL)) {
+                                                    t_6_1 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                                bp_vf t_7_0 = v_7_0;
+                                                if ((bias != NULL)) {
+                                                    t_7_0 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                                bp_vf t_7_1 = v_7_1;
+                                                if ((bias != NULL)) {
+                                                    t_7_1 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                                            }
+                                        }
+                                        for (int64_t v0 = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F), v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
                                                 if ((bias != NULL)) {
                                                     t_0 += bias[KG*g + k_b];
                                                 }
                                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             }
                                         }
                                         if (((O0) % BP_LANES_F) != 0) {
                                             for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
+                                                if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                        }
+                                                    }
+                                                    bp_vf t_0_0 = v_0_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = v_0_1;
+                                                    if ((bias != NULL)) {
+                                                        t_0_1 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                                } else {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                        }
+                                                    }
+                                                    bp_vf t_0_0 = v_0_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = v_0_1;
+                                                    if ((bias != NULL)) {
+                                                        t_0_1 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                                }
+                                            }
+                                            for (int64_t v0 = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F), v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    if (O0 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S0 == 2) {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    if (O0 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -4433,443 +5984,443 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    if (O0 >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_F) != 0) {
+                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vf t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vf t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vf t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vf t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vf t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vf t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vf t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
                                         }
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
                                             for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                                 float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
                                             }
                                         }
                                         bp_vf t_0 = v_0;
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-#ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
-#endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
-                                if (O0 >= BP_LANES_F) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vf v_0 = {0};
-                                            bp_vf v_1 = {0};
-                                            bp_vf v_2 = {0};
-                                            bp_vf v_3 = {0};
-                                            bp_vf v_4 = {0};
-                                            bp_vf v_5 = {0};
-                                            bp_vf v_6 = {0};
-                                            bp_vf v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                    float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vf t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vf t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vf t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vf t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vf t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vf t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vf t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vf t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
                                         }
-                                    }
-                                    if (((O0) % BP_LANES_F) != 0) {
-                                        for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                bp_vf v_1 = {0};
-                                                bp_vf v_2 = {0};
-                                                bp_vf v_3 = {0};
-                                                bp_vf v_4 = {0};
-                                                bp_vf v_5 = {0};
-                                                bp_vf v_6 = {0};
-                                                bp_vf v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vf t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vf t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vf t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vf t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vf t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vf t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vf t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
                                         }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                                     }
                                 } else {
-                                    int64_t v0 = 0;
-                                    bp_vf v_0 = {0};
-                                    bp_vf v_1 = {0};
-                                    bp_vf v_2 = {0};
-                                    bp_vf v_3 = {0};
-                                    bp_vf v_4 = {0};
-                                    bp_vf v_5 = {0};
-                                    bp_vf v_6 = {0};
-                                    bp_vf v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vf t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
-                                    bp_vf t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
-                                    bp_vf t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_2);
-                                    bp_vf t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_3);
-                                    bp_vf t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_4);
-                                    bp_vf t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_5);
-                                    bp_vf t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_6);
-                                    bp_vf t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_F) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vf v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vf t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_F) != 0) {
-                                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -4901,23 +6452,57 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                                                     bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vf v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                v_0 += x0*x1;
+                                            if (((O0) % BP_LANES_F) != 0) {
+                                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vf t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
                                             }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                                         }
-                                        bp_vf t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
                                     }
                                 }
                             }
@@ -5583,82 +7168,82 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                 if ((bias != NULL)) {
                                     t_0 += bias[KG*g + k_b];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                 bp_vd t_1 = v_1;
                                 if ((bias != NULL)) {
                                     t_1 += bias[KG*g + k_b + 1];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                                 bp_vd t_2 = v_2;
                                 if ((bias != NULL)) {
                                     t_2 += bias[KG*g + k_b + 2];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
                                 bp_vd t_3 = v_3;
                                 if ((bias != NULL)) {
                                     t_3 += bias[KG*g + k_b + 3];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
                                 bp_vd t_4 = v_4;
                                 if ((bias != NULL)) {
                                     t_4 += bias[KG*g + k_b + 4];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
                                 bp_vd t_5 = v_5;
                                 if ((bias != NULL)) {
                                     t_5 += bias[KG*g + k_b + 5];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
                                 bp_vd t_6 = v_6;
                                 if ((bias != NULL)) {
                                     t_6 += bias[KG*g + k_b + 6];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
                                 bp_vd t_7 = v_7;
                                 if ((bias != NULL)) {
                                     t_7 += bias[KG*g + k_b + 7];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                 bp_vd t_8 = v_8;
                                 if ((bias != NULL)) {
                                     t_8 += bias[KG*g + k_b + 8];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_8);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_8);
                                 bp_vd t_9 = v_9;
                                 if ((bias != NULL)) {
                                     t_9 += bias[KG*g + k_b + 9];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_9);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_9);
                                 bp_vd t_10 = v_10;
                                 if ((bias != NULL)) {
                                     t_10 += bias[KG*g + k_b + 10];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_10);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_10);
                                 bp_vd t_11 = v_11;
                                 if ((bias != NULL)) {
                                     t_11 += bias[KG*g + k_b + 11];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_11);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_11);
                                 bp_vd t_12 = v_12;
                                 if ((bias != NULL)) {
                                     t_12 += bias[KG*g + k_b + 12];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_12);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_12);
                                 bp_vd t_13 = v_13;
                                 if ((bias != NULL)) {
                                     t_13 += bias[KG*g + k_b + 13];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_13);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_13);
                                 bp_vd t_14 = v_14;
                                 if ((bias != NULL)) {
                                     t_14 += bias[KG*g + k_b + 14];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_14);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_14);
                                 bp_vd t_15 = v_15;
                                 if ((bias != NULL)) {
                                     t_15 += bias[KG*g + k_b + 15];
                                 }
-                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_15);
+                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                             }
                         } else {
                             int64_t vlo = P0;
@@ -5747,7 +7332,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -6372,82 +7957,82 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                     bp_vd t_1 = v_1;
                                     if ((bias != NULL)) {
                                         t_1 += bias[KG*g + k_b + 1];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                                     bp_vd t_2 = v_2;
                                     if ((bias != NULL)) {
                                         t_2 += bias[KG*g + k_b + 2];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
                                     bp_vd t_3 = v_3;
                                     if ((bias != NULL)) {
                                         t_3 += bias[KG*g + k_b + 3];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
                                     bp_vd t_4 = v_4;
                                     if ((bias != NULL)) {
                                         t_4 += bias[KG*g + k_b + 4];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
                                     bp_vd t_5 = v_5;
                                     if ((bias != NULL)) {
                                         t_5 += bias[KG*g + k_b + 5];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
                                     bp_vd t_6 = v_6;
                                     if ((bias != NULL)) {
                                         t_6 += bias[KG*g + k_b + 6];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
                                     bp_vd t_7 = v_7;
                                     if ((bias != NULL)) {
                                         t_7 += bias[KG*g + k_b + 7];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                     bp_vd t_8 = v_8;
                                     if ((bias != NULL)) {
                                         t_8 += bias[KG*g + k_b + 8];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_8);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_8);
                                     bp_vd t_9 = v_9;
                                     if ((bias != NULL)) {
                                         t_9 += bias[KG*g + k_b + 9];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_9);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_9);
                                     bp_vd t_10 = v_10;
                                     if ((bias != NULL)) {
                                         t_10 += bias[KG*g + k_b + 10];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_10);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_10);
                                     bp_vd t_11 = v_11;
                                     if ((bias != NULL)) {
                                         t_11 += bias[KG*g + k_b + 11];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_11);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_11);
                                     bp_vd t_12 = v_12;
                                     if ((bias != NULL)) {
                                         t_12 += bias[KG*g + k_b + 12];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_12);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_12);
                                     bp_vd t_13 = v_13;
                                     if ((bias != NULL)) {
                                         t_13 += bias[KG*g + k_b + 13];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_13);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_13);
                                     bp_vd t_14 = v_14;
                                     if ((bias != NULL)) {
                                         t_14 += bias[KG*g + k_b + 14];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_14);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_14);
                                     bp_vd t_15 = v_15;
                                     if ((bias != NULL)) {
                                         t_15 += bias[KG*g + k_b + 15];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_15);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
@@ -6536,7 +8121,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -7160,82 +8745,82 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                     if ((bias != NULL)) {
                                         t_0 += bias[KG*g + k_b];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                     bp_vd t_1 = v_1;
                                     if ((bias != NULL)) {
                                         t_1 += bias[KG*g + k_b + 1];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                                     bp_vd t_2 = v_2;
                                     if ((bias != NULL)) {
                                         t_2 += bias[KG*g + k_b + 2];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
                                     bp_vd t_3 = v_3;
                                     if ((bias != NULL)) {
                                         t_3 += bias[KG*g + k_b + 3];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
                                     bp_vd t_4 = v_4;
                                     if ((bias != NULL)) {
                                         t_4 += bias[KG*g + k_b + 4];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
                                     bp_vd t_5 = v_5;
                                     if ((bias != NULL)) {
                                         t_5 += bias[KG*g + k_b + 5];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
                                     bp_vd t_6 = v_6;
                                     if ((bias != NULL)) {
                                         t_6 += bias[KG*g + k_b + 6];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
                                     bp_vd t_7 = v_7;
                                     if ((bias != NULL)) {
                                         t_7 += bias[KG*g + k_b + 7];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                     bp_vd t_8 = v_8;
                                     if ((bias != NULL)) {
                                         t_8 += bias[KG*g + k_b + 8];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_8);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 8*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_8);
                                     bp_vd t_9 = v_9;
                                     if ((bias != NULL)) {
                                         t_9 += bias[KG*g + k_b + 9];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_9);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 9*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_9);
                                     bp_vd t_10 = v_10;
                                     if ((bias != NULL)) {
                                         t_10 += bias[KG*g + k_b + 10];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_10);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 10*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_10);
                                     bp_vd t_11 = v_11;
                                     if ((bias != NULL)) {
                                         t_11 += bias[KG*g + k_b + 11];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_11);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 11*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_11);
                                     bp_vd t_12 = v_12;
                                     if ((bias != NULL)) {
                                         t_12 += bias[KG*g + k_b + 12];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_12);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 12*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_12);
                                     bp_vd t_13 = v_13;
                                     if ((bias != NULL)) {
                                         t_13 += bias[KG*g + k_b + 13];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_13);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 13*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_13);
                                     bp_vd t_14 = v_14;
                                     if ((bias != NULL)) {
                                         t_14 += bias[KG*g + k_b + 14];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_14);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 14*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_14);
                                     bp_vd t_15 = v_15;
                                     if ((bias != NULL)) {
                                         t_15 += bias[KG*g + k_b + 15];
                                     }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_15);
+                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
@@ -7324,7 +8909,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -7334,8 +8919,9 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
             }
         }
     } else {
-        if (S0 == 1) {
-            if (BP_VREGS >= 32 && O0 >= 2*BP_LANES_D) {
+        if (8*CG*K0 > 6144 && S0 <= 2) {
+            int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
+            if (S0 == 1) {
 #ifdef _OPENMP
                 #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
 #endif
@@ -7345,412 +8931,9 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                             if (k_b + 8 <= KG) {
                                 int64_t vlo = P0;
                                 int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                if (O0 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                                        if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_1_1 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_2_1 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            bp_vd v_3_1 = {0};
-                                            bp_vd v_4_0 = {0};
-                                            bp_vd v_4_1 = {0};
-                                            bp_vd v_5_0 = {0};
-                                            bp_vd v_5_1 = {0};
-                                            bp_vd v_6_0 = {0};
-                                            bp_vd v_6_1 = {0};
-                                            bp_vd v_7_0 = {0};
-                                            bp_vd v_7_1 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                            }
-                                            bp_vd t_0_0 = v_0_0;
-                                            if ((bias != NULL)) {
-                                                t_0_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                            bp_vd t_0_1 = v_0_1;
-                                            if ((bias != NULL)) {
-                                                t_0_1 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                            bp_vd t_1_0 = v_1_0;
-                                            if ((bias != NULL)) {
-                                                t_1_0 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                            bp_vd t_1_1 = v_1_1;
-                                            if ((bias != NULL)) {
-                                                t_1_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
-                                            bp_vd t_2_0 = v_2_0;
-                                            if ((bias != NULL)) {
-                                                t_2_0 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                            bp_vd t_2_1 = v_2_1;
-                                            if ((bias != NULL)) {
-                                                t_2_1 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                            bp_vd t_3_0 = v_3_0;
-                                            if ((bias != NULL)) {
-                                                t_3_0 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                            bp_vd t_3_1 = v_3_1;
-                                            if ((bias != NULL)) {
-                                                t_3_1 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                            bp_vd t_4_0 = v_4_0;
-                                            if ((bias != NULL)) {
-                                                t_4_0 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                            bp_vd t_4_1 = v_4_1;
-                                            if ((bias != NULL)) {
-                                                t_4_1 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                            bp_vd t_5_0 = v_5_0;
-                                            if ((bias != NULL)) {
-                                                t_5_0 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                            bp_vd t_5_1 = v_5_1;
-                                            if ((bias != NULL)) {
-                                                t_5_1 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                            bp_vd t_6_0 = v_6_0;
-                                            if ((bias != NULL)) {
-                                                t_6_0 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                            bp_vd t_6_1 = v_6_1;
-                                            if ((bias != NULL)) {
-                                                t_6_1 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                            bp_vd t_7_0 = v_7_0;
-                                            if ((bias != NULL)) {
-                                                t_7_0 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                            bp_vd t_7_1 = v_7_1;
-                                            if ((bias != NULL)) {
-                                                t_7_1 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                                        } else {
-                                            bp_vd v_0_0 = {0};
-                                            bp_vd v_0_1 = {0};
-                                            bp_vd v_1_0 = {0};
-                                            bp_vd v_1_1 = {0};
-                                            bp_vd v_2_0 = {0};
-                                            bp_vd v_2_1 = {0};
-                                            bp_vd v_3_0 = {0};
-                                            bp_vd v_3_1 = {0};
-                                            bp_vd v_4_0 = {0};
-                                            bp_vd v_4_1 = {0};
-                                            bp_vd v_5_0 = {0};
-                                            bp_vd v_5_1 = {0};
-                                            bp_vd v_6_0 = {0};
-                                            bp_vd v_6_1 = {0};
-                                            bp_vd v_7_0 = {0};
-                                            bp_vd v_7_1 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0_0 += x0*x1;
-                                                    v_0_1 += x0*x2;
-                                                    v_1_0 += x1*x3;
-                                                    v_1_1 += x2*x3;
-                                                    v_2_0 += x1*x4;
-                                                    v_2_1 += x2*x4;
-                                                    v_3_0 += x1*x5;
-                                                    v_3_1 += x2*x5;
-                                                    v_4_0 += x1*x6;
-                                                    v_4_1 += x2*x6;
-                                                    v_5_0 += x1*x7;
-                                                    v_5_1 += x2*x7;
-                                                    v_6_0 += x1*x8;
-                                                    v_6_1 += x2*x8;
-                                                    v_7_0 += x1*x9;
-                                                    v_7_1 += x2*x9;
-                                                }
-                                            }
-                                            bp_vd t_0_0 = v_0_0;
-                                            if ((bias != NULL)) {
-                                                t_0_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                            bp_vd t_0_1 = v_0_1;
-                                            if ((bias != NULL)) {
-                                                t_0_1 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                            bp_vd t_1_0 = v_1_0;
-                                            if ((bias != NULL)) {
-                                                t_1_0 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
-                                            bp_vd t_1_1 = v_1_1;
-                                            if ((bias != NULL)) {
-                                                t_1_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
-                                            bp_vd t_2_0 = v_2_0;
-                                            if ((bias != NULL)) {
-                                                t_2_0 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
-                                            bp_vd t_2_1 = v_2_1;
-                                            if ((bias != NULL)) {
-                                                t_2_1 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
-                                            bp_vd t_3_0 = v_3_0;
-                                            if ((bias != NULL)) {
-                                                t_3_0 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
-                                            bp_vd t_3_1 = v_3_1;
-                                            if ((bias != NULL)) {
-                                                t_3_1 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
-                                            bp_vd t_4_0 = v_4_0;
-                                            if ((bias != NULL)) {
-                                                t_4_0 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
-                                            bp_vd t_4_1 = v_4_1;
-                                            if ((bias != NULL)) {
-                                                t_4_1 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
-                                            bp_vd t_5_0 = v_5_0;
-                                            if ((bias != NULL)) {
-                                                t_5_0 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
-                                            bp_vd t_5_1 = v_5_1;
-                                            if ((bias != NULL)) {
-                                                t_5_1 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
-                                            bp_vd t_6_0 = v_6_0;
-                                            if ((bias != NULL)) {
-                                                t_6_0 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
-                                            bp_vd t_6_1 = v_6_1;
-                                            if ((bias != NULL)) {
-                                                t_6_1 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
-                                            bp_vd t_7_0 = v_7_0;
-                                            if ((bias != NULL)) {
-                                                t_7_0 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
-                                            bp_vd t_7_1 = v_7_1;
-                                            if ((bias != NULL)) {
-                                                t_7_1 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
-                                        }
-                                    }
-                                    for (int64_t v0 = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D), v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                    if (O0 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
                                                 bp_vd v_1 = {0};
@@ -7761,7 +8944,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                 bp_vd v_6 = {0};
                                                 bp_vd v_7 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
                                                         double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -7782,43 +8965,75 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
                                                 bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
                                                 bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
                                                 bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
                                                 bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
                                                 bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
                                                 bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             } else {
@@ -7832,7 +9047,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                 bp_vd v_7 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                                     int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                                         double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -7853,258 +9068,379 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
                                                 bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
                                                 bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
                                                 bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
                                                 bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
                                                 bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
                                                 bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             }
                                         }
-                                    }
-                                } else {
-                                    int64_t v0 = 0;
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
+                                        if (((O0) % BP_LANES_D) != 0) {
+                                            int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                            bp_vd t_1 = v_1;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                            } else {
+                                                t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                            bp_vd t_2 = v_2;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                            } else {
+                                                t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                            bp_vd t_3 = v_3;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                            } else {
+                                                t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                            bp_vd t_4 = v_4;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                            } else {
+                                                t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                            bp_vd t_5 = v_5;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                            } else {
+                                                t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                            bp_vd t_6 = v_6;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                            } else {
+                                                t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                            bp_vd t_7 = v_7;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                            } else {
+                                                t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                         }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                        } else {
+                                            t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        bp_vd t_1 = v_1;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_1 += bias[KG*g + k_b + 1];
+                                            }
+                                        } else {
+                                            t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                        bp_vd t_2 = v_2;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_2 += bias[KG*g + k_b + 2];
+                                            }
+                                        } else {
+                                            t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                        bp_vd t_3 = v_3;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_3 += bias[KG*g + k_b + 3];
+                                            }
+                                        } else {
+                                            t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                        bp_vd t_4 = v_4;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_4 += bias[KG*g + k_b + 4];
+                                            }
+                                        } else {
+                                            t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                        bp_vd t_5 = v_5;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_5 += bias[KG*g + k_b + 5];
+                                            }
+                                        } else {
+                                            t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                        bp_vd t_6 = v_6;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_6 += bias[KG*g + k_b + 6];
+                                            }
+                                        } else {
+                                            t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                        bp_vd t_7 = v_7;
+                                        if (cb == 0) {
+                                            if ((bias != NULL)) {
+                                                t_7 += bias[KG*g + k_b + 7];
+                                            }
+                                        } else {
+                                            t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                     }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = P0;
                                 int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                                 for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                     int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                                            if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                                bp_vd t_0_0 = v_0_0;
-                                                if ((bias != NULL)) {
-                                                    t_0_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                                bp_vd t_0_1 = v_0_1;
-                                                if ((bias != NULL)) {
-                                                    t_0_1 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                            } else {
-                                                bp_vd v_0_0 = {0};
-                                                bp_vd v_0_1 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
-                                                        v_0_0 += x0*x1;
-                                                        v_0_1 += x0*x2;
-                                                    }
-                                                }
-                                                bp_vd t_0_0 = v_0_0;
-                                                if ((bias != NULL)) {
-                                                    t_0_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
-                                                bp_vd t_0_1 = v_0_1;
-                                                if ((bias != NULL)) {
-                                                    t_0_1 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
-                                            }
-                                        }
-                                        for (int64_t v0 = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D), v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                             bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
                                                             v_0 += x0*x1;
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 } else {
                                                     bp_vd v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                                         int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                             bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
                                                             v_0 += x0*x1;
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                v_0 += x0*x1;
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                             }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                         }
-                                        bp_vd t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
                                     }
                                 }
                             }
@@ -8112,558 +9448,333 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                     }
                 }
             } else {
+                if (S0 == 2) {
 #ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
 #endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = P0;
-                                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                if (O0 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            }
-                                        }
-                                    }
-                                } else {
-                                    int64_t v0 = 0;
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = P0;
-                                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                             v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
-                                                    if ((bias != NULL)) {
-                                                        t_0 += bias[KG*g + k_b];
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
                                                     }
                                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                                 } else {
                                                     bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
-                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                             double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                             v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
                                                         }
                                                     }
                                                     bp_vd t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if (cb == 0) {
                                                     if ((bias != NULL)) {
                                                         t_0 += bias[KG*g + k_b];
                                                     }
-                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
                                                 }
-                                            }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
-                                                v_0 += x0*x1;
-                                            }
-                                        }
-                                        bp_vd t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            if (S0 == 2) {
-#ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
-#endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
-                                if (O0 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                                bp_vd t_1 = v_1;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
                                                 }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                                bp_vd t_2 = v_2;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                                bp_vd t_3 = v_3;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                                bp_vd t_4 = v_4;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                                bp_vd t_5 = v_5;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                                bp_vd t_6 = v_6;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                                bp_vd t_7 = v_7;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                             }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                         } else {
+                                            int64_t v0 = 0;
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
                                             bp_vd v_2 = {0};
@@ -8673,8 +9784,8 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
                                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                     double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                     bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
                                                     double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
@@ -8695,306 +9806,2331 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        }
-                                    }
-                                    if (((O0) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_0 += bias[KG*g + k_b];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
+                                                t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                            bp_vd t_1 = v_1;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_1 += bias[KG*g + k_b + 1];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
+                                            } else {
+                                                t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                            bp_vd t_2 = v_2;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_2 += bias[KG*g + k_b + 2];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
+                                            } else {
+                                                t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                            bp_vd t_3 = v_3;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_3 += bias[KG*g + k_b + 3];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
+                                            } else {
+                                                t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                            bp_vd t_4 = v_4;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_4 += bias[KG*g + k_b + 4];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
+                                            } else {
+                                                t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                            bp_vd t_5 = v_5;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_5 += bias[KG*g + k_b + 5];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
+                                            } else {
+                                                t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                            bp_vd t_6 = v_6;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_6 += bias[KG*g + k_b + 6];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
+                                            } else {
+                                                t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                            bp_vd t_7 = v_7;
+                                            if (cb == 0) {
                                                 if ((bias != NULL)) {
                                                     t_7 += bias[KG*g + k_b + 7];
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
                                             }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                         }
                                     }
                                 } else {
-                                    int64_t v0 = 0;
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
-                                                        v_0 += x0*x1;
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                            if (O0 >= BP_LANES_D) {
+                                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                     }
                                                 }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
+                                                if (((O0) % BP_LANES_D) != 0) {
+                                                    int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                    }
+                                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                                 }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                             } else {
+                                                int64_t v0 = 0;
                                                 bp_vd v_0 = {0};
                                                 for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
                                                         double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
                                                         bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
                                                         v_0 += x0*x1;
                                                     }
                                                 }
                                                 bp_vd t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_1 += bias[KG*g + k_b + 1];
+                                                        }
+                                                    } else {
+                                                        t_1 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_2 += bias[KG*g + k_b + 2];
+                                                        }
+                                                    } else {
+                                                        t_2 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_3 += bias[KG*g + k_b + 3];
+                                                        }
+                                                    } else {
+                                                        t_3 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_4 += bias[KG*g + k_b + 4];
+                                                        }
+                                                    } else {
+                                                        t_4 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_5 += bias[KG*g + k_b + 5];
+                                                        }
+                                                    } else {
+                                                        t_5 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_6 += bias[KG*g + k_b + 6];
+                                                        }
+                                                    } else {
+                                                        t_6 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_7 += bias[KG*g + k_b + 7];
+                                                        }
+                                                    } else {
+                                                        t_7 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1);
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                                bp_vd t_1 = v_1;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                } else {
+                                                    t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                                bp_vd t_2 = v_2;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                } else {
+                                                    t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                                bp_vd t_3 = v_3;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                } else {
+                                                    t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                                bp_vd t_4 = v_4;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                } else {
+                                                    t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                                bp_vd t_5 = v_5;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                } else {
+                                                    t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                                bp_vd t_6 = v_6;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                } else {
+                                                    t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                                bp_vd t_7 = v_7;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                } else {
+                                                    t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                            } else {
+                                                t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                            bp_vd t_1 = v_1;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                            } else {
+                                                t_1 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                            bp_vd t_2 = v_2;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                            } else {
+                                                t_2 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                            bp_vd t_3 = v_3;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                            } else {
+                                                t_3 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                            bp_vd t_4 = v_4;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                            } else {
+                                                t_4 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                            bp_vd t_5 = v_5;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                            } else {
+                                                t_5 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                            bp_vd t_6 = v_6;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                            } else {
+                                                t_6 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                            bp_vd t_7 = v_7;
+                                            if (cb == 0) {
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                            } else {
+                                                t_7 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                                        }
+                                    }
+                                } else {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
+                                            if (O0 >= BP_LANES_D) {
+                                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                            for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if (cb == 0) {
+                                                            if ((bias != NULL)) {
+                                                                t_0 += bias[KG*g + k_b];
+                                                            }
+                                                        } else {
+                                                            t_0 += bp_vload_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1);
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                                if (((O0) % BP_LANES_D) != 0) {
+                                                    int64_t v0 = BP_LANES_D*bp_floordiv(O0, BP_LANES_D);
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                        for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if (cb == 0) {
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                    } else {
+                                                        t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                    }
+                                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                                }
+                                            } else {
+                                                int64_t v0 = 0;
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                    for (int64_t c = bp_max(0, cb), c_end = bp_min(CG - 1, cb + cstep - 1); c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if (cb == 0) {
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                } else {
+                                                    t_0 += bp_vload_masked_d(output, G*KG*O0*n + KG*O0*g + O0*k_b + v0, 1, bp_lane_mask_d(0, O0 - v0 - 1));
+                                                }
+                                                bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S0 == 1) {
+                if (BP_VREGS >= 32 && O0 >= 2*BP_LANES_D) {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    if (O0 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                            if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_4_0 = {0};
+                                                bp_vd v_4_1 = {0};
+                                                bp_vd v_5_0 = {0};
+                                                bp_vd v_5_1 = {0};
+                                                bp_vd v_6_0 = {0};
+                                                bp_vd v_6_1 = {0};
+                                                bp_vd v_7_0 = {0};
+                                                bp_vd v_7_1 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_1_0 += x1*x3;
+                                                        v_1_1 += x2*x3;
+                                                        v_2_0 += x1*x4;
+                                                        v_2_1 += x2*x4;
+                                                        v_3_0 += x1*x5;
+                                                        v_3_1 += x2*x5;
+                                                        v_4_0 += x1*x6;
+                                                        v_4_1 += x2*x6;
+                                                        v_5_0 += x1*x7;
+                                                        v_5_1 += x2*x7;
+                                                        v_6_0 += x1*x8;
+                                                        v_6_1 += x2*x8;
+                                                        v_7_0 += x1*x9;
+                                                        v_7_1 += x2*x9;
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                if ((bias != NULL)) {
+                                                    t_0_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                if ((bias != NULL)) {
+                                                    t_0_1 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                                bp_vd t_1_0 = v_1_0;
+                                                if ((bias != NULL)) {
+                                                    t_1_0 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                if ((bias != NULL)) {
+                                                    t_1_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                                bp_vd t_2_0 = v_2_0;
+                                                if ((bias != NULL)) {
+                                                    t_2_0 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                if ((bias != NULL)) {
+                                                    t_2_1 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                                bp_vd t_3_0 = v_3_0;
+                                                if ((bias != NULL)) {
+                                                    t_3_0 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                if ((bias != NULL)) {
+                                                    t_3_1 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                                bp_vd t_4_0 = v_4_0;
+                                                if ((bias != NULL)) {
+                                                    t_4_0 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                                bp_vd t_4_1 = v_4_1;
+                                                if ((bias != NULL)) {
+                                                    t_4_1 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                                bp_vd t_5_0 = v_5_0;
+                                                if ((bias != NULL)) {
+                                                    t_5_0 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                                bp_vd t_5_1 = v_5_1;
+                                                if ((bias != NULL)) {
+                                                    t_5_1 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                                bp_vd t_6_0 = v_6_0;
+                                                if ((bias != NULL)) {
+                                                    t_6_0 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                                bp_vd t_6_1 = v_6_1;
+                                                if ((bias != NULL)) {
+                                                    t_6_1 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                                bp_vd t_7_0 = v_7_0;
+                                                if ((bias != NULL)) {
+                                                    t_7_0 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                                bp_vd t_7_1 = v_7_1;
+                                                if ((bias != NULL)) {
+                                                    t_7_1 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                                            } else {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_4_0 = {0};
+                                                bp_vd v_4_1 = {0};
+                                                bp_vd v_5_0 = {0};
+                                                bp_vd v_5_1 = {0};
+                                                bp_vd v_6_0 = {0};
+                                                bp_vd v_6_1 = {0};
+                                                bp_vd v_7_0 = {0};
+                                                bp_vd v_7_1 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x9 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_1_0 += x1*x3;
+                                                        v_1_1 += x2*x3;
+                                                        v_2_0 += x1*x4;
+                                                        v_2_1 += x2*x4;
+                                                        v_3_0 += x1*x5;
+                                                        v_3_1 += x2*x5;
+                                                        v_4_0 += x1*x6;
+                                                        v_4_1 += x2*x6;
+                                                        v_5_0 += x1*x7;
+                                                        v_5_1 += x2*x7;
+                                                        v_6_0 += x1*x8;
+                                                        v_6_1 += x2*x8;
+                                                        v_7_0 += x1*x9;
+                                                        v_7_1 += x2*x9;
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                if ((bias != NULL)) {
+                                                    t_0_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                if ((bias != NULL)) {
+                                                    t_0_1 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                                bp_vd t_1_0 = v_1_0;
+                                                if ((bias != NULL)) {
+                                                    t_1_0 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                if ((bias != NULL)) {
+                                                    t_1_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                                bp_vd t_2_0 = v_2_0;
+                                                if ((bias != NULL)) {
+                                                    t_2_0 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                if ((bias != NULL)) {
+                                                    t_2_1 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                                bp_vd t_3_0 = v_3_0;
+                                                if ((bias != NULL)) {
+                                                    t_3_0 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                if ((bias != NULL)) {
+                                                    t_3_1 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                                bp_vd t_4_0 = v_4_0;
+                                                if ((bias != NULL)) {
+                                                    t_4_0 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4_0);
+                                                bp_vd t_4_1 = v_4_1;
+                                                if ((bias != NULL)) {
+                                                    t_4_1 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 4*O0 + v0), 1, t_4_1);
+                                                bp_vd t_5_0 = v_5_0;
+                                                if ((bias != NULL)) {
+                                                    t_5_0 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5_0);
+                                                bp_vd t_5_1 = v_5_1;
+                                                if ((bias != NULL)) {
+                                                    t_5_1 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 5*O0 + v0), 1, t_5_1);
+                                                bp_vd t_6_0 = v_6_0;
+                                                if ((bias != NULL)) {
+                                                    t_6_0 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6_0);
+                                                bp_vd t_6_1 = v_6_1;
+                                                if ((bias != NULL)) {
+                                                    t_6_1 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 6*O0 + v0), 1, t_6_1);
+                                                bp_vd t_7_0 = v_7_0;
+                                                if ((bias != NULL)) {
+                                                    t_7_0 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7_0);
+                                                bp_vd t_7_1 = v_7_1;
+                                                if ((bias != NULL)) {
+                                                    t_7_1 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
+                                            }
+                                        }
+                                        for (int64_t v0 = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D), v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
                                                 if ((bias != NULL)) {
                                                     t_0 += bias[KG*g + k_b];
                                                 }
                                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
                                             }
                                         }
                                         if (((O0) % BP_LANES_D) != 0) {
                                             for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
+                                                if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                        }
+                                                    }
+                                                    bp_vd t_0_0 = v_0_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = v_0_1;
+                                                    if ((bias != NULL)) {
+                                                        t_0_1 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                                } else {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x0*x2;
+                                                        }
+                                                    }
+                                                    bp_vd t_0_0 = v_0_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = v_0_1;
+                                                    if ((bias != NULL)) {
+                                                        t_0_1 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                                }
+                                            }
+                                            for (int64_t v0 = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D), v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    if (O0 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = P0;
+                                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                if (S0 == 2) {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    if (O0 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                                    }
+                                } else {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -9026,443 +12162,443 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0), 2);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, 2), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, 2));
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                } else {
+#ifdef _OPENMP
+                    #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
+#endif
+                    for (int64_t n = 0; n <= N - 1; ++n) {
+                        for (int64_t g = 0; g <= G - 1; ++g) {
+                            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                                if (k_b + 8 <= KG) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    if (O0 >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x1*x2;
+                                                        v_2 += x1*x3;
+                                                        v_3 += x1*x4;
+                                                        v_4 += x1*x5;
+                                                        v_5 += x1*x6;
+                                                        v_6 += x1*x7;
+                                                        v_7 += x1*x8;
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                if ((bias != NULL)) {
+                                                    t_0 += bias[KG*g + k_b];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                if ((bias != NULL)) {
+                                                    t_1 += bias[KG*g + k_b + 1];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                if ((bias != NULL)) {
+                                                    t_2 += bias[KG*g + k_b + 2];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                if ((bias != NULL)) {
+                                                    t_3 += bias[KG*g + k_b + 3];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                if ((bias != NULL)) {
+                                                    t_4 += bias[KG*g + k_b + 4];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                if ((bias != NULL)) {
+                                                    t_5 += bias[KG*g + k_b + 5];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                if ((bias != NULL)) {
+                                                    t_6 += bias[KG*g + k_b + 6];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                if ((bias != NULL)) {
+                                                    t_7 += bias[KG*g + k_b + 7];
+                                                }
+                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((O0) % BP_LANES_D) != 0) {
+                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x1*x2;
+                                                            v_2 += x1*x3;
+                                                            v_3 += x1*x4;
+                                                            v_4 += x1*x5;
+                                                            v_5 += x1*x6;
+                                                            v_6 += x1*x7;
+                                                            v_7 += x1*x8;
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    if ((bias != NULL)) {
+                                                        t_0 += bias[KG*g + k_b];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    bp_vd t_1 = v_1;
+                                                    if ((bias != NULL)) {
+                                                        t_1 += bias[KG*g + k_b + 1];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                                    bp_vd t_2 = v_2;
+                                                    if ((bias != NULL)) {
+                                                        t_2 += bias[KG*g + k_b + 2];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                                    bp_vd t_3 = v_3;
+                                                    if ((bias != NULL)) {
+                                                        t_3 += bias[KG*g + k_b + 3];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                                    bp_vd t_4 = v_4;
+                                                    if ((bias != NULL)) {
+                                                        t_4 += bias[KG*g + k_b + 4];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                                    bp_vd t_5 = v_5;
+                                                    if ((bias != NULL)) {
+                                                        t_5 += bias[KG*g + k_b + 5];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                                    bp_vd t_6 = v_6;
+                                                    if ((bias != NULL)) {
+                                                        t_6 += bias[KG*g + k_b + 6];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                                    bp_vd t_7 = v_7;
+                                                    if ((bias != NULL)) {
+                                                        t_7 += bias[KG*g + k_b + 7];
+                                                    }
+                                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                                }
+                                            }
                                         }
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
                                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, 2)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, 2)));
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
                                             for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
                                                 double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + 2*v0, 2, x1_lanes);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
                                                 v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
                                             }
                                         }
                                         bp_vd t_0 = v_0;
                                         if ((bias != NULL)) {
                                             t_0 += bias[KG*g + k_b];
                                         }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            } else {
-#ifdef _OPENMP
-                #pragma omp parallel for schedule(static) collapse(3) if(CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768)
-#endif
-                for (int64_t n = 0; n <= N - 1; ++n) {
-                    for (int64_t g = 0; g <= G - 1; ++g) {
-                        for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                            if (k_b + 8 <= KG) {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
-                                if (O0 >= BP_LANES_D) {
-                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                        } else {
-                                            bp_vd v_0 = {0};
-                                            bp_vd v_1 = {0};
-                                            bp_vd v_2 = {0};
-                                            bp_vd v_3 = {0};
-                                            bp_vd v_4 = {0};
-                                            bp_vd v_5 = {0};
-                                            bp_vd v_6 = {0};
-                                            bp_vd v_7 = {0};
-                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                    double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                    double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                    double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                    double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                    double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                    double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                    double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                    v_0 += x0*x1;
-                                                    v_1 += x1*x2;
-                                                    v_2 += x1*x3;
-                                                    v_3 += x1*x4;
-                                                    v_4 += x1*x5;
-                                                    v_5 += x1*x6;
-                                                    v_6 += x1*x7;
-                                                    v_7 += x1*x8;
-                                                }
-                                            }
-                                            bp_vd t_0 = v_0;
-                                            if ((bias != NULL)) {
-                                                t_0 += bias[KG*g + k_b];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            bp_vd t_1 = v_1;
-                                            if ((bias != NULL)) {
-                                                t_1 += bias[KG*g + k_b + 1];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                            bp_vd t_2 = v_2;
-                                            if ((bias != NULL)) {
-                                                t_2 += bias[KG*g + k_b + 2];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                            bp_vd t_3 = v_3;
-                                            if ((bias != NULL)) {
-                                                t_3 += bias[KG*g + k_b + 3];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                            bp_vd t_4 = v_4;
-                                            if ((bias != NULL)) {
-                                                t_4 += bias[KG*g + k_b + 4];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                            bp_vd t_5 = v_5;
-                                            if ((bias != NULL)) {
-                                                t_5 += bias[KG*g + k_b + 5];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                            bp_vd t_6 = v_6;
-                                            if ((bias != NULL)) {
-                                                t_6 += bias[KG*g + k_b + 6];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                            bp_vd t_7 = v_7;
-                                            if ((bias != NULL)) {
-                                                t_7 += bias[KG*g + k_b + 7];
-                                            }
-                                            bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
                                         }
-                                    }
-                                    if (((O0) % BP_LANES_D) != 0) {
-                                        for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                bp_vd v_1 = {0};
-                                                bp_vd v_2 = {0};
-                                                bp_vd v_3 = {0};
-                                                bp_vd v_4 = {0};
-                                                bp_vd v_5 = {0};
-                                                bp_vd v_6 = {0};
-                                                bp_vd v_7 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                                        v_0 += x0*x1;
-                                                        v_1 += x1*x2;
-                                                        v_2 += x1*x3;
-                                                        v_3 += x1*x4;
-                                                        v_4 += x1*x5;
-                                                        v_5 += x1*x6;
-                                                        v_6 += x1*x7;
-                                                        v_7 += x1*x8;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                                bp_vd t_1 = v_1;
-                                                if ((bias != NULL)) {
-                                                    t_1 += bias[KG*g + k_b + 1];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
-                                                bp_vd t_2 = v_2;
-                                                if ((bias != NULL)) {
-                                                    t_2 += bias[KG*g + k_b + 2];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
-                                                bp_vd t_3 = v_3;
-                                                if ((bias != NULL)) {
-                                                    t_3 += bias[KG*g + k_b + 3];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
-                                                bp_vd t_4 = v_4;
-                                                if ((bias != NULL)) {
-                                                    t_4 += bias[KG*g + k_b + 4];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
-                                                bp_vd t_5 = v_5;
-                                                if ((bias != NULL)) {
-                                                    t_5 += bias[KG*g + k_b + 5];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
-                                                bp_vd t_6 = v_6;
-                                                if ((bias != NULL)) {
-                                                    t_6 += bias[KG*g + k_b + 6];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
-                                                bp_vd t_7 = v_7;
-                                                if ((bias != NULL)) {
-                                                    t_7 += bias[KG*g + k_b + 7];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
-                                            }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
                                         }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                                     }
                                 } else {
-                                    int64_t v0 = 0;
-                                    bp_vd v_0 = {0};
-                                    bp_vd v_1 = {0};
-                                    bp_vd v_2 = {0};
-                                    bp_vd v_3 = {0};
-                                    bp_vd v_4 = {0};
-                                    bp_vd v_5 = {0};
-                                    bp_vd v_6 = {0};
-                                    bp_vd v_7 = {0};
-                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
-                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
-                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
-                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
-                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
-                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
-                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
-                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
-                                            v_0 += x0*x1;
-                                            v_1 += x1*x2;
-                                            v_2 += x1*x3;
-                                            v_3 += x1*x4;
-                                            v_4 += x1*x5;
-                                            v_5 += x1*x6;
-                                            v_6 += x1*x7;
-                                            v_7 += x1*x8;
-                                        }
-                                    }
-                                    bp_vd t_0 = v_0;
-                                    if ((bias != NULL)) {
-                                        t_0 += bias[KG*g + k_b];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
-                                    bp_vd t_1 = v_1;
-                                    if ((bias != NULL)) {
-                                        t_1 += bias[KG*g + k_b + 1];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
-                                    bp_vd t_2 = v_2;
-                                    if ((bias != NULL)) {
-                                        t_2 += bias[KG*g + k_b + 2];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_2);
-                                    bp_vd t_3 = v_3;
-                                    if ((bias != NULL)) {
-                                        t_3 += bias[KG*g + k_b + 3];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_3);
-                                    bp_vd t_4 = v_4;
-                                    if ((bias != NULL)) {
-                                        t_4 += bias[KG*g + k_b + 4];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_4);
-                                    bp_vd t_5 = v_5;
-                                    if ((bias != NULL)) {
-                                        t_5 += bias[KG*g + k_b + 5];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_5);
-                                    bp_vd t_6 = v_6;
-                                    if ((bias != NULL)) {
-                                        t_6 += bias[KG*g + k_b + 6];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_6);
-                                    bp_vd t_7 = v_7;
-                                    if ((bias != NULL)) {
-                                        t_7 += bias[KG*g + k_b + 7];
-                                    }
-                                    bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_7);
-                                }
-                            } else {
-                                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
-                                for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
-                                    int64_t k_b = k_b1;
-                                    if (O0 >= BP_LANES_D) {
-                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            } else {
-                                                bp_vd v_0 = {0};
-                                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
-                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                        v_0 += x0*x1;
-                                                    }
-                                                }
-                                                bp_vd t_0 = v_0;
-                                                if ((bias != NULL)) {
-                                                    t_0 += bias[KG*g + k_b];
-                                                }
-                                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
-                                            }
-                                        }
-                                        if (((O0) % BP_LANES_D) != 0) {
-                                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
+                                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                                        int64_t k_b = k_b1;
+                                        if (O0 >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
                                                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
@@ -9494,23 +12630,57 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                                                     bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
                                                 }
                                             }
-                                        }
-                                    } else {
-                                        int64_t v0 = 0;
-                                        bp_vd v_0 = {0};
-                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
-                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
-                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
-                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
-                                                v_0 += x0*x1;
+                                            if (((O0) % BP_LANES_D) != 0) {
+                                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0), S0);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_ceildiv(-D0*m0 + P0, S0), -v0 + bp_floordiv(-D0*m0 + H0 + P0 - 1, S0));
+                                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                        bp_vd t_0 = v_0;
+                                                        if ((bias != NULL)) {
+                                                            t_0 += bias[KG*g + k_b];
+                                                        }
+                                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                                    }
+                                                }
                                             }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D0*m0 + P0, S0)), -v0 + bp_min(O0 - 1, bp_floordiv(-D0*m0 + H0 + P0 - 1, S0)));
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + S0*v0, S0, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                                         }
-                                        bp_vd t_0 = v_0;
-                                        if ((bias != NULL)) {
-                                            t_0 += bias[KG*g + k_b];
-                                        }
-                                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
                                     }
                                 }
                             }
@@ -9962,21 +13132,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                         }
                                     }
                                     bp_vf t_0 = v_0;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                     bp_vf t_1 = v_1;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_1);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
                                     bp_vf t_2 = v_2;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_2);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
                                     bp_vf t_3 = v_3;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_3);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
                                     bp_vf t_4 = v_4;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_4);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
                                     bp_vf t_5 = v_5;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_5);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
                                     bp_vf t_6 = v_6;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_6);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
                                     bp_vf t_7 = v_7;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_7);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -10087,7 +13257,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -10334,21 +13504,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                         }
                                     }
                                     bp_vf t_0 = v_0;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                     bp_vf t_1 = v_1;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_1);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
                                     bp_vf t_2 = v_2;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_2);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
                                     bp_vf t_3 = v_3;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_3);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
                                     bp_vf t_4 = v_4;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_4);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
                                     bp_vf t_5 = v_5;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_5);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
                                     bp_vf t_6 = v_6;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_6);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
                                     bp_vf t_7 = v_7;
-                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_7);
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -10422,7 +13592,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -10835,21 +14005,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_1);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_2);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_3);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_4);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_5);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_6);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_7);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -10960,7 +14130,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                         }
                                     }
                                 }
@@ -11207,21 +14377,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_1);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_2);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_3);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_4);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_5);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_6);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_7);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -11295,7 +14465,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - 1), t_0);
+                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
                                         }
                                     }
                                 }
@@ -11544,21 +14714,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_1);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_2);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_3);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_4);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_5);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_6);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_7);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, 2));
@@ -11632,7 +14802,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, 2)), t_0);
+                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_0);
                                         }
                                     }
                                 }
@@ -11879,21 +15049,21 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                             }
                                         }
                                         bp_vf t_0 = v_0;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_0);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_0);
                                         bp_vf t_1 = v_1;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_1);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_1);
                                         bp_vf t_2 = v_2;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_2);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_2);
                                         bp_vf t_3 = v_3;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_3);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_3);
                                         bp_vf t_4 = v_4;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_4);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_4);
                                         bp_vf t_5 = v_5;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_5);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_5);
                                         bp_vf t_6 = v_6;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_6);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_6);
                                         bp_vf t_7 = v_7;
-                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_7);
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
@@ -11967,7 +15137,7 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
                                                 }
                                             }
                                             bp_vf t_0 = v_0;
-                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_f(0, bp_floordiv(H0 - i0r - 1, S0)), t_0);
+                                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_0);
                                         }
                                     }
                                 }
@@ -12419,21 +15589,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                         }
                                     }
                                     bp_vd t_0 = v_0;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                     bp_vd t_1 = v_1;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_1);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
                                     bp_vd t_2 = v_2;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_2);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
                                     bp_vd t_3 = v_3;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_3);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
                                     bp_vd t_4 = v_4;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_4);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
                                     bp_vd t_5 = v_5;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_5);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
                                     bp_vd t_6 = v_6;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_6);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
                                     bp_vd t_7 = v_7;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_7);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -12544,7 +15714,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -12791,21 +15961,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                         }
                                     }
                                     bp_vd t_0 = v_0;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                     bp_vd t_1 = v_1;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_1);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
                                     bp_vd t_2 = v_2;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_2);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
                                     bp_vd t_3 = v_3;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_3);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
                                     bp_vd t_4 = v_4;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_4);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
                                     bp_vd t_5 = v_5;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_5);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
                                     bp_vd t_6 = v_6;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_6);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
                                     bp_vd t_7 = v_7;
-                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_7);
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                                 }
                             } else {
                                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -12879,7 +16049,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -13292,21 +16462,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_1);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_2);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_3);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_4);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_5);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_6);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_7);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -13417,7 +16587,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                         }
                                     }
                                 }
@@ -13664,21 +16834,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_1);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_2);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_3);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_4);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_5);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_6);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_7);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
@@ -13752,7 +16922,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - 1), t_0);
+                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
                                         }
                                     }
                                 }
@@ -14001,21 +17171,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_1);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_2);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_3);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_4);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_5);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_6);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_7);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, 2));
@@ -14089,7 +17259,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, 2)), t_0);
+                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_0);
                                         }
                                     }
                                 }
@@ -14336,21 +17506,21 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                             }
                                         }
                                         bp_vd t_0 = v_0;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_0);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_0);
                                         bp_vd t_1 = v_1;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_1);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_1);
                                         bp_vd t_2 = v_2;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_2);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_2);
                                         bp_vd t_3 = v_3;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_3);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_3);
                                         bp_vd t_4 = v_4;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_4);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_4);
                                         bp_vd t_5 = v_5;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_5);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_5);
                                         bp_vd t_6 = v_6;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_6);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_6);
                                         bp_vd t_7 = v_7;
-                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_7);
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_7);
                                     }
                                 } else {
                                     int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
@@ -14424,7 +17594,7 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
                                                 }
                                             }
                                             bp_vd t_0 = v_0;
-                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_d(0, bp_floordiv(H0 - i0r - 1, S0)), t_0);
+                                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_0);
                                         }
                                     }
                                 }

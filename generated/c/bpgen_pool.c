@@ -1182,9 +1182,9 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                             h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                         }
                         bp_vf t_0 = h*v_0;
-                        bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                        bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                         bp_vf t_1 = h*v_1;
-                        bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                        bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                     }
                 } else {
                     int64_t vlo = P0;
@@ -1260,7 +1260,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                             }
                             bp_vf t_0 = h*v_0;
-                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -1371,9 +1371,9 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
                             }
                             bp_vf t_0 = h*v_0;
-                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             bp_vf t_1 = h*v_1;
-                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                         }
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
@@ -1449,7 +1449,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -1559,9 +1559,9 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                 h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                             }
                             bp_vf t_0 = h*v_0;
-                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             bp_vf t_1 = h*v_1;
-                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - 1), t_1);
+                            bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                         }
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
@@ -1637,7 +1637,7 @@ int bpgen_avg_pool1d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -1780,9 +1780,9 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                             h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                         }
                         bp_vd t_0 = h*v_0;
-                        bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                        bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                         bp_vd t_1 = h*v_1;
-                        bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                        bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                     }
                 } else {
                     int64_t vlo = P0;
@@ -1858,7 +1858,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
                             }
                             bp_vd t_0 = h*v_0;
-                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                         }
                     }
                 }
@@ -1969,9 +1969,9 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
                             }
                             bp_vd t_0 = h*v_0;
-                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             bp_vd t_1 = h*v_1;
-                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                         }
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
@@ -2047,7 +2047,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -2157,9 +2157,9 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                 h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                             }
                             bp_vd t_0 = h*v_0;
-                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             bp_vd t_1 = h*v_1;
-                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - 1), t_1);
+                            bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                         }
                     } else {
                         int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
@@ -2235,7 +2235,7 @@ int bpgen_avg_pool1d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*n + O0*c_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -3545,9 +3545,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                 h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                             }
                             bp_vf t_0 = h*v_0;
-                            bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                            bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                             bp_vf t_1 = h*v_1;
-                            bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_1);
+                            bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_1);
                         }
                     }
                 } else {
@@ -3635,7 +3635,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -3758,9 +3758,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                                 bp_vf t_1 = h*v_1;
-                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_1);
+                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_1);
                             }
                         }
                     } else {
@@ -3848,7 +3848,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                     }
                                     bp_vf t_0 = h*v_0;
-                                    bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                                    bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -3970,9 +3970,9 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                                 bp_vf t_1 = h*v_1;
-                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_1);
+                                bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_1);
                             }
                         }
                     } else {
@@ -4060,7 +4060,7 @@ int bpgen_avg_pool2d_f32(float *restrict output, const float *restrict input, in
                                         h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                     }
                                     bp_vf t_0 = h*v_0;
-                                    bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - 1), t_0);
+                                    bp_vstore_masked_f(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -4225,9 +4225,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                 h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                             }
                             bp_vd t_0 = h*v_0;
-                            bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                            bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                             bp_vd t_1 = h*v_1;
-                            bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_1);
+                            bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_1);
                         }
                     }
                 } else {
@@ -4315,7 +4315,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                             }
                         }
                     }
@@ -4438,9 +4438,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                                 bp_vd t_1 = h*v_1;
-                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_1);
+                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_1);
                             }
                         }
                     } else {
@@ -4528,7 +4528,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
                                     }
                                     bp_vd t_0 = h*v_0;
-                                    bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                                    bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -4650,9 +4650,9 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                                 bp_vd t_1 = h*v_1;
-                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_1);
+                                bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_1);
                             }
                         }
                     } else {
@@ -4740,7 +4740,7 @@ int bpgen_avg_pool2d_f64(double *restrict output, const double *restrict input, 
                                         h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
                                     }
                                     bp_vd t_0 = h*v_0;
-                                    bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - 1), t_0);
+                                    bp_vstore_masked_d(output + (C*O0*O1*n + O0*O1*c_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -6528,9 +6528,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                     h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                 }
                                 bp_vf t_0 = h*v_0;
-                                bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                 bp_vf t_1 = h*v_1;
-                                bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_1);
+                                bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_1);
                             }
                         }
                     }
@@ -6630,7 +6630,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     }
                                     bp_vf t_0 = h*v_0;
-                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -6765,9 +6765,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                     }
                                     bp_vf t_0 = h*v_0;
-                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                     bp_vf t_1 = h*v_1;
-                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_1);
+                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_1);
                                 }
                             }
                         }
@@ -6867,7 +6867,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                         }
                                         bp_vf t_0 = h*v_0;
-                                        bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                        bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -7001,9 +7001,9 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                         h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                     }
                                     bp_vf t_0 = h*v_0;
-                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                     bp_vf t_1 = h*v_1;
-                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_1);
+                                    bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_1);
                                 }
                             }
                         }
@@ -7103,7 +7103,7 @@ int bpgen_avg_pool3d_f32(float *restrict output, const float *restrict input, in
                                             h[lane] = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                         }
                                         bp_vf t_0 = h*v_0;
-                                        bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - 1), t_0);
+                                        bp_vstore_masked_f(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -7290,9 +7290,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                     h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                 }
                                 bp_vd t_0 = h*v_0;
-                                bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                 bp_vd t_1 = h*v_1;
-                                bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_1);
+                                bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_1);
                             }
                         }
                     }
@@ -7392,7 +7392,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     }
                                     bp_vd t_0 = h*v_0;
-                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                 }
                             }
                         }
@@ -7527,9 +7527,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                     }
                                     bp_vd t_0 = h*v_0;
-                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                     bp_vd t_1 = h*v_1;
-                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_1);
+                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_1);
                                 }
                             }
                         }
@@ -7629,7 +7629,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
                                         }
                                         bp_vd t_0 = h*v_0;
-                                        bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                        bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                     }
                                 }
                             }
@@ -7763,9 +7763,9 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                         h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                     }
                                     bp_vd t_0 = h*v_0;
-                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                     bp_vd t_1 = h*v_1;
-                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_1);
+                                    bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_1);
                                 }
                             }
                         }
@@ -7865,7 +7865,7 @@ int bpgen_avg_pool3d_f64(double *restrict output, const double *restrict input, 
                                             h[lane] = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
                                         }
                                         bp_vd t_0 = h*v_0;
-                                        bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - 1), t_0);
+                                        bp_vstore_masked_d(output + (C*O0*O1*O2*n + O0*O1*O2*c_b + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_0);
                                     }
                                 }
                             }

@@ -361,6 +361,27 @@ def test_rows_narrower_than_a_vector_match_torch(backend, dtype, dims, size, str
     assert_close(getattr(backend, f'conv{dims}d_weight')(x, w.shape, g, **params), gw.numpy())
 
 
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize('dims, c_in, size, kernel, stride, padding, groups', [
+    (2, 20, (9, 21), 7, 1, 3, 1), (2, 20, (8, 32), 7, 1, 0, 1), (2, 40, (12, 12), 5, 2, 2, 2),
+    (2, 130, (5, 7), 3, 1, 1, 1), (1, 100, (40,), 9, 1, 4, 1), (3, 24, (3, 5, 18), 5, 1, 2, 1)])
+def test_forward_with_its_input_channels_in_blocks_matches_torch(backend, dtype, dims, c_in, size, kernel, stride,
+                                                                  padding, groups):
+    """A register block's weights larger than L1 (8 output channels x input channels x taps > 6144): the C
+    forward sums the input channels in blocks outside the positions, the first block storing its partial
+    sum and the bias, the later ones adding theirs (the last chunk of a row then covers the remaining lanes
+    only).  Rows of whole vectors, ragged rows, narrow rows, strides, groups, 11 output channels (a block
+    and a partial one)."""
+    rng = np.random.default_rng(c_in + sum(size))
+    x = rng.standard_normal((2, c_in) + size).astype(dtype)
+    w = rng.standard_normal((11 * groups, c_in // groups) + (kernel,) * dims).astype(dtype)
+    b = rng.standard_normal(11 * groups).astype(dtype)
+    params = dict(stride=stride, padding=padding, groups=groups)
+    expected = getattr(F, f'conv{dims}d')(torch.from_numpy(x), torch.from_numpy(w), torch.from_numpy(b), **params)
+    assert_close(getattr(backend, f'conv{dims}d')(x, w, b, **params), expected.numpy())
+
+
 def test_c_weight_gradient_writes_every_element_of_its_output():
     """The low-level C kernel zeroes what it accumulates into: an output full of NaN comes back exact."""
     if 'c' not in BACKENDS:
