@@ -76,8 +76,8 @@ def binding_file(rules) -> str:
     for r in rules:
         k32, k64 = c_kernel_view(r, 'float32'), c_kernel_view(r, 'float64')
         kernel = lower_numpy(r)
-        ctypes = ['real' if not t.index_array else repr('int64_t[]') for t in r.outputs + r.inputs]
-        call = [f'pointer({name}, {ctype})' if t.optional else f'from_buffer({ctype}, {name})'
+        ctypes = ['real' if not t.index_array else 'INDEX_POINTER' for t in r.outputs + r.inputs]
+        call = [(f'NULL if {name} is None else ' if t.optional else '') + f'from_buffer({ctype}, {name})'
                 for name, ctype, t in zip(kernel.arrays, ctypes, r.outputs + r.inputs)]
         views.append(dict(
             name=r.name, symbol_f32=k32['symbol'], symbol_f64=k64['symbol'],

@@ -52,8 +52,7 @@ def plan_tag(kernels, fn: str) -> str:
     return f'{kernels.__name__}:{fn}'
 
 
-def contiguous(arr: np.ndarray) -> np.ndarray:
-    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+contiguous = np.ascontiguousarray   # the array itself when it is C-contiguous already (a copy else)
 
 
 # ----------------------------------------------------------------------------- argument checks
