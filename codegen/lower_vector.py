@@ -64,6 +64,10 @@ from its proven Z-sum:
 * a scatter form (average-pooling backward) adds LANES windows at a time to
   their taps, the taps outermost (scatter_vector_nodes), rows of windows
   outside the interior box too (their taps over the row's ranges);
+* a scatter whose windows tile its output exactly (derive.zsum.exact_cover on
+  every axis: kernel = stride, no padding, no remainder) has a run-time variant
+  that stores each share, with no zeroing and no adds (pool2 average backward
+  0.40 -> 0.26 ms in the driver);
 * where the output is as wide as its rows read (stride 1, 'same' widths) and a
   row is not a whole number of vectors, the free-vector tiles also run over the
   flattened plane (row, column): chunks cross row ends, every tap over its
@@ -79,7 +83,7 @@ from dataclasses import dataclass, replace
 from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol,
                    cancel, expand, fraction, oo)
 
-from derive.zsum import implied
+from derive.zsum import exact_cover, implied
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
                  VAdd, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
@@ -987,7 +991,7 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         raise LoweringError(f'{rule.name}: the targets are not evenly spaced along {vec}')
     vlo, vhi = inside[vec]
 
-    def chunk(lanes, factor=factor):
+    def chunk(lanes, factor=factor, store=False):   # ``store``: the chunk's targets are written once
         nodes, x = [], S.One
         mask = FMASK if lanes else LaneMask(S.Zero, LANES - 1)
         if lanes:
@@ -999,18 +1003,24 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         if vec in factor.free_symbols:
             nodes.append(Lanes('h', vec, V0, factor))
         nodes.append(Declare('shares', 'vec', x * Symbol('h') if factor != 1 else x))
+        if store:
+            return tuple(nodes) + (VStore(Symbol(out.name), start, stride, Symbol('shares'), FMASK if lanes else None),)
         return tuple(nodes) + (VAdd(Symbol(out.name), start, stride, mask, Symbol('shares')),)
 
-    row = _chunks_to(vlo, vhi, chunk)
-    scalar = factor != 1 and vec not in factor.free_symbols   # one factor per row, or for the whole block
-    if scalar and factor.free_symbols & set(per):
-        row = (Declare('h', 'acc', factor),) + row
-    for w in reversed(per[:-1]):
-        row = (Loop(w, *inside[w], row),)
-    for u in reversed(taps):
-        row = (Loop(u, *box[u], row),)
-    if scalar and not factor.free_symbols & set(per):
-        row = (Declare('h', 'acc', factor),) + row
+    def sweep(windows, chunk):   # the taps outermost, then the rows of windows, chunks along each row
+        row = _chunks_to(*windows[vec], chunk)
+        scalar = factor != 1 and vec not in factor.free_symbols   # one factor per row, or for the whole block
+        if scalar and factor.free_symbols & set(per):
+            row = (Declare('h', 'acc', factor),) + row
+        for w in reversed(per[:-1]):
+            row = (Loop(w, *windows[w], row),)
+        for u in reversed(taps):
+            row = (Loop(u, *box[u], row),)
+        if scalar and not factor.free_symbols & set(per):
+            row = (Declare('h', 'acc', factor),) + row
+        return row
+
+    row = sweep(inside, chunk)
     lo, hi = box[vec]
     edges = (Loop(vec, lo, _min([vlo, hi + 1]) - 1, visit), Loop(vec, _max([vhi + 1, vlo]), hi, visit))
     if len(per) > 1:
@@ -1021,7 +1031,34 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
     for w in reversed(per[:-1]):
         edges = (Loop(w, *box[w], edges),)
     plane = tuple(decls) + row + edges
-    return _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], zero + plane)))
+    general = _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], zero + plane)))
+    cover = _exact_cover(rule, where, per, taps, box)
+    if cover is None:
+        return general
+    tiled = sweep(box, lambda lanes: chunk(lanes, store=True))   # every window inside, every target once
+    return (Branch(cover, _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], tiled))), general),)
+
+
+def _exact_cover(rule, where: dict, per: list, taps: list, box: dict) -> tuple | None:
+    """Conditions under which the windows tile the scatter's output exactly (derive.zsum.exact_cover on
+    each axis, a window variable and a tap of its own per axis): every tap of every window then lies
+    inside, and each output element is written by one of them, so the kernel stores the shares without
+    zeroing the output first and without adds (pool2 average backward 0.40 -> 0.26 ms).  None when
+    the targets are not of that shape."""
+    out, conds, used = rule.outputs[0], [], []
+    for axis, v in enumerate(rule.index):
+        if v not in where:
+            continue
+        windows, steps = ([x for x in group if x in where[v].free_symbols] for group in (per, taps))
+        if len(windows) != 1 or len(steps) != 1:
+            return None
+        (w,), (u,) = windows, steps
+        cover = exact_cover(where[v], w, box[w], u, box[u], out.shape[axis])
+        if cover is None:
+            return None
+        conds += cover
+        used += [w, u]
+    return tuple(conds) if sorted(used, key=str) == sorted(per + taps, key=str) else None
 
 
 def _border_row(term, factor: Expr, known: list, taps: list, vec, interior: tuple, facts: list, chunk) -> tuple:

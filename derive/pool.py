@@ -50,7 +50,7 @@ from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
 from .rules import Gradient, Layer, Tensor, gradient, scatter_form, to_gather
-from .zsum import ZSum, count_box, evaluate
+from .zsum import ZSum, count_box, evaluate, exact_cover
 
 DIVISOR = Function('divisor')
 
@@ -356,6 +356,33 @@ def _avg_scatter() -> Verdict:
         proofs.append(prove_equal(f'avg_pool{dims}d: the scatter form, its window deltas eliminated, is the '
                                   f'gather form of the kernels', gathered, grad.derivation, hyps))
     return Verdict(PROVED, all(p.holds for p in proofs), tuple(proofs))
+
+
+@claim('pool.avg-tiling', SLIDE, 'the windows of an average pooling tile its input exactly -- every tap of every '
+       'window inside it, each input position the tap of one window -- when the conditions of zsum.exact_cover '
+       'hold on each axis (kernel = stride, no padding, input = stride x output), and only then but for a single '
+       'window, whose stride does not matter: the kernels then store each share, with no zeroing and no adds')
+def _avg_tiling() -> Verdict:
+    s = pool_symbols(1)
+    (target,), _, _ = _window(s, dilated=False)
+    (H, K, S_, P, O, o, m) = (s[k][0] for k in ('H', 'K', 'S', 'P', 'O', 'o', 'm'))
+    conds = exact_cover(target, o, (0, O - 1), m, (0, K - 1), H)
+    checked = 0
+    for Hv, Kv, Sv in product(range(1, 13), range(1, 5), range(1, 5)):
+        for Pv in range(Kv // 2 + 1):
+            Ov = (Hv + 2 * Pv - Kv) // Sv + 1
+            if Ov < 1:
+                continue
+            values = {H: Hv, K: Kv, S_: Sv, P: Pv, O: Ov}
+            hits = [int(target.subs(values | {o: ov, m: mv})) for ov in range(Ov) for mv in range(Kv)]
+            tiles = sorted(hits) == list(range(Hv))
+            if tiles != all(bool(c.subs(values)) for c in conds) and not (tiles and Ov == 1):
+                return Verdict(grid('H 1..12, K 1..4, S 1..4'), False,
+                               (Note(f'differs at H={Hv} K={Kv} S={Sv} P={Pv}: tiles={tiles}'),))
+            checked += 1
+    return Verdict(grid(f'1-d (the axes are independent): H 1..12, K 1..4, S 1..4, 0 <= P <= K/2, floor-mode '
+                        f'output size ({checked} geometries; every tap of every window counted)'), True,
+                   tuple(Identity(f'condition {k + 1}', c, c, 'zsum.exact_cover') for k, c in enumerate(conds)))
 
 
 @claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "

@@ -589,6 +589,30 @@ def count_box(z: ZSum, hyps) -> tuple[Expr, str]:
     return total, '; '.join(notes)
 
 
+def exact_cover(target: Expr, window: Symbol, window_box: tuple, tap: Symbol, tap_box: tuple,
+                extent: Expr) -> tuple | None:
+    """Conditions on the sizes under which ``target`` = a window + tap + c, as (window, tap) range over
+    their boxes (lo, hi), reaches every point of [0, extent - 1] exactly once: the division algorithm,
+    a = the length of the tap box (windows one after the other, none overlapping, no gap), the first
+    window's first tap at 0, the last window's last tap at extent - 1 (average pooling with kernel =
+    stride, no padding and no remainder: its backward stores, no zeroing, no adds).  None when the
+    target is not of that shape (a tap step other than 1, a window step that depends on either).
+    Checked against counting, claim pool.avg-tiling.
+
+    >>> from sympy import symbols
+    >>> o, m, S, K, P, O, H = symbols('o m S K P O H', integer=True)
+    >>> exact_cover(S * o + m - P, o, (0, O - 1), m, (0, K - 1), H)
+    (Eq(K, S), Eq(P, 0), Eq(K + O*S - P - S, H))
+    """
+    target = expand(target)
+    step = target.diff(window)
+    if target.diff(tap) != 1 or step.free_symbols & {window, tap}:
+        return None
+    (wlo, whi), (ulo, uhi) = window_box, tap_box
+    first, last = target.subs({window: wlo, tap: ulo}), target.subs({window: whi, tap: uhi})
+    return Eq(uhi - ulo + 1, step), Eq(-first, 0), Eq(expand(last + 1), extent)
+
+
 # ----------------------------------------------------------------------------- equality
 
 def compare(left: ZSum, right: ZSum, hyps) -> tuple[bool, str]:

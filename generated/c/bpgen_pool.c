@@ -2274,92 +2274,87 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
     if (!(K0 - 2*P0 >= 0)) return 7;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-#ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
-#endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    grad_input[H0*(C*n_ + c_) + i0_] = 0;
-                }
-                int64_t o0_lo = P0;
-                int64_t o0_hi = bp_min(O0 - 1, H0 - K0 + P0);
-                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
-                int64_t vend = o0_lo + bp_max(0, BP_LANES_F*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_F));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t v0 = o0_lo, v0_end = -BP_LANES_F + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                        bp_vf shares = h*x0;
-                        bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                    }
-                    if (vend <= o0_hi) {
-                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                            int64_t lanes = bp_lane_mask_f(0, o0_hi - v0);
-                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
-                            bp_vf shares = h*x0;
-                            bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, lanes, shares);
-                        }
-                    }
-                }
-                for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                    float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
-                        grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
-                    }
-                }
-                for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
-                        grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
-                    }
-                }
-            }
-        }
-    } else {
-        if (S0 == 2) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0) {
+        if (S0 == 1) {
 #ifdef _OPENMP
             #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        grad_input[H0*(C*n_ + c_) + i0_] = 0;
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, 2));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
-                    int64_t vend = o0_lo + bp_max(0, BP_LANES_F*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_F));
+                    int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O0, BP_LANES_F));
                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t v0 = o0_lo, v0_end = -BP_LANES_F + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
                             bp_vf shares = h*x0;
-                            bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                            bp_vstore_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + v0), 1, shares);
                         }
-                        if (vend <= o0_hi) {
+                        if (vend <= O0 - 1) {
                             for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                int64_t lanes = bp_lane_mask_f(0, o0_hi - v0);
+                                int64_t lanes = bp_lane_mask_f(0, O0 - v0 - 1);
                                 bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
                                 bp_vf shares = h*x0;
-                                bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, lanes, shares);
+                                bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + v0), 1, lanes, shares);
                             }
-                        }
-                    }
-                    for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
-                        }
-                    }
-                    for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
                         }
                     }
                 }
             }
         } else {
+            if (S0 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O0, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vf shares = h*x0;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
+                            }
+                            if (vend <= O0 - 1) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_f(0, O0 - v0 - 1);
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vf shares = h*x0;
+                                    bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, lanes, shares);
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O0, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vf shares = h*x0;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c_ - P0 + S0*v0 + m0), S0, shares);
+                            }
+                            if (vend <= O0 - 1) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_f(0, O0 - v0 - 1);
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vf shares = h*x0;
+                                    bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c_ - P0 + S0*v0 + m0), S0, lanes, shares);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S0 == 1) {
 #ifdef _OPENMP
             #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
@@ -2368,35 +2363,121 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
                     for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
                         grad_input[H0*(C*n_ + c_) + i0_] = 0;
                     }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o0_lo = P0;
+                    int64_t o0_hi = bp_min(O0 - 1, H0 - K0 + P0);
                     float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
                     int64_t vend = o0_lo + bp_max(0, BP_LANES_F*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_F));
                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                         for (int64_t v0 = o0_lo, v0_end = -BP_LANES_F + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                             bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
                             bp_vf shares = h*x0;
-                            bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                            bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
                         }
                         if (vend <= o0_hi) {
                             for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                 int64_t lanes = bp_lane_mask_f(0, o0_hi - v0);
                                 bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
                                 bp_vf shares = h*x0;
-                                bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, lanes, shares);
+                                bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, lanes, shares);
                             }
                         }
                     }
                     for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                        for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
+                            grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
                         }
                     }
                     for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                        float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                        for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
+                            grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S0 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            grad_input[H0*(C*n_ + c_) + i0_] = 0;
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, 2));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                        int64_t vend = o0_lo + bp_max(0, BP_LANES_F*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = o0_lo, v0_end = -BP_LANES_F + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vf shares = h*x0;
+                                bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                            }
+                            if (vend <= o0_hi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_f(0, o0_hi - v0);
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vf shares = h*x0;
+                                    bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, lanes, shares);
+                                }
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
+                            float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
+                            }
+                        }
+                        for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            grad_input[H0*(C*n_ + c_) + i0_] = 0;
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                        int64_t vend = o0_lo + bp_max(0, BP_LANES_F*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = o0_lo, v0_end = -BP_LANES_F + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vf shares = h*x0;
+                                bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                            }
+                            if (vend <= o0_hi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_f(0, o0_hi - v0);
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vf shares = h*x0;
+                                    bp_vadd_f(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, lanes, shares);
+                                }
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
+                            float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                            }
+                        }
+                        for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            float share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)1/(float)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((float)1/(float)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                            }
                         }
                     }
                 }
@@ -2436,92 +2517,87 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
     if (!(K0 - 2*P0 >= 0)) return 7;
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-#ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
-#endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    grad_input[H0*(C*n_ + c_) + i0_] = 0;
-                }
-                int64_t o0_lo = P0;
-                int64_t o0_hi = bp_min(O0 - 1, H0 - K0 + P0);
-                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
-                int64_t vend = o0_lo + bp_max(0, BP_LANES_D*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_D));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t v0 = o0_lo, v0_end = -BP_LANES_D + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
-                        bp_vd shares = h*x0;
-                        bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                    }
-                    if (vend <= o0_hi) {
-                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                            int64_t lanes = bp_lane_mask_d(0, o0_hi - v0);
-                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
-                            bp_vd shares = h*x0;
-                            bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, lanes, shares);
-                        }
-                    }
-                }
-                for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                    double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
-                        grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
-                    }
-                }
-                for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
-                    for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
-                        grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
-                    }
-                }
-            }
-        }
-    } else {
-        if (S0 == 2) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0) {
+        if (S0 == 1) {
 #ifdef _OPENMP
             #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
             for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
                 for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        grad_input[H0*(C*n_ + c_) + i0_] = 0;
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, 2));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
-                    int64_t vend = o0_lo + bp_max(0, BP_LANES_D*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_D));
+                    int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O0, BP_LANES_D));
                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t v0 = o0_lo, v0_end = -BP_LANES_D + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
                             bp_vd shares = h*x0;
-                            bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                            bp_vstore_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + v0), 1, shares);
                         }
-                        if (vend <= o0_hi) {
+                        if (vend <= O0 - 1) {
                             for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                int64_t lanes = bp_lane_mask_d(0, o0_hi - v0);
+                                int64_t lanes = bp_lane_mask_d(0, O0 - v0 - 1);
                                 bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
                                 bp_vd shares = h*x0;
-                                bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, lanes, shares);
+                                bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + v0), 1, lanes, shares);
                             }
-                        }
-                    }
-                    for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
-                        }
-                    }
-                    for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
                         }
                     }
                 }
             }
         } else {
+            if (S0 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O0, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vd shares = h*x0;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, shares);
+                            }
+                            if (vend <= O0 - 1) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_d(0, O0 - v0 - 1);
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vd shares = h*x0;
+                                    bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c_ - P0 + m0 + 2*v0), 2, lanes, shares);
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O0, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vd shares = h*x0;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c_ - P0 + S0*v0 + m0), S0, shares);
+                            }
+                            if (vend <= O0 - 1) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_d(0, O0 - v0 - 1);
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vd shares = h*x0;
+                                    bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c_ - P0 + S0*v0 + m0), S0, lanes, shares);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S0 == 1) {
 #ifdef _OPENMP
             #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
 #endif
@@ -2530,35 +2606,121 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
                     for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
                         grad_input[H0*(C*n_ + c_) + i0_] = 0;
                     }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o0_lo = P0;
+                    int64_t o0_hi = bp_min(O0 - 1, H0 - K0 + P0);
                     double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
                     int64_t vend = o0_lo + bp_max(0, BP_LANES_D*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_D));
                     for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                         for (int64_t v0 = o0_lo, v0_end = -BP_LANES_D + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                             bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
                             bp_vd shares = h*x0;
-                            bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                            bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
                         }
                         if (vend <= o0_hi) {
                             for (int64_t v0 = vend; v0 <= vend; ++v0) {
                                 int64_t lanes = bp_lane_mask_d(0, o0_hi - v0);
                                 bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
                                 bp_vd shares = h*x0;
-                                bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, lanes, shares);
+                                bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + v0, 1, lanes, shares);
                             }
                         }
                     }
                     for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
-                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                        for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
+                            grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
                         }
                     }
                     for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                            grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                        double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - o0) + bp_min(K0 - 1, H0 + P0 - o0 - 1) + 1))));
+                        for (int64_t m0 = bp_max(0, P0 - o0), m0_end = bp_min(K0 - 1, H0 + P0 - o0 - 1); m0 <= m0_end; ++m0) {
+                            grad_input[H0*(C*n_ + c_) - P0 + m0 + o0] += share;
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S0 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            grad_input[H0*(C*n_ + c_) + i0_] = 0;
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, 2));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                        int64_t vend = o0_lo + bp_max(0, BP_LANES_D*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = o0_lo, v0_end = -BP_LANES_D + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vd shares = h*x0;
+                                bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                            }
+                            if (vend <= o0_hi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_d(0, o0_hi - v0);
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vd shares = h*x0;
+                                    bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + m0 + 2*v0, 2, lanes, shares);
+                                }
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
+                            double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
+                            }
+                        }
+                        for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - 2*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - 2*o0) + bp_min(K0 - 1, H0 + P0 - 2*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - 2*o0), m0_end = bp_min(K0 - 1, H0 + P0 - 2*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + m0 + 2*o0] += share;
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*N + C*N*O0 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            grad_input[H0*(C*n_ + c_) + i0_] = 0;
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                        int64_t vend = o0_lo + bp_max(0, BP_LANES_D*bp_floordiv(o0_hi - o0_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t v0 = o0_lo, v0_end = -BP_LANES_D + o0_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c_ + v0), 1);
+                                bp_vd shares = h*x0;
+                                bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                            }
+                            if (vend <= o0_hi) {
+                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                    int64_t lanes = bp_lane_mask_d(0, o0_hi - v0);
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c_ + v0, 1, lanes);
+                                    bp_vd shares = h*x0;
+                                    bp_vadd_d(grad_input, C*H0*n_ + H0*c_ - P0 + S0*v0 + m0, S0, lanes, shares);
+                                }
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = bp_min(O0, o0_lo) - 1; o0 <= o0_end; ++o0) {
+                            double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                            }
+                        }
+                        for (int64_t o0 = bp_max(o0_lo, o0_hi + 1), o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            double share = grad_output[O0*(C*n_ + c_) + o0]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)1/(double)(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)) : ((double)1/(double)(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1))));
+                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                grad_input[H0*(C*n_ + c_) - P0 + S0*o0 + m0] += share;
+                            }
                         }
                     }
                 }
@@ -4790,65 +4952,118 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 13;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 14;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1) {
+        if (S1 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                        grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                    }
-                }
-                int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                int64_t o1_lo = P1;
-                int64_t o1_hi = bp_min(O1 - 1, H1 - K1 + P1);
-                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                            for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                bp_vf shares = h*x0;
-                                bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                            }
-                            if (vend <= o1_hi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
-                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                    int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O1, BP_LANES_F));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                     bp_vf shares = h*x0;
-                                    bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                    bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1, shares);
+                                }
+                                if (vend <= O1 - 1) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t lanes = bp_lane_mask_f(0, O1 - v0 - 1);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                        bp_vf shares = h*x0;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1, lanes, shares);
+                                    }
                                 }
                             }
                         }
                     }
                 }
-                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    if (o0 >= o0_lo && o0 <= o0_hi) {
-                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                            float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                    } else {
-                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
-                        int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+            }
+        } else {
+            if (S1 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vf shares = h*x0;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
+                                    }
+                                    if (vend <= O1 - 1) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_f(0, O1 - v0 - 1);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vf shares = h*x0;
+                                            bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vf shares = h*x0;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1, shares);
+                                    }
+                                    if (vend <= O1 - 1) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_f(0, O1 - v0 - 1);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vf shares = h*x0;
+                                            bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S1 == 1) {
+#ifdef _OPENMP
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
+                        }
+                    }
+                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o1_lo = P1;
+                    int64_t o1_hi = bp_min(O1 - 1, H1 - K1 + P1);
+                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                 for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                     bp_vf shares = h*x0;
@@ -4864,78 +5079,22 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                                 }
                             }
                         }
-                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                            float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (S1 == 2) {
-#ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
-#endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, 2));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
-                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
-                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vf shares = h*x0;
-                                    bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                                }
-                                if (vend <= o1_hi) {
-                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                        int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
-                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                        bp_vf shares = h*x0;
-                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
-                                    }
-                                }
-                            }
-                        }
                     }
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         if (o0 >= o0_lo && o0 <= o0_hi) {
                             for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
                                     }
                                 }
                             }
                             for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
                                     }
                                 }
                             }
@@ -4944,6 +5103,62 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                             int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                             for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vf shares = h*x0;
+                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S1 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
+                            }
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                     for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                         bp_vf shares = h*x0;
@@ -4959,85 +5174,85 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                                     }
                                 }
                             }
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            if (o0 >= o0_lo && o0 <= o0_hi) {
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
                                     }
                                 }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
+                                    }
+                                }
+                            } else {
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                        }
+                                        if (vend <= o1_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
                                     }
                                 }
                             }
                         }
                     }
                 }
-            }
-        } else {
+            } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
-                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vf shares = h*x0;
-                                    bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                                }
-                                if (vend <= o1_hi) {
-                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                        int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
-                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                        bp_vf shares = h*x0;
-                                        bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
-                                    }
-                                }
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
                             }
                         }
-                    }
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        if (o0 >= o0_lo && o0 <= o0_hi) {
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
-                                    }
-                                }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
-                                    }
-                                }
-                            }
-                        } else {
-                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
-                            int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                     for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                         bp_vf shares = h*x0;
@@ -5053,19 +5268,59 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                                     }
                                 }
                             }
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            if (o0 >= o0_lo && o0 <= o0_hi) {
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
                                     }
                                 }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
+                                    }
+                                }
+                            } else {
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                            bp_vf shares = h*x0;
+                                            bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                        }
+                                        if (vend <= o1_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_f(0, o1_hi - v0);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
                                     }
                                 }
                             }
@@ -5120,65 +5375,118 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
     if (!(H0 + P0 - S0*(O0 - 1) - 1 >= 0)) return 13;
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 14;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1) {
+        if (S1 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                        grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                    }
-                }
-                int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                int64_t o1_lo = P1;
-                int64_t o1_hi = bp_min(O1 - 1, H1 - K1 + P1);
-                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                            for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                bp_vd shares = h*x0;
-                                bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                            }
-                            if (vend <= o1_hi) {
-                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                    int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
-                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                    int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O1, BP_LANES_D));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                     bp_vd shares = h*x0;
-                                    bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                    bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1, shares);
+                                }
+                                if (vend <= O1 - 1) {
+                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                        int64_t lanes = bp_lane_mask_d(0, O1 - v0 - 1);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                        bp_vd shares = h*x0;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0), 1, lanes, shares);
+                                    }
                                 }
                             }
                         }
                     }
                 }
-                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    if (o0 >= o0_lo && o0 <= o0_hi) {
-                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                            double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                    } else {
-                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
-                        int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
-                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+            }
+        } else {
+            if (S1 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vd shares = h*x0;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, shares);
+                                    }
+                                    if (vend <= O1 - 1) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_d(0, O1 - v0 - 1);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vd shares = h*x0;
+                                            bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0), 2, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vd shares = h*x0;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1, shares);
+                                    }
+                                    if (vend <= O1 - 1) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_d(0, O1 - v0 - 1);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vd shares = h*x0;
+                                            bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1), S1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S1 == 1) {
+#ifdef _OPENMP
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
+                        }
+                    }
+                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o1_lo = P1;
+                    int64_t o1_hi = bp_min(O1 - 1, H1 - K1 + P1);
+                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                 for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                     bp_vd shares = h*x0;
@@ -5194,78 +5502,22 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                                 }
                             }
                         }
-                        for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                            double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                        for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
-                                    grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (S1 == 2) {
-#ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
-#endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, 2));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
-                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
-                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vd shares = h*x0;
-                                    bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                                }
-                                if (vend <= o1_hi) {
-                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                        int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
-                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                        bp_vd shares = h*x0;
-                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
-                                    }
-                                }
-                            }
-                        }
                     }
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         if (o0 >= o0_lo && o0 <= o0_hi) {
                             for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
                                     }
                                 }
                             }
                             for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
                                     }
                                 }
                             }
@@ -5274,6 +5526,62 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                             int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                             for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                        bp_vd shares = h*x0;
+                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                    }
+                                    if (vend <= o1_hi) {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + v0, 1, lanes, shares);
+                                        }
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                    }
+                                }
+                            }
+                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
+                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                    for (int64_t m1 = bp_max(0, P1 - o1), m1_end = bp_min(K1 - 1, H1 + P1 - o1 - 1); m1 <= m1_end; ++m1) {
+                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + o1] += share;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S1 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
+                            }
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, 2));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                     for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                         bp_vd shares = h*x0;
@@ -5289,85 +5597,85 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                                     }
                                 }
                             }
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            if (o0 >= o0_lo && o0 <= o0_hi) {
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
                                     }
                                 }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
+                                    }
+                                }
+                            } else {
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                        }
+                                        if (vend <= o1_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + m1 + 2*v0, 2, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - 2*o1), m1_end = bp_min(K1 - 1, H1 + P1 - 2*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + m1 + 2*o1] += share;
+                                        }
                                     }
                                 }
                             }
                         }
                     }
                 }
-            }
-        } else {
+            } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*N + C*N*O0*O1 >= 32768)
 #endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
-                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
-                                    bp_vd shares = h*x0;
-                                    bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                                }
-                                if (vend <= o1_hi) {
-                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                        int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
-                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
-                                        bp_vd shares = h*x0;
-                                        bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
-                                    }
-                                }
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                grad_input[H1*(H0*(C*n_ + c_) + i0_) + i1_] = 0;
                             }
                         }
-                    }
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        if (o0 >= o0_lo && o0 <= o0_hi) {
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
-                                    }
-                                }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
-                                    }
-                                }
-                            }
-                        } else {
-                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
-                            int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                        int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                     for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
                                         bp_vd shares = h*x0;
@@ -5383,19 +5691,59 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                                     }
                                 }
                             }
-                            for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            if (o0 >= o0_lo && o0 <= o0_hi) {
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
                                     }
                                 }
-                            }
-                            for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
+                                    }
+                                }
+                            } else {
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0), 1);
+                                            bp_vd shares = h*x0;
+                                            bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                        }
+                                        if (vend <= o1_hi) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_d(0, o1_hi - v0);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c_ + O1*o0 + v0, 1, lanes);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*n_ + H0*H1*c_ - H1*P0 + H1*S0*o0 + H1*m0 - P1 + S1*v0 + m1, S1, lanes, shares);
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
+                                    }
+                                }
+                                for (int64_t o1 = bp_max(o1_lo, o1_hi + 1), o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                    double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            grad_input[H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1] += share;
+                                        }
                                     }
                                 }
                             }
@@ -7926,43 +8274,32 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 19;
     if (!(H2 + P2 - S2*(O2 - 1) - 1 >= 0)) return 20;
 #ifdef BP_VECTOR
-    if (S2 == 1) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2) {
+        if (S2 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                        for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                            grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                        }
-                    }
-                }
-                int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                int64_t o2_lo = P2;
-                int64_t o2_hi = bp_min(O2 - 1, H2 - K2 + P2);
-                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
-                int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                    for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                        bp_vf shares = h*x0;
-                                        bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                                    }
-                                    if (vend <= o2_hi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
-                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                    int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O2, BP_LANES_F));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                             bp_vf shares = h*x0;
-                                            bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                            bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1, shares);
+                                        }
+                                        if (vend <= O2 - 1) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_f(0, O2 - v0 - 1);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                bp_vf shares = h*x0;
+                                                bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1, lanes, shares);
+                                            }
                                         }
                                     }
                                 }
@@ -7970,35 +8307,103 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                         }
                     }
                 }
-                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                        if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
-                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+            }
+        } else {
+            if (S2 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O2, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vf shares = h*x0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
+                                            }
+                                            if (vend <= O2 - 1) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_f(0, O2 - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, lanes, shares);
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
-                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                        int64_t vend = bp_max(0, BP_LANES_F*bp_floordiv(O2, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vf shares = h*x0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2, shares);
+                                            }
+                                            if (vend <= O2 - 1) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_f(0, O2 - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2, lanes, shares);
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
-                        } else {
-                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                            int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S2 == 1) {
+#ifdef _OPENMP
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
+                            }
+                        }
+                    }
+                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                    int64_t o2_lo = P2;
+                    int64_t o2_hi = bp_min(O2 - 1, H2 - K2 + P2);
+                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                    int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                         for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                             bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                             bp_vf shares = h*x0;
@@ -8015,95 +8420,27 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                     }
                                 }
                             }
-                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
-                                        }
-                                    }
-                                }
-                            }
-                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (S2 == 2) {
-#ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
-#endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                            }
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    int64_t o2_lo = bp_max(0, bp_ceildiv(P2, 2));
-                    int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
-                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
-                    int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vf shares = h*x0;
-                                            bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                                        }
-                                        if (vend <= o2_hi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                                bp_vf shares = h*x0;
-                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
-                                            }
-                                        }
-                                    }
-                                }
-                            }
                         }
                     }
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
                                 for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
                                             }
                                         }
                                     }
                                 }
                                 for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
                                             }
                                         }
                                     }
@@ -8114,6 +8451,74 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vf shares = h*x0;
+                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S2 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
+                                }
+                            }
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        int64_t o2_lo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                        int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                        for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                             for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                                 bp_vf shares = h*x0;
@@ -8130,22 +8535,70 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                         }
                                     }
                                 }
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
                                             }
                                         }
                                     }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                                }
+                                                if (vend <= o2_hi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                        bp_vf shares = h*x0;
+                                                        bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
                                             }
                                         }
                                     }
@@ -8154,80 +8607,32 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                         }
                     }
                 }
-            }
-        } else {
+            } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                            }
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    int64_t o2_lo = bp_max(0, bp_ceildiv(P2, S2));
-                    int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
-                    int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vf shares = h*x0;
-                                            bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
-                                        }
-                                        if (vend <= o2_hi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
-                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                                bp_vf shares = h*x0;
-                                                bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
-                                            }
-                                        }
-                                    }
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
                                 }
                             }
                         }
-                    }
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
-                                            }
-                                        }
-                                    }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        int64_t o2_lo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                        int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                        for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                             for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                                 bp_vf shares = h*x0;
@@ -8244,22 +8649,70 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                                         }
                                     }
                                 }
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
                                             }
                                         }
                                     }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    int64_t vend = o2_lo + bp_max(0, BP_LANES_F*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_F));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                for (int64_t v0 = o2_lo, v0_end = -BP_LANES_F + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                    bp_vf shares = h*x0;
+                                                    bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_f(0, BP_LANES_F - 1), shares);
+                                                }
+                                                if (vend <= o2_hi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t lanes = bp_lane_mask_f(0, o2_hi - v0);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                        bp_vf shares = h*x0;
+                                                        bp_vadd_f(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        float share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
                                             }
                                         }
                                     }
@@ -8328,43 +8781,32 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
     if (!(H1 + P1 - S1*(O1 - 1) - 1 >= 0)) return 19;
     if (!(H2 + P2 - S2*(O2 - 1) - 1 >= 0)) return 20;
 #ifdef BP_VECTOR
-    if (S2 == 1) {
+    if (K0 == S0 && P0 == 0 && K0 + O0*S0 - P0 - S0 == H0 && K1 == S1 && P1 == 0 && K1 + O1*S1 - P1 - S1 == H1 && K2 == S2 && P2 == 0 && K2 + O2*S2 - P2 - S2 == H2) {
+        if (S2 == 1) {
 #ifdef _OPENMP
-        #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
-        for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-            for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                    for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                        for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                            grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                        }
-                    }
-                }
-                int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                int64_t o2_lo = P2;
-                int64_t o2_hi = bp_min(O2 - 1, H2 - K2 + P2);
-                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
-                int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
-                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                    for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                        bp_vd shares = h*x0;
-                                        bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                                    }
-                                    if (vend <= o2_hi) {
-                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                            int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
-                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                    int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O2, BP_LANES_D));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                        for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                             bp_vd shares = h*x0;
-                                            bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                            bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1, shares);
+                                        }
+                                        if (vend <= O2 - 1) {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t lanes = bp_lane_mask_d(0, O2 - v0 - 1);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                bp_vd shares = h*x0;
+                                                bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0), 1, lanes, shares);
+                                            }
                                         }
                                     }
                                 }
@@ -8372,35 +8814,103 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                         }
                     }
                 }
-                for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                    for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                        if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
-                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+            }
+        } else {
+            if (S2 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O2, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vd shares = h*x0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, shares);
+                                            }
+                                            if (vend <= O2 - 1) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_d(0, O2 - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0), 2, lanes, shares);
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
-                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                        }
+                    }
+                }
+            } else {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                        int64_t vend = bp_max(0, BP_LANES_D*bp_floordiv(O2, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                            for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vd shares = h*x0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2, shares);
+                                            }
+                                            if (vend <= O2 - 1) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_d(0, O2 - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2), S2, lanes, shares);
+                                                }
+                                            }
                                         }
                                     }
                                 }
                             }
-                        } else {
-                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                            int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
-                            for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                    for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                        }
+                    }
+                }
+            }
+        }
+    } else {
+        if (S2 == 1) {
+#ifdef _OPENMP
+            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
+                            }
+                        }
+                    }
+                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                    int64_t o2_lo = P2;
+                    int64_t o2_hi = bp_min(O2 - 1, H2 - K2 + P2);
+                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                    int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                         for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                             bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                             bp_vd shares = h*x0;
@@ -8417,95 +8927,27 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                     }
                                 }
                             }
-                            for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
-                                        }
-                                    }
-                                }
-                            }
-                            for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
-                                            grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    } else {
-        if (S2 == 2) {
-#ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
-#endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                            }
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    int64_t o2_lo = bp_max(0, bp_ceildiv(P2, 2));
-                    int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
-                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
-                    int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vd shares = h*x0;
-                                            bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                                        }
-                                        if (vend <= o2_hi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                                bp_vd shares = h*x0;
-                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
-                                            }
-                                        }
-                                    }
-                                }
-                            }
                         }
                     }
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                         for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                             if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
                                 for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
                                             }
                                         }
                                     }
                                 }
                                 for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
                                             }
                                         }
                                     }
@@ -8516,6 +8958,74 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                 for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                     for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                            for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                bp_vd shares = h*x0;
+                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                            }
+                                            if (vend <= o2_hi) {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + v0, 1, lanes, shares);
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - o2) + bp_min(K2 - 1, H2 + P2 - o2 - 1) + 1)))));
+                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                            for (int64_t m2 = bp_max(0, P2 - o2), m2_end = bp_min(K2 - 1, H2 + P2 - o2 - 1); m2 <= m2_end; ++m2) {
+                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + o2] += share;
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            if (S2 == 2) {
+#ifdef _OPENMP
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+#endif
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
+                                }
+                            }
+                        }
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        int64_t o2_lo = bp_max(0, bp_ceildiv(P2, 2));
+                        int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                        int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                        for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                             for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                                 bp_vd shares = h*x0;
@@ -8532,22 +9042,70 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                         }
                                     }
                                 }
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
                                             }
                                         }
                                     }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                                }
+                                                if (vend <= o2_hi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                        bp_vd shares = h*x0;
+                                                        bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + m2 + 2*v0, 2, lanes, shares);
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - 2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - 2*o2) + bp_min(K2 - 1, H2 + P2 - 2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - 2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - 2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + m2 + 2*o2] += share;
+                                                }
                                             }
                                         }
                                     }
@@ -8556,80 +9114,32 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                         }
                     }
                 }
-            }
-        } else {
+            } else {
 #ifdef _OPENMP
-            #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
+                #pragma omp parallel for schedule(static) collapse(2) if(C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768)
 #endif
-            for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
-                for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
-                    for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
-                        for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
-                            for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
-                                grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
-                            }
-                        }
-                    }
-                    int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
-                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
-                    int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
-                    int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
-                    int64_t o2_lo = bp_max(0, bp_ceildiv(P2, S2));
-                    int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
-                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
-                    int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
-                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
-                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
-                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
-                                for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
-                                    for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
-                                        for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
-                                            bp_vd shares = h*x0;
-                                            bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
-                                        }
-                                        if (vend <= o2_hi) {
-                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
-                                                int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
-                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
-                                                bp_vd shares = h*x0;
-                                                bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
-                                            }
-                                        }
-                                    }
+                for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+                    for (int64_t c_ = 0; c_ <= C - 1; ++c_) {
+                        for (int64_t i0_ = 0, i0__end = H0 - 1; i0_ <= i0__end; ++i0_) {
+                            for (int64_t i1_ = 0, i1__end = H1 - 1; i1_ <= i1__end; ++i1_) {
+                                for (int64_t i2_ = 0, i2__end = H2 - 1; i2_ <= i2__end; ++i2_) {
+                                    grad_input[H2*(H1*(H0*(C*n_ + c_) + i0_) + i1_) + i2_] = 0;
                                 }
                             }
                         }
-                    }
-                    for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                        for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                            if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
-                                            }
-                                        }
-                                    }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
-                                            }
-                                        }
-                                    }
-                                }
-                            } else {
-                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
-                                int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
-                                for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                    for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                        for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
+                        int64_t o1_lo = bp_max(0, bp_ceildiv(P1, S1));
+                        int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
+                        int64_t o2_lo = bp_max(0, bp_ceildiv(P2, S2));
+                        int64_t o2_hi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                        int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                        for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                             for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
                                                 bp_vd shares = h*x0;
@@ -8646,22 +9156,70 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                                         }
                                     }
                                 }
-                                for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
-                                    for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
-                                        for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                            }
+                        }
+                        for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
+                                if (o0 >= o0_lo && o0 <= o0_hi && o1 >= o1_lo && o1 <= o1_hi) {
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
                                             }
                                         }
                                     }
-                                }
-                                for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
-                                    double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K2*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)(K2*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
+                                    int64_t vend = o2_lo + bp_max(0, BP_LANES_D*bp_floordiv(o2_hi - o2_lo + 1, BP_LANES_D));
                                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                                         for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
-                                            for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
-                                                grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                            for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
+                                                for (int64_t v0 = o2_lo, v0_end = -BP_LANES_D + o2_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0), 1);
+                                                    bp_vd shares = h*x0;
+                                                    bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, bp_lane_mask_d(0, BP_LANES_D - 1), shares);
+                                                }
+                                                if (vend <= o2_hi) {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t lanes = bp_lane_mask_d(0, o2_hi - v0);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c_ + O1*O2*o0 + O2*o1 + v0, 1, lanes);
+                                                        bp_vd shares = h*x0;
+                                                        bp_vadd_d(grad_input, C*H0*H1*H2*n_ + H0*H1*H2*c_ - H1*H2*P0 + H1*H2*S0*o0 + H1*H2*m0 - H2*P1 + H2*S1*o1 + H2*m1 - P2 + S2*v0 + m2, S2, lanes, shares);
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = 0, o2_end = bp_min(O2, o2_lo) - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    for (int64_t o2 = bp_max(o2_lo, o2_hi + 1), o2_end = O2 - 1; o2 <= o2_end; ++o2) {
+                                        double share = grad_output[O2*(O1*(O0*(C*n_ + c_) + o0) + o1) + o2]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1)*(bp_min(K2 - 1, H2 + 2*P2 - S2*o2 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)*(-bp_max(0, P2 - S2*o2) + bp_min(K2 - 1, H2 + P2 - S2*o2 - 1) + 1)))));
+                                        for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
+                                            for (int64_t m1 = bp_max(0, P1 - S1*o1), m1_end = bp_min(K1 - 1, H1 + P1 - S1*o1 - 1); m1 <= m1_end; ++m1) {
+                                                for (int64_t m2 = bp_max(0, P2 - S2*o2), m2_end = bp_min(K2 - 1, H2 + P2 - S2*o2 - 1); m2 <= m2_end; ++m2) {
+                                                    grad_input[H2*(H1*(H0*(C*n_ + c_) - P0 + S0*o0 + m0) - P1 + S1*o1 + m1) - P2 + S2*o2 + m2] += share;
+                                                }
                                             }
                                         }
                                     }

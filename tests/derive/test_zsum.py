@@ -15,6 +15,7 @@ from derive.zsum import (
     drop_implied,
     eliminate_delta,
     evaluate,
+    exact_cover,
     from_sum,
     implied,
     instantiate,
@@ -216,3 +217,17 @@ def test_residue_split_refuses_bad_arguments():
         split_residue(z, i, s, k, r)                 # k is a size of the sum
     with pytest.raises(RuleRefused, match='fresh'):
         split_residue(z, i, s, Symbol('x'), r)       # not declared integer
+
+
+def test_exact_cover_conditions_mean_one_hit_per_point():
+    """Where the conditions hold, every point of [0, extent) is hit once; a tap step of 2 or a window step
+    that depends on the tap is not of the shape (None)."""
+    o, O, K, P = symbols('o O K P', integer=True)
+    conds = exact_cover(s * o + m - P, o, (0, O - 1), m, (0, K - 1), H)
+    for sv, kv, pv, ov, hv in itertools.product(range(1, 4), range(1, 4), range(2), range(1, 4), range(1, 10)):
+        values = {s: sv, K: kv, P: pv, O: ov, H: hv}
+        if all(bool(c.subs(values)) for c in conds):
+            hits = sorted(sv * x + y - pv for x in range(ov) for y in range(kv))
+            assert hits == list(range(hv)), values
+    assert exact_cover(s * o + 2 * m, o, (0, O - 1), m, (0, K - 1), H) is None
+    assert exact_cover(m * o + m, o, (0, O - 1), m, (0, K - 1), H) is None

@@ -28,7 +28,11 @@ AVG_BACKWARD = [
     ((2, 3, 11), 2, 3, 0),
     ((2, 3, 11, 13), 2, 3, 0),
     ((2, 3, 56, 56), 3, 2, 1),
-    ((1, 2, 40, 37), 2, 2, 0),
+    ((1, 2, 40, 37), 2, 2, 0),                          # a column past the last window: not a tiling
+    ((1, 2, 41, 36), 2, 2, 0),                          # a row past the last window: not a tiling
+    ((2, 3, 40, 36), 2, 2, 0),                          # windows that tile the input: stores, no zeroing
+    ((2, 3, 12), 3, 3, 0),
+    ((1, 2, 6, 8, 10), 2, 2, 0),
     ((1, 2, 7, 8, 9), 2, 3, 1),
 ]
 

@@ -284,6 +284,26 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('size, kernel, divisor_override', [
+    ((2, 3, 10, 32), 2, None), ((2, 3, 6, 36), 2, 3), ((1, 2, 9, 105), 3, None), ((2, 2, 4, 10), 2, None),
+    ((1, 2, 5, 5), 1, None), ((2, 3, 48), 4, None), ((1, 2, 4, 6, 40), 2, 5)])
+def test_avg_pool_backward_of_tiling_windows_matches_torch(backend, dtype, size, kernel, divisor_override):
+    """Windows that tile the input (kernel = stride, no padding, no remainder): the C backward stores each
+    share once, no zeroing and no adds (derive.zsum.exact_cover, claim pool.avg-tiling).  Rows of whole
+    vectors, of a partial one, narrower than a vector; strides 1-4; 1-3 d; a divisor override."""
+    rng = np.random.default_rng(sum(size) + kernel)
+    x = rng.standard_normal(size).astype(dtype)
+    params = dict(kernel_size=kernel, stride=kernel)
+    params |= {} if divisor_override is None else dict(divisor_override=divisor_override)   # not in avg_pool1d
+    t = torch.from_numpy(x).requires_grad_()
+    expected = getattr(F, f'avg_pool{len(size) - 2}d')(t, **params)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    expected.backward(torch.from_numpy(g))
+    got = getattr(backend, f'avg_pool{len(size) - 2}d_backward')(g, x, **params)
+    assert_close(got, t.grad.numpy())
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('dims, kernel, stride, padding, dilation', [
     (1, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 2, 1, 1, 2), (3, 3, 2, 1, 1), (3, (2, 3, 2), 1, (1, 1, 0), (2, 1, 1))])
 def test_max_pool_wide_rows_of_neg_inf_match_torch(backend, dtype, dims, kernel, stride, padding, dilation):
