@@ -283,6 +283,7 @@ def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
     assert_close(backend.avg_pool2d_backward(g, x, **params), t.grad.numpy())
 
 
+@pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('size, kernel, divisor_override', [
     ((2, 3, 10, 32), 2, None), ((2, 3, 6, 36), 2, 3), ((1, 2, 9, 105), 3, None), ((2, 2, 4, 10), 2, None),
