@@ -354,16 +354,15 @@ def vector_nodes(rule: KernelRule, tile: Tile, steps: dict) -> tuple:
     if eight and tile.vec_free and tile.vec not in tile.hoisted.free_symbols:
         tile = replace(tile, chunks=2)
     body = _nest_for(rule, tile, sizes, steps)
+    per_value = _box_size(rule, tile.term, tile.term.vars) if eight else None   # a blocked value's weights
     channels = _summed_channels(rule, tile) if eight and tile.vec_free else None
     if channels is not None:   # a block's weights past L1: the channels in blocks, outside the positions
-        per_value = _box_size(rule, tile.term, tile.term.vars)
         step = Declare(CSTEP.name, 'index', CeilDiv(_box_size(rule, tile.term, [channels]),
                                                      CeilDiv(8 * per_value, WIDE_BLOCK_ELEMENTS)))
         split = _nest_for(rule, replace(tile, channels=channels, chunks=1), sizes, steps)
         body = (Branch((8 * per_value > WIDE_BLOCK_ELEMENTS,) + _unit_or_two(split), (step,) + split, body),)
     if eight and not (tile.special or tile.term.divs or rule.at):
         (a, _), = tile.blocks
-        per_value = _box_size(rule, tile.term, tile.term.vars)
         wide = _nest_for(rule, replace(tile, blocks=((a, 16),), chunks=1), sizes, steps)
         body = (Branch((sizes[a] >= 16, 16 * per_value <= WIDE_BLOCK_ELEMENTS), wide, body),)
     if rowed is not None:   # no full block: every tile holds one value of the blocked index
@@ -823,6 +822,7 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
     other terms, each later block adds its own to what the output holds."""
     out = rule.outputs[0]
     nodes = []
+    first = None if tile.channels is None else _box(tile.term, tile.channels, rule.index)[0]   # the storing block
     hoisted = within(tile.hoisted, interior_facts(rule, tile) + list(rule.hyps)) if inside else tile.hoisted
     if vector and hoisted != 1:
         nodes.append(Lanes('h', tile.vec, V0, hoisted) if tile.vec in hoisted.free_symbols
@@ -841,7 +841,6 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
         if tile.channels is None:
             nodes += _other_terms(rule, tile, total, shift)
         else:
-            first = _box(tile.term, tile.channels, rule.index)[0]
             others = tuple(_other_terms(rule, tile, total, shift))
             array = ref.args[0]
             so_far = VLoad(array, start, stride) if mask is None else VLoadMasked(array, start, stride, mask)
@@ -1030,13 +1029,15 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
                         border + edges),)
     for w in reversed(per[:-1]):
         edges = (Loop(w, *box[w], edges),)
-    plane = tuple(decls) + row + edges
-    general = _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], zero + plane)))
+    def blocks(plane):   # the plane's nest in every block of the outer indices, in parallel
+        return _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], plane)))
+
+    general = blocks(zero + tuple(decls) + row + edges)
     cover = _exact_cover(rule, where, per, taps, box)
     if cover is None:
         return general
     tiled = sweep(box, lambda lanes: chunk(lanes, store=True))   # every window inside, every target once
-    return (Branch(cover, _stride_versions(parallel(_box_loops(outer, out.shape[:len(outer)], tiled))), general),)
+    return (Branch(cover, blocks(tiled), general),)
 
 
 def _exact_cover(rule, where: dict, per: list, taps: list, box: dict) -> tuple | None:
@@ -1049,10 +1050,10 @@ def _exact_cover(rule, where: dict, per: list, taps: list, box: dict) -> tuple |
     for axis, v in enumerate(rule.index):
         if v not in where:
             continue
-        windows, steps = ([x for x in group if x in where[v].free_symbols] for group in (per, taps))
-        if len(windows) != 1 or len(steps) != 1:
+        windows, tapped = ([x for x in group if x in where[v].free_symbols] for group in (per, taps))
+        if len(windows) != 1 or len(tapped) != 1:
             return None
-        (w,), (u,) = windows, steps
+        (w,), (u,) = windows, tapped
         cover = exact_cover(where[v], w, box[w], u, box[u], out.shape[axis])
         if cover is None:
             return None
