@@ -214,6 +214,9 @@ def _patches(rule: KernelRule, z: ZSum, padded, extents, accumulate: bool, print
     tensors = _tensors(rule)
     lines, operands = [], []
     factors = Mul.make_args(z.body)
+    reduction = _reduction(rule, z, factors, padded, accumulate)
+    if reduction:
+        return reduction
     for k, f in enumerate(f for f in factors if isinstance(f, Indexed)):
         line, lab = _window(f'f{k}', f, tensors[f.base], z, padded, extents, labels)
         lines.append(line)
@@ -229,6 +232,20 @@ def _patches(rule: KernelRule, z: ZSum, padded, extents, accumulate: bool, print
     lines.append(f'runtime.contract({rule.outputs[0].name}_r, {out!r}, [{", ".join(operands)}], '
                  f'accumulate={accumulate})')
     return lines
+
+
+def _reduction(rule: KernelRule, z: ZSum, factors, padded, accumulate: bool) -> list:
+    """A sum of one array over some of its axes, its other axes the output's in order (a bias gradient):
+    one ufunc reduction into the output, or [] (the contraction's label logic cost 4 of its 6 us)."""
+    if accumulate or len(factors) != 1 or not isinstance(factors[0], Indexed) or padded:
+        return []
+    ix, = factors
+    if len(set(ix.indices)) != len(ix.indices) or set(ix.indices) != set(z.vars) or \
+            [i for i in ix.indices if i in rule.index] != list(rule.index):
+        return []
+    summed = tuple(k for k, i in enumerate(ix.indices) if i not in rule.index)
+    out, name = rule.outputs[0].name, _tensors(rule)[ix.base].name
+    return [f'numpy.add.reduce({name}_r, axis={summed}, out={out}_r)']
 
 
 def _aranges(vars, ranges) -> list:

@@ -210,21 +210,31 @@ def _split(out: np.ndarray, out_labels: str, operands):
 def contracted(out_labels: str, operands) -> np.ndarray:
     """The contraction of :func:`contract` as an array (a view when it can be) with the axes of
     out_labels: when these are the matrix product's own order, no copy follows it."""
-    ops = []
-    for k, (array, labels) in enumerate(operands):
-        others = ''.join(lb for j, (_, lb) in enumerate(operands) if j != k) + out_labels
-        ops.append((aligned(array, labels, ''.join(c for c in labels if c in others)),
-                    ''.join(c for c in labels if c in others)))
-    if len(ops) == 2 and any(c in ops[1][1] and c not in out_labels for c in ops[0][1]):
-        value, labels = _matmul(ops[0][0], ops[0][1], ops[1][0], ops[1][1], out_labels)
-        ops = [(value, labels)]
-    if len(ops) > 2 and any(c not in out_labels for _, lb in ops for c in lb):
-        value = np.einsum(','.join(lb for _, lb in ops) + '->' + out_labels, *(a for a, _ in ops), optimize=True)
+    kept, product = _contraction(out_labels, tuple(lb for _, lb in operands))
+    ops = [(aligned(array, labels, keep), keep) for (array, labels), keep in zip(operands, kept)]
+    if product == 'matmul':
+        ops = [_matmul(ops[0][0], ops[0][1], ops[1][0], ops[1][1], out_labels)]
+    elif product == 'einsum':
+        value = np.einsum(','.join(kept) + '->' + out_labels, *(a for a, _ in ops), optimize=True)
         ops = [(value, out_labels)]
     value = aligned(ops[0][0], ops[0][1], out_labels)
     for array, labels in ops[1:]:
         value = value * aligned(array, labels, out_labels)
     return value
+
+
+@functools.lru_cache(maxsize=1024)
+def _contraction(out_labels: str, labels: tuple) -> tuple:
+    """(for each operand the labels it keeps: those another operand or the output has, the rest summed
+    first; how the kept operands are combined: 'matmul', 'einsum' or elementwise ''), kept per signature
+    (the label logic took 4 of a bias gradient's 6 us)."""
+    kept = tuple(''.join(c for c in lb if c in ''.join(labels[:k] + labels[k + 1:]) + out_labels)
+                 for k, lb in enumerate(labels))
+    if len(kept) == 2 and any(c in kept[1] and c not in out_labels for c in kept[0]):
+        return kept, 'matmul'
+    if len(kept) > 2 and any(c not in out_labels for lb in kept for c in lb):
+        return kept, 'einsum'
+    return kept, ''
 
 
 def select_max(best: np.ndarray, position: np.ndarray, value: np.ndarray, candidate: np.ndarray) -> None:

@@ -70,8 +70,7 @@ def conv1d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0,))
-    f0 = grad_output_r.transpose((1, 2, 0, 3))
-    runtime.contract(grad_bias_r, 'ab', [(f0, 'abcd')], accumulate=False)
+    numpy.add.reduce(grad_output_r, axis=(0, 3), out=grad_bias_r)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -203,8 +202,7 @@ def conv2d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0, O1 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0'], sizes['O1']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1,))
-    f0 = grad_output_r.transpose((1, 2, 0, 3, 4))
-    runtime.contract(grad_bias_r, 'ab', [(f0, 'abcde')], accumulate=False)
+    numpy.add.reduce(grad_output_r, axis=(0, 3, 4), out=grad_bias_r)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
@@ -345,8 +343,7 @@ def conv3d_bias(sizes, *, grad_bias, grad_output):
     G, KG, N, O0, O1, O2 = sizes['G'], sizes['KG'], sizes['N'], sizes['O0'], sizes['O1'], sizes['O2']
     grad_bias_r = grad_bias.reshape((G, KG,))
     grad_output_r = grad_output.reshape((N, G, KG, O0, O1, O2,))
-    f0 = grad_output_r.transpose((1, 2, 0, 3, 4, 5))
-    runtime.contract(grad_bias_r, 'ab', [(f0, 'abcdef')], accumulate=False)
+    numpy.add.reduce(grad_output_r, axis=(0, 3, 4, 5), out=grad_bias_r)
 
 
 @numpy.errstate(all='ignore')   # IEEE arithmetic, as in C and torch: exp overflow saturates, 0 * inf is NaN
