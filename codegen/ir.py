@@ -122,12 +122,15 @@ class Assign:
 
 @dataclass(frozen=True)
 class SelectMax:
-    """best, position = value, candidate if the selector rule takes the candidate."""
+    """best, position = value, candidate if the selector rule takes the candidate.  ``started``: best and
+    position start at -inf and the window's first candidate (lower.first_visit), so a candidate is taken
+    where it is larger or NaN only; otherwise position starts at -1 and is also taken where it is -1."""
 
     best: str
     position: str
     value: object
     candidate: object
+    started: bool = False
     kind: str = 'select_max'
 
 

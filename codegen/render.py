@@ -128,7 +128,8 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             out.append(dict(kind='assign', target=printer.doprint(n.target), op=n.op, value=printer.doprint(n.value)))
         elif n.kind == 'select_max':
             out.append(dict(kind='select_max', suffix=printer.suffix, best=n.best, position=n.position,
-                            value=printer.doprint(n.value), candidate=printer.doprint(n.candidate)))
+                            value=printer.doprint(n.value), candidate=printer.doprint(n.candidate),
+                            name='bp_select_next_max' if n.started else 'bp_select_max'))
         else:
             raise ValueError(f'unknown node {n}')
     return out
