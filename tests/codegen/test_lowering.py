@@ -201,6 +201,19 @@ def test_max_pool_forward_runs_lanes_of_outputs_when_positions_fit_int32():
     assert any(isinstance(n, VSelectMax) for n in walk(branch.then))
     assert not any(isinstance(n, VSelectMax) for n in (*walk(branch.otherwise), *walk(ifdef.otherwise)))
     assert any(isinstance(n, SelectMax) for n in walk(ifdef.otherwise))
+    # every scalar selector starts from its window's first candidate: no "nothing selected yet" test per tap
+    assert all(n.started for n in walk(kernel.body) if isinstance(n, SelectMax))
+
+
+@pytest.mark.parametrize('dims', [1, 2, 3])
+def test_numpy_bias_gradient_is_one_reduction_into_the_output(dims):
+    """A sum of one array over some of its axes, the others the output's in order: one ufunc reduction
+    (the general contraction's label logic cost 4 of the tiny bias gradient's 7 us)."""
+    from codegen.spec import rule
+    lines = lower_numpy(rule(f'conv{dims}d_bias')).lines
+    axes = ', '.join(['0'] + [str(3 + k) for k in range(dims)])
+    assert lines[-1] == f'numpy.add.reduce(grad_output_r, axis=({axes}), out=grad_bias_r)'
+    assert not any('runtime.contract' in line for line in lines)
 
 
 def test_interior_facts_decide_a_windows_clipped_size():
