@@ -129,7 +129,7 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
         elif n.kind == 'select_max':
             out.append(dict(kind='select_max', suffix=printer.suffix, best=n.best, position=n.position,
                             value=printer.doprint(n.value), candidate=printer.doprint(n.candidate),
-                            name='bp_select_next_max' if n.started else 'bp_select_max'))
+                            unset='0' if n.started else f'{n.position} < 0'))
         else:
             raise ValueError(f'unknown node {n}')
     return out
