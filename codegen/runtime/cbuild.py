@@ -63,13 +63,14 @@ def cpu_features() -> str:
         return sys.platform
 
 
-def cache_key(sources: dict, cdef: str) -> str:
+def cache_key(sources: dict, cdef: str, module_source: str = '') -> str:
     import cffi
     h = hashlib.sha256()
     for name in sorted(sources):
         h.update(name.encode() + b'\0' + sources[name].encode() + b'\0')
-    for part in (cdef, compiler_identity(), ' '.join(compile_flags()), ' '.join(link_flags()), cpu_features(),
-                 sys.implementation.cache_tag or '', sysconfig.get_config_var('EXT_SUFFIX') or '', cffi.__version__):
+    for part in (cdef, module_source, compiler_identity(), ' '.join(compile_flags()), ' '.join(link_flags()),
+                 cpu_features(), sys.implementation.cache_tag or '', sysconfig.get_config_var('EXT_SUFFIX') or '',
+                 cffi.__version__):
         h.update(part.encode() + b'\0')
     return h.hexdigest()
 
@@ -78,15 +79,16 @@ def cache_root() -> Path:
     return Path(os.environ.get('BPGEN_CACHE_DIR') or Path.home() / '.cache' / 'bpgen')
 
 
-def load(source_dir: Path, source_names: tuple, cdef: str):
-    """Return (lib, ffi) of the extension built from ``source_names`` in ``source_dir``."""
+def load(source_dir: Path, source_names: tuple, cdef: str, module_source: str = ''):
+    """Return (lib, ffi) of the extension built from ``source_names`` in ``source_dir``, with
+    ``module_source`` (C after the headers) compiled into the extension module itself."""
     sources = {n: (source_dir / n).read_text() for n in source_names}
-    key = cache_key(sources, cdef)
+    key = cache_key(sources, cdef, module_source)
     module = f'_bpgen_{key[:20]}'
     if os.environ.get('BPGEN_NO_CACHE') == '1':
         work = Path(tempfile.mkdtemp(prefix='bpgen-'))
         try:   # a loaded extension stays usable after its file is removed
-            return _import(_build(module, sources, cdef, work), module)
+            return _import(_build(module, sources, cdef, work, module_source), module)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     target = cache_root() / key[:2] / f'{module}{sysconfig.get_config_var("EXT_SUFFIX")}'
@@ -97,13 +99,13 @@ def load(source_dir: Path, source_names: tuple, cdef: str):
             if not target.exists():
                 work = Path(tempfile.mkdtemp(prefix=f'{module}-', dir=target.parent))
                 try:
-                    os.replace(_build(module, sources, cdef, work), target)
+                    os.replace(_build(module, sources, cdef, work, module_source), target)
                 finally:
                     shutil.rmtree(work, ignore_errors=True)
     return _import(target, module)
 
 
-def _build(module: str, sources: dict, cdef: str, work: Path) -> Path:
+def _build(module: str, sources: dict, cdef: str, work: Path, module_source: str = '') -> Path:
     import cffi
     for name, text in sources.items():
         (work / name).write_text(text)
@@ -112,7 +114,7 @@ def _build(module: str, sources: dict, cdef: str, work: Path) -> Path:
     headers = ''.join(f'#include "{n}"\n' for n in sorted(sources) if n.endswith('.h'))
     try:
         objects = _objects([work / n for n in sorted(sources) if n.endswith('.c')])
-        ffi.set_source(module, headers, extra_objects=objects, include_dirs=[str(work)],
+        ffi.set_source(module, headers + module_source, extra_objects=objects, include_dirs=[str(work)],
                        extra_compile_args=list(compile_flags()), extra_link_args=list(link_flags()))
         return Path(ffi.compile(tmpdir=str(work), verbose=False))
     except Exception as exc:  # cffi raises VerificationError / CompileError subclasses

@@ -52,6 +52,7 @@ def test_cache_key_is_stable_and_follows_flags_sources_and_cdef(clean_env):
     assert cbuild.cache_key(dict(reversed(list(TINY.items()))), cdef) == base
     assert cbuild.cache_key({**TINY, 'tiny.c': TINY['tiny.c'].replace('40', '41')}, cdef) != base
     assert cbuild.cache_key(TINY, cdef + ' ') != base
+    assert cbuild.cache_key(TINY, cdef, 'int w(void) { return 1; }') != base   # the module's own C
     clean_env.setenv('BPGEN_CFLAGS', '-DBP_VARIANT=1')
     first = cbuild.cache_key(TINY, cdef)
     assert '-DBP_VARIANT=1' in cbuild.compile_flags() and first != base
