@@ -89,8 +89,7 @@ from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv,
                  VAdd, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, substitute)
 from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
-                    first_visit,
-                    check_accesses, loop_order, max_parts, parallel, scatter_targets, without_output_box)
+                    check_accesses, first_visit, loop_order, max_parts, parallel, scatter_targets, without_output_box)
 from .spec import KernelRule
 
 LANES = Symbol('LANES', integer=True, positive=True)

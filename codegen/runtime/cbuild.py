@@ -105,7 +105,7 @@ def load(source_dir: Path, source_names: tuple, cdef: str, module_source: str = 
     return _import(target, module)
 
 
-def _build(module: str, sources: dict, cdef: str, work: Path, module_source: str = '') -> Path:
+def _build(module: str, sources: dict, cdef: str, work: Path, module_source: str) -> Path:
     import cffi
     for name, text in sources.items():
         (work / name).write_text(text)
