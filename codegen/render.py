@@ -6,6 +6,7 @@ only printed strings and lists: no arithmetic happens in a template.
 from __future__ import annotations
 
 import hashlib
+import re
 from functools import cache
 
 import jinja2
@@ -65,12 +66,14 @@ def c_symbol(name: str, dtype: str) -> str:
     return f'bpgen_{name}_{REAL[dtype][1]}'
 
 
-def c_signature(kernel: Kernel, rule: KernelRule, dtype: str) -> str:
+def c_parameters(kernel: Kernel, rule: KernelRule, dtype: str) -> dict:
+    """{name: its declaration} of a kernel's parameters, in signature order."""
     real = REAL[dtype][0]
-    args = [f'{"int64_t" if idx else real} *restrict {name}' for name, idx in kernel.outputs]
-    args += [f'const {"int64_t" if idx else real} *restrict {name}' for name, idx, _ in kernel.inputs]
-    args += [f'{real if p in rule.real_params else "int64_t"} {identifier(p.name)}' for p in kernel.params]
-    return ', '.join(args)
+    args = {name: f'{"int64_t" if idx else real} *restrict {name}' for name, idx in kernel.outputs}
+    args |= {name: f'const {"int64_t" if idx else real} *restrict {name}' for name, idx, _ in kernel.inputs}
+    for p in kernel.params:
+        args[identifier(p.name)] = f'{real if p in rule.real_params else "int64_t"} {identifier(p.name)}'
+    return args
 
 
 def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> list:
@@ -88,15 +91,16 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
             inner = n.parallel - 1 if n.parallel else max(collapsed - 1, 0)
             out.append(dict(kind='loop', var=var, lower=printer.doprint(n.lower) + end, upper=upper,
                             step=step, parallel=n.parallel, work=printer.doprint(n.work), flags=n.flags,
-                            body=printed_nodes(n.body, printer, real, inner)))
+                            team=False, body=printed_nodes(n.body, printer, real, inner)))
         elif n.kind == 'guard':
             out.append(dict(kind='guard', cond=' && '.join(printer.doprint(c) for c in n.conds),
                             body=printed_nodes(n.body, printer, real, collapsed)))
         elif n.kind == 'declare' and n.ctype == 'vbuf':   # a stack buffer of vectors (C99 VLA)
-            out.append(dict(kind='call', call=f'{VECTOR[real]} {identifier(n.name)}[{printer.doprint(n.value)}]'))
+            out.append(dict(kind='call', call=f'{VECTOR[real]} {identifier(n.name)}[{printer.doprint(n.value)}]',
+                            name=identifier(n.name)))
         elif n.kind == 'declare' and n.ctype == 'vindex':
             out.append(dict(kind='call', call=f'{VECTOR[real]}p {n.name} = bp_vtap_{printer.suffix}('
-                            f'{printer.doprint(n.value)})'))
+                            f'{printer.doprint(n.value)})', name=n.name))
         elif n.kind == 'declare':
             vector = VECTOR[real]
             ctype = {'acc': real, 'vec': vector, 'index': 'int64_t'}[n.ctype]
@@ -135,6 +139,59 @@ def printed_nodes(nodes, printer: CPrinter, real: str, collapsed: int = 0) -> li
     return out
 
 
+IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z_0-9]*')
+
+
+def _identifiers(printed) -> set:
+    """Every identifier in the strings of a printed node and its children."""
+    if isinstance(printed, str):
+        return set(IDENTIFIER.findall(printed))
+    values = printed.values() if isinstance(printed, dict) else printed if isinstance(printed, list) else ()
+    return set().union(*map(_identifiers, values))
+
+
+def outlined(nodes: list, symbol: str, parts: list, scope: dict, macros: tuple = ()) -> list:
+    """The printed nodes with each parallel loop moved into a function of its own (appended to ``parts``):
+    the kernel calls it inside an OpenMP region when the loop's work is large enough, else plainly, and
+    its loop is shared out among the threads of whichever team runs it (``omp for``; outside a region
+    that is the calling thread alone).  A ``parallel for`` whose if() clause is false still starts and
+    ends a region, ~0.25 us a call: a fifth of a tiny convolution.  Its parameters are what the loop
+    reads of ``scope`` (name -> declaration of a parameter carrying it, or None: the kernel's parameters
+    and the locals declared around the loop); a loop ORing flags together, or reading a local array,
+    keeps its ``parallel for``.  A function is compiled under the macros its call is (``macros``: the
+    printed #if conditions around it)."""
+    scope, out = dict(scope), []
+    for n in nodes:
+        kind = n['kind']
+        if kind == 'loop' and n['parallel'] and not n['flags']:
+            used = [name for name in scope if name in _identifiers(n)]
+            if all(scope[u] for u in used):
+                name = f'{symbol}_part{len(parts)}'
+                parts.append(dict(name=name, loop=dict(n, team=True), macros=' && '.join(macros),
+                                  parameters=', '.join(scope[u] for u in used)))
+                out.append(dict(kind='region', work=n['work'], call=f'{name}({", ".join(used)})'))
+                continue
+        if kind == 'loop':
+            inner = {**scope, n['var']: f'int64_t {n["var"]}'}
+            out.append(dict(n, body=outlined(n['body'], symbol, parts, inner, macros)))
+        elif kind == 'guard':
+            out.append(dict(n, body=outlined(n['body'], symbol, parts, scope, macros)))
+        elif kind == 'branch':
+            out.append(dict(n, then=outlined(n['then'], symbol, parts, scope, macros),
+                            otherwise=outlined(n['otherwise'], symbol, parts, scope, macros)))
+        elif kind == 'ifdef':
+            out.append(dict(n, then=outlined(n['then'], symbol, parts, scope, macros + (f'defined({n["cond"]})',)),
+                            otherwise=outlined(n['otherwise'], symbol, parts, scope,
+                                               macros + (f'!defined({n["cond"]})',))))
+        else:
+            if kind == 'declare':
+                scope[n['name']] = f'{n["ctype"]} {n["name"]}'
+            elif 'name' in n:   # a local array or vector a parameter cannot carry by value
+                scope[n['name']] = None
+            out.append(n)
+    return out
+
+
 @cache
 def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     kernel = lower(rule)
@@ -145,10 +202,12 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     ins = ', '.join(n + (' (may be NULL)' if opt else '') for n, _, opt in kernel.inputs)
     codes = [(flag, len(checks) + 1 + i, what) for i, (flag, what) in enumerate(kernel.failures)]
     failure_text = '; '.join(f'returns {code} after the run if {what}' for _, code, what in codes)
-    return dict(symbol=c_symbol(rule.name, dtype), signature=c_signature(kernel, rule, dtype),
+    symbol, parts, parameters = c_symbol(rule.name, dtype), [], c_parameters(kernel, rule, dtype)
+    body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
+    return dict(symbol=symbol, signature=', '.join(parameters.values()), parts=parts,
                 checks=checks, check_text='; '.join(checks), failures=[(flag, code) for flag, code, _ in codes],
                 failure_text=failure_text, failure_messages={code: what for _, code, what in codes},
-                body=printed_nodes(kernel.body, printer, real),
+                body=body,
                 doc=f'{rule.name}, {real}: {outs} from {ins}. Rule: {rule.source}.')
 
 

@@ -55,7 +55,8 @@ def test_stale_reports_a_modified_file(copy):
     assert generate.stale(copy)[1] == ['c/bpgen_pool.c']
     text = generate.diff(copy)
     assert '--- generated/c/bpgen_pool.c (on disk)' in text and '+++ generated/c/bpgen_pool.c (from the rules)' in text
-    assert '-    return 1;' in text and '+    return 0;' in text
+    changed = [(line[0], line[1:].strip()) for line in text.splitlines()[2:] if line[:1] in '+-']
+    assert changed == [('-', 'return 1;'), ('+', 'return 0;')]
 
 
 def test_stale_reports_a_missing_and_an_extra_generated_file(copy):

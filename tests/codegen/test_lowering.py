@@ -226,3 +226,23 @@ def test_interior_facts_decide_a_windows_clipped_size():
     assert within(size, inside) == K
     assert within(size, inside[1:]) == K - Max(0, P - o)     # left end unknown: its Max stays
     assert within(size, []) == size
+
+
+def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
+    """Each parallel loop is a function of its own: called inside `omp parallel` above the work threshold,
+    plainly below it (no region to start and end), its loop shared out by `omp for`; a local it reads is
+    a parameter; a loop ORing flags together (max-pool backward) keeps its `parallel for ... reduction`."""
+    import re
+    from codegen.render import c_files
+    from codegen.spec import rule
+    text = c_files([rule('conv1d'), rule('max_pool1d_backward')])['c/bpgen_conv1d.c']
+    parts = re.findall(r'^static void (bpgen_conv1d_f(?:32|64)_part\d+)\((.*)\)$', text, re.M)
+    assert len(parts) >= 4
+    for name, signature in parts:
+        assert text.count(f'{name}(') == 4   # its definition, the call in a region, the two plain calls
+        assert re.search(rf'#pragma omp parallel\n +{name}\(', text)
+    assert 'omp parallel for' not in text and text.count('#pragma omp for schedule(static)') == len(parts)
+    extra = [(name, signature) for name, signature in parts if signature.endswith('int64_t cstep')]
+    assert extra and all(re.search(rf'{name}\(.*, cstep\);', text) for name, _ in extra)
+    pool = c_files([rule('max_pool1d_backward')])['c/bpgen_pool.c']
+    assert not re.search(r'_part\d+\(', pool) and re.search(r'omp parallel for .* reduction\(\|:invalid\)', pool)
