@@ -238,7 +238,7 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
     text = c_files([rule('conv1d'), rule('max_pool1d_backward')])['c/bpgen_conv1d.c']
     parts = re.findall(r'^static void (bpgen_conv1d_f(?:32|64)_part\d+)\((.*)\)$', text, re.M)
     assert len(parts) >= 4
-    for name, signature in parts:
+    for name, _ in parts:
         assert text.count(f'{name}(') == 4   # its definition, the call in a region, the two plain calls
         assert re.search(rf'#pragma omp parallel\n +{name}\(', text)
     assert 'omp parallel for' not in text and text.count('#pragma omp for schedule(static)') == len(parts)
