@@ -84,17 +84,26 @@ def _packed(view: dict, arrays: tuple, params: int) -> tuple:
     return symbol, f'{head};', f'{head} {{ return {view["symbol"]}({call}); }}'
 
 
+def _pointers(rule, arrays: tuple, copied: bool) -> str:
+    """A kernel's array arguments in its binding: each array's pointer (of a contiguous copy of each input
+    when ``copied``)."""
+    out = []
+    for i, (name, t) in enumerate(zip(arrays, rule.outputs + rule.inputs)):
+        ctype = 'INDEX_POINTER' if t.index_array else 'real'
+        array = f'contiguous({name})' if copied and i >= len(rule.outputs) else name
+        out.append((f'NULL if {name} is None else ' if t.optional else '') + f'from_buffer({ctype}, {array})')
+    return ', '.join(out)
+
+
 def binding_file(rules) -> str:
     views = []
     for r in rules:
         k32, k64 = c_kernel_view(r, 'float32'), c_kernel_view(r, 'float64')
         kernel = lower_numpy(r)
-        ctypes = ['real' if not t.index_array else 'INDEX_POINTER' for t in r.outputs + r.inputs]
-        call = [(f'NULL if {name} is None else ' if t.optional else '') + f'from_buffer({ctype}, {name})'
-                for name, ctype, t in zip(kernel.arrays, ctypes, r.outputs + r.inputs)]
         sizes = [_size(p) for p in kernel.params]
         packed = not r.real_params   # a real parameter among the sizes: the kernel itself, every argument converted
-        view = dict(name=r.name, signature=', '.join(kernel.arrays), first=kernel.arrays[0], call=', '.join(call),
+        view = dict(name=r.name, signature=', '.join(kernel.arrays), first=kernel.arrays[0],
+                    call=_pointers(r, kernel.arrays, False), call_copies=_pointers(r, kernel.arrays, True),
                     keywords=', '.join(f'{a}={a}' for a in kernel.arrays), failures=repr(k32['failure_messages']),
                     sizes=f'new_sizes([{", ".join(sizes)}]),' if packed else ''.join(f'{s}, ' for s in sizes).rstrip())
         for suffix, k in (('f32', k32), ('f64', k64)):

@@ -5,7 +5,8 @@ layout, int or tuple parameters, PyTorch's output sizes (printed from derive/
 into _formulas).  Bad input raises TypeError or ValueError naming the
 parameter; nothing reaches a kernel unchecked.  Both backends call this module
 with their own table of low-level kernels, which take a mapping of their sizes
-(the names of derive/'s symbols) and their arrays by keyword.
+(the names of derive/'s symbols) and their arrays by keyword, inputs of any
+strides (each backend copies what it needs contiguous, and only then).
 
 A call's checks end in a plan: the function of its arrays that allocates the
 results and runs the kernel with its sizes bound (``kernels.prepare``).  Plans
@@ -50,9 +51,6 @@ def remember(key: tuple, plan, *params):
 def plan_tag(kernels, fn: str) -> str:
     """The first item of a signature: the backend and the function (both backends share the plans)."""
     return f'{kernels.__name__}:{fn}'
-
-
-contiguous = np.ascontiguousarray   # the array itself when it is C-contiguous already (a copy else)
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -209,13 +207,13 @@ def conv_forward(dims: int, kernels):
             check_shape(b, 'bias', fn, (w.shape[0],))
         run, shape, dtype = kernels.prepare(fn, geo.params, x.dtype), geo.output_shape, x.dtype
 
-        def plan(input, weight, bias):
+        def plan(input, weight, bias):   # a batch of images, not empty: no test a call
             y = np.empty(shape, dtype)
-            if shape[0]:
-                run(output=y, input=contiguous(input if batched else input[None]), weight=contiguous(weight),
-                    bias=None if bias is None else contiguous(bias))
-            return y if batched else y[0]
-        return plan
+            run(output=y, input=input, weight=weight, bias=bias)
+            return y
+        if not shape[0]:
+            return lambda input, weight, bias: np.empty(shape, dtype)
+        return plan if batched else lambda input, weight, bias: plan(input[None], weight, bias)[0]
 
     def conv(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         if type(input) is ndarray and type(weight) is ndarray and (bias is None or type(bias) is ndarray):
@@ -251,7 +249,7 @@ def conv_input(dims: int, kernels):
         def plan(weight, grad_output):
             out = np.empty(shape, dtype)   # the kernels write every element (tests/kernels/test_outputs_written.py)
             if shape[0]:
-                run(grad_input=out, weight=contiguous(weight), grad_output=contiguous(grad_output))
+                run(grad_input=out, weight=weight, grad_output=grad_output)
             return out
         return plan
 
@@ -290,7 +288,7 @@ def conv_weight(dims: int, kernels):
         def plan(input, grad_output):
             out = np.zeros(shape, dtype)
             if images:
-                run(grad_weight=out, input=contiguous(input), grad_output=contiguous(grad_output))
+                run(grad_weight=out, input=input, grad_output=grad_output)
             return out
         return plan
 
@@ -325,7 +323,7 @@ def conv_bias(dims: int, kernels):
         def plan(grad_output):
             out = np.zeros((c,), dtype)
             if not empty:
-                run(grad_bias=out, grad_output=contiguous(grad_output))
+                run(grad_bias=out, grad_output=grad_output)
             return out
         return plan
 
@@ -378,8 +376,8 @@ def pool_input(fn: str, dims: int, input, name: str = 'input'):
 
 
 def batch(arr: np.ndarray, batched: bool) -> np.ndarray:
-    """The array with a batch axis, C-contiguous."""
-    return contiguous(arr if batched else arr[None])
+    """The array with a batch axis."""
+    return arr if batched else arr[None]
 
 
 def max_pool(dims: int, kernels):
