@@ -235,7 +235,8 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
     import re
     from codegen.render import c_files
     from codegen.spec import rule
-    text = c_files([rule('conv1d'), rule('max_pool1d_backward')])['c/bpgen_conv1d.c']
+    files = c_files([rule('conv1d'), rule('max_pool1d_backward')])
+    text, pool = files['c/bpgen_conv1d.c'], files['c/bpgen_pool.c']
     parts = re.findall(r'^static void (bpgen_conv1d_f(?:32|64)_part\d+)\((.*)\)$', text, re.M)
     assert len(parts) >= 4
     for name, _ in parts:
@@ -244,5 +245,4 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
     assert 'omp parallel for' not in text and text.count('#pragma omp for schedule(static)') == len(parts)
     extra = [(name, signature) for name, signature in parts if signature.endswith('int64_t cstep')]
     assert extra and all(re.search(rf'{name}\(.*, cstep\);', text) for name, _ in extra)
-    pool = c_files([rule('max_pool1d_backward')])['c/bpgen_pool.c']
     assert not re.search(r'_part\d+\(', pool) and re.search(r'omp parallel for .* reduction\(\|:invalid\)', pool)
