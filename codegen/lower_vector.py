@@ -43,8 +43,8 @@ from its proven Z-sum:
 * a blocked index shorter than its block (one output channel: tiny forward,
   lenet's input gradient) leaves one accumulator chain per chunk, each add
   waiting for the last: a run-time variant computes blocks of ROW_BLOCK rows
-  in the row interior, one chain a row (tiny forward kernel 1.66 -> 0.43 us
-  without OpenMP's region, which costs another 0.35 us);
+  in the row interior, one chain a row (tiny forward kernel 1.66 -> 0.43 us;
+  below PARALLEL_WORK it starts no OpenMP region either: render.outlined);
 * interior / boundary split: the vector variable's constraints are projected
   over the boxes of the other summation variables, so that every lane of every
   chunk satisfies them; the interior runs without guards, the rest in
