@@ -164,7 +164,8 @@ def outlined(nodes: list, symbol: str, parts: list, scope: dict, macros: tuple =
     for n in nodes:
         kind = n['kind']
         if kind == 'loop' and n['parallel'] and not n['flags']:
-            used = [name for name in scope if name in _identifiers(n)]
+            read = _identifiers(n)
+            used = [name for name in scope if name in read]
             if all(scope[u] for u in used):
                 name = f'{symbol}_part{len(parts)}'
                 parts.append(dict(name=name, loop=dict(n, team=True), macros=' && '.join(macros),
@@ -204,7 +205,7 @@ def c_kernel_view(rule: KernelRule, dtype: str) -> dict:
     failure_text = '; '.join(f'returns {code} after the run if {what}' for _, code, what in codes)
     symbol, parts, parameters = c_symbol(rule.name, dtype), [], c_parameters(kernel, rule, dtype)
     body = outlined(printed_nodes(kernel.body, printer, real), symbol, parts, parameters)
-    return dict(symbol=symbol, signature=', '.join(parameters.values()), parts=parts,
+    return dict(symbol=symbol, signature=', '.join(parameters.values()), parameters=parameters, parts=parts,
                 checks=checks, check_text='; '.join(checks), failures=[(flag, code) for flag, code, _ in codes],
                 failure_text=failure_text, failure_messages={code: what for _, code, what in codes},
                 body=body,
