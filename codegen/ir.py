@@ -73,6 +73,11 @@ class VLoadMasked(Function):
     and their memory is not touched."""
 
 
+class VTaps(Function):
+    """Lane j: element ``offset + stride * j`` of the concatenation of three vectors (a window tap taken
+    from a row's registers; offset + stride * (LANES - 1) < 3 LANES)."""
+
+
 class HSum(Function):
     """The sum of the lanes of a vector."""
 

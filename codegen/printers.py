@@ -131,6 +131,9 @@ class CPrinter(IndexPrinting, C99CodePrinter):
         array, flat, stride, mask = (self._print(a) for a in expr.args)
         return f'bp_vload_masked_{self.suffix}({array}, {flat}, {stride}, {mask})'
 
+    def _print_VTaps(self, expr):
+        return f'bp_vtaps_{self.suffix}({", ".join(self._print(a) for a in expr.args)})'
+
     def _print_HSum(self, expr):
         return f'bp_hsum_{self.suffix}({self._print(expr.args[0])})'
 

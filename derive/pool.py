@@ -50,7 +50,7 @@ from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
 from .rules import Gradient, Layer, Tensor, gradient, scatter_form, to_gather
-from .zsum import ZSum, count_box, evaluate, exact_cover
+from .zsum import ZSum, count_box, evaluate, exact_cover, zero_padded
 
 DIVISOR = Function('divisor')
 
@@ -383,6 +383,24 @@ def _avg_tiling() -> Verdict:
     return Verdict(grid(f'1-d (the axes are independent): H 1..12, K 1..4, S 1..4, 0 <= P <= K/2, floor-mode '
                         f'output size ({checked} geometries; every tap of every window counted)'), True,
                    tuple(Identity(f'condition {k + 1}', c, c, 'zsum.exact_cover') for k, c in enumerate(conds)))
+
+
+@claim('pool.avg-rows', SLIDE, 'the window sum of an average pooling is, on every axis, the sum over that axis\'s '
+       'taps of the input extended by zeros: its constraints on (output index, tap) say exactly that the tap '
+       'lies in the window and reads inside the input (zsum.zero_padded); the C kernels sum a chunk\'s input '
+       'rows once, masked by the input\'s bounds, and take the column taps from registers')
+def _avg_rows() -> Verdict:
+    held = {}
+    for dims in (1, 2, 3):
+        layer, s = avg_pool_layer(dims), pool_symbols(dims)
+        (term,) = layer.terms
+        pos, _, _ = _window(s, dilated=False)
+        for d in range(dims):
+            held[f'avg_pool{dims}d, axis {d}: 0 <= {pos[d]} <= {s["H"][d] - 1}'] = zero_padded(
+                term, {s['o'][d], s['m'][d]}, pos[d], s['H'][d], layer.hyps)
+    notes = tuple(Note(f'{name}: {"holds" if ok else "NOT shown"} (mutual implication, symbolic sizes)')
+                  for name, ok in held.items())
+    return Verdict(PROVED, all(held.values()), notes)
 
 
 @claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "

@@ -635,6 +635,29 @@ def compare(left: ZSum, right: ZSum, hyps) -> tuple[bool, str]:
     return True, 'same body, mutually implied constraints, same divisibility'
 
 
+def zero_padded(z: ZSum, among: set, index: Expr, extent: Expr, hyps) -> bool:
+    """Whether the constraints of ``z`` that involve a variable of ``among`` say exactly that ``index``
+    lies in [0, extent - 1] and each summation variable of ``among`` in its own box (the constraints on
+    it alone), given the other constraints and ``hyps``.  Then ``z`` equals the sum over those boxes of
+    its body read at ``index`` from the array extended by zeros: a window's sum is the sum over its
+    column taps of the zero-padded rows' sums (the C kernels load a row's columns once, masked by the
+    array's bounds, and take every tap from registers).  Sound (mutual implication), not complete.
+
+    >>> from sympy import symbols
+    >>> o, m, r, S, K, P, H = symbols('o m r S K P H', integer=True)
+    >>> z = ZSum.make((m, r), Symbol('x'), [m, K - 1 - m, S * o + m - P, H - 1 - S * o - m + P, r, 2 - r])
+    >>> zero_padded(z, {o, m}, S * o + m - P, H, [])
+    True
+    >>> zero_padded(z, {o, m}, S * o + m - P, H - 1, [])   # not the array's bounds
+    False
+    """
+    mine = [c for c in z.conds if c.free_symbols & among]
+    scope = set(z.vars) | set(among)
+    own = [c for c in mine if len(c.free_symbols & scope) == 1 and c.free_symbols & scope <= set(z.vars)]
+    padded = [c for c in z.conds if c not in mine] + own + [expand(index), expand(extent - 1 - index)]
+    return compare(z, ZSum.make(z.vars, z.body, padded, z.divs), hyps)[0]
+
+
 # ----------------------------------------------------------------------------- concrete evaluation
 
 def bounds(z: ZSum, values: dict) -> dict:

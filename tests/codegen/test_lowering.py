@@ -246,3 +246,42 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
     extra = [(name, signature) for name, signature in parts if signature.endswith('int64_t cstep')]
     assert extra and all(re.search(rf'{name}\(.*, cstep\);', text) for name, _ in extra)
     assert not re.search(r'_part\d+\(', pool) and re.search(r'omp parallel for .* reduction\(\|:invalid\)', pool)
+
+
+def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding_is_exact():
+    """Average pooling forward (one array, its column constraints the input's bounds: claim pool.avg-rows)
+    sums its rows into registers and takes each tap by permutes (VTaps), on AVX-512 and at a stride of 2
+    or more; a convolution (two arrays) does not, nor a window sum with a constraint of its own."""
+    from dataclasses import replace as replaced
+
+    from sympy import Eq
+
+    from codegen.ir import Branch, VTaps, walk
+    from codegen.lower_vector import VREGS
+    from codegen.spec import rule
+    for dims in (1, 2, 3):
+        body = lower(rule(f'avg_pool{dims}d')).body
+        stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
+        guarded = [n for n in walk(body) if isinstance(n, Branch) and (VREGS >= 32) in n.conds]
+        assert guarded and all(any(isinstance(v, VTaps) for v in _values(n.then)) for n in guarded)
+        assert not any(isinstance(v, VTaps) for n in walk(body) if isinstance(n, Branch) and Eq(stride, 1) in n.conds
+                       for v in _values(n.then))   # the stride-1 copy: one unaligned load a tap
+        assert any((stride >= 2) in n.conds for n in guarded)   # and the general copy tests it
+    assert not any(isinstance(v, VTaps) for v in _values(lower(rule('conv2d')).body))
+    avg = rule('avg_pool1d')
+    (term, name), = avg.terms
+    o, m = avg.index[-1], term.vars[0]
+    own = replaced(avg, terms=((ZSum.make(term.vars, term.body, list(term.conds) + [o - m], term.divs), name),))
+    assert not any(isinstance(v, VTaps) for v in _values(lower(own).body))
+
+
+def _values(nodes) -> list:
+    """Every SymPy expression held by the nodes (and their subexpressions)."""
+    from codegen.ir import walk
+    found = []
+    for n in walk(nodes):
+        for field in ('value', 'target'):
+            value = getattr(n, field, None)
+            if hasattr(value, 'atoms'):
+                found += list(value.atoms()) + [value] + list(value.find(lambda e: True))
+    return found

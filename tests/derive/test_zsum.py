@@ -24,6 +24,7 @@ from derive.zsum import (
     points,
     split_residue,
     substitute,
+    zero_padded,
 )
 
 i, j, m, u, v, a = symbols('i j m u v a', integer=True)
@@ -231,3 +232,24 @@ def test_exact_cover_conditions_mean_one_hit_per_point():
             assert hits == list(range(hv)), values
     assert exact_cover(s * o + 2 * m, o, (0, O - 1), m, (0, K - 1), H) is None
     assert exact_cover(m * o + m, o, (0, O - 1), m, (0, K - 1), H) is None
+
+
+def test_zero_padded_means_the_window_sum_of_zero_extended_rows():
+    """Where zero_padded holds, the points of the sum are those of the taps' boxes whose column lies in
+    the array (so the sum is that over the boxes of the array extended by zeros), at every output position
+    of a grid; a constraint that is not the array's bounds, or one of the taps' own, is refused."""
+    o, K, P, W = symbols('o K P W', integer=True)
+    x = IndexedBase('x')
+    col = s * o + m - P
+    z = ZSum.make((m, u), x[u, col], [m, K - 1 - m, col, W - 1 - col, u, 1 - u])
+    hyps = [s - 1, K - 1, P, W - 1]
+    assert zero_padded(z, {o, m}, col, W, hyps)
+    for sv, kv, pv, wv in itertools.product(range(1, 4), range(1, 4), range(2), range(1, 7)):
+        for ov in range(-1, wv + 1):
+            values = {s: sv, K: kv, P: pv, W: wv, o: ov}
+            got = sorted((int(p[m]), int(p[u])) for p in points(z, values))
+            padded = [(t, r) for t in range(kv) for r in range(2) if 0 <= sv * ov + t - pv < wv]
+            assert got == padded, values
+    assert not zero_padded(z, {o, m}, col, W - 1, hyps)                          # not the array's bounds
+    narrower = ZSum.make((m, u), x[u, col], [m, K - 1 - m, col, W - 1 - col, u, 1 - u, o - m])
+    assert not zero_padded(narrower, {o, m}, col, W, hyps)                        # a constraint of its own

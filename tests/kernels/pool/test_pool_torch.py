@@ -266,7 +266,10 @@ def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('kernel, stride, padding, ceil_mode, count_include_pad, divisor_override', [
     (2, 2, 0, False, True, None), (3, 2, 1, False, True, None), (3, 2, 1, True, False, None),
-    (3, 1, 1, False, False, None), (2, 3, 1, True, True, 3), (4, 1, 2, True, False, None)])
+    (3, 1, 1, False, False, None), (2, 3, 1, True, True, 3), (4, 1, 2, True, False, None),
+    # the forward's row registers (lower_vector._row_taps): taps that reach the last lane of its three
+    # vectors (3 at stride 3 in float32: 2 + 3 x 15 = 47), or would pass it (4 at stride 3: the other path)
+    (3, 3, 1, True, True, None), (4, 3, 2, False, False, None), (5, 2, 2, False, True, 7)])
 def test_avg_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding, ceil_mode, count_include_pad,
                                         divisor_override):
     """Rows of 18 to 71 windows: the C kernels' vector paths for both float widths (forward: chunks of
