@@ -62,7 +62,8 @@ from its proven Z-sum:
   the array's bounds (derive.zsum.zero_padded: average pooling forward) loads, at a stride of 2 or
   more on AVX-512, each window row's columns once into three vectors (masked loads: zeros outside
   the input, so border chunks need no guards), sums the rows, and takes each tap's lanes by permutes
-  (_row_taps: pool3 average forward 0.41 -> 0.31 ms);
+  (_row_taps, ColumnTaps: pool3 average forward 0.40 -> 0.30 ms, 3x3 s3 1.20 -> 0.23 ms); max
+  pooling takes its taps from row registers too, at strides of 3 or more in float32;
 * a 'max' kernel (pooling forward) runs the selector rule lane by lane over
   the taps (max_vector_nodes), starting from the first tap's positions, the
   scalar element at the borders;
@@ -778,52 +779,95 @@ def _row_taps(rule, tile, size, conds, steps):
     if tile.chunks != 1 or tile.rows is not None or tile.channels is not None or tile.flat is not None:
         return None
     arrays, vec = _arrays(tile.term), tile.vec
-    if len(arrays) != 1 or tile.term.divs:
+    if len(arrays) != 1:
         return None
     (f,) = arrays
-    column = expand(f.indices[-1])
-    taps = [v for v in tile.term.vars if v in column.free_symbols]
-    if len(taps) != 1 or any(e.free_symbols & {vec, *taps} for e in f.indices[:-1]):
+    found = _column_taps(rule, tile.term, f, vec)
+    if found is None or found.tap in tile.hoisted.free_symbols:
         return None
-    (m,) = taps
-    stride, dilation = column.diff(vec), column.diff(m)
-    tensor = _tensors(rule)[f.base]
-    flat = access(tensor, f.indices).args[1]
-    if (stride.free_symbols | dilation.free_symbols) & {vec, m} or expand(flat.diff(vec) - stride) != 0 \
-            or expand(flat.diff(m) - dilation) != 0 or m in tile.hoisted.free_symbols:
-        return None   # not affine, or the columns not contiguous in memory
-    if not zero_padded(tile.term, {vec, m}, column, tensor.shape[-1], list(rule.hyps)):
+    m, tensor = found.tap, found.tensor
+    if not zero_padded(tile.term, {vec, m}, found.column, tensor.shape[-1], list(rule.hyps)):
         return None
-    lo, hi = _box(tile.term, m, rule.index)
     combos = _combos(tile.blocks)
-    first = expand(column.xreplace({vec: V0, m: lo}))   # the chunk's first column
-    masks = [Symbol(f'cols{i}', integer=True) for i in range(3)]
     sums = {(c, i): Symbol(_name(f'r{i}', c)) for c in combos for i in range(3)}
     loads = []
     for c in combos:
-        start = expand(access(tensor, f.xreplace(_shift(tile, c)).indices).args[1].xreplace({vec: V0, m: lo}))
-        loads += [Assign(sums[c, i], VLoadMasked(Symbol(tensor.name), start + i * LANES, S.One, masks[i]), '+=')
+        start = found.start(f.xreplace(_shift(tile, c)))
+        loads += [Assign(sums[c, i], VLoadMasked(Symbol(tensor.name), start + i * LANES, S.One, found.masks[i]), '+=')
                   for i in range(3)]
     others = [v for v in loop_order(tile.term) if v not in (vec, m)]
     rows = _nest(tile.term, others, set(rule.index), [c for c in conds if m not in c.free_symbols], [], [],
                  tuple(loads), steps)
-    per_tap = tuple(Assign(Symbol(_name('v', c)), VTaps(*(sums[c, i] for i in range(3)), dilation * (m - lo), stride),
-                           '+=') for c in combos)
+    per_tap = tuple(Assign(Symbol(_name('v', c)), found.taps([sums[c, i] for i in range(3)]), '+=') for c in combos)
 
     def chunk(store=None):   # the factors (an average's divisor) one scalar for the chunks in the interior
         finish = _finish(rule, tile, combos, vector=True, mask=store)
         if store is None:
             finish = (Branch((V0 >= VLO, V0 + LANES - 1 <= VHI), _finish(rule, tile, combos, vector=True, inside=True),
                              finish),)
-        return (tuple(Declare(k.name, 'index', LaneMask(-first - i * LANES, tensor.shape[-1] - 1 - first - i * LANES))
-                      for i, k in enumerate(masks))
-                + tuple(Declare(r.name, 'vec', S.Zero) for r in sums.values()) + tuple(rows)
-                + tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos) + (Loop(m, lo, hi, per_tap),) + finish)
+        return (found.mask_declarations(V0) + tuple(Declare(r.name, 'vec', S.Zero) for r in sums.values())
+                + tuple(rows) + tuple(Declare(_name('v', c), 'vec', S.Zero) for c in combos)
+                + (Loop(m, found.lo, found.hi, per_tap),) + finish)
     row = (Loop(V0, S.Zero, size - LANES, chunk(), LANES),
            Guard((Ne(Mod(size, LANES), 0),), (Loop(V0, size - LANES, size - LANES, chunk()),)))
     short = (Declare(V0.name, 'index', S.Zero),) + chunk(LaneMask(S.Zero, size - 1 - V0))
-    span = dilation * (hi - lo) + stride * (LANES - 1)
-    return (VREGS >= 32, stride >= 2, span <= 3 * LANES - 1), (Branch((size >= LANES,), row, short),)
+    return found.conditions, (Branch((size >= LANES,), row, short),)
+
+
+@dataclass(frozen=True)
+class ColumnTaps:
+    """The column tap of a window read along the vector variable: array f at column S vec + D tap + c
+    (contiguous in memory), the tap over its own box [lo, hi].  A chunk of LANES outputs at v0 reads the
+    columns from S v0 + D lo + c on: three vectors of them hold every tap's lanes when
+    D (hi - lo) + S (LANES - 1) < 3 LANES."""
+    tap: Symbol
+    tensor: object
+    column: Expr
+    stride: Expr
+    dilation: Expr
+    lo: Expr
+    hi: Expr
+    vec: Symbol
+    masks: tuple = tuple(Symbol(f'cols{i}', integer=True) for i in range(3))
+
+    @property
+    def conditions(self) -> tuple:
+        """AVX-512's permutes (VREGS >= 32), a stride (at stride 1 a tap is one unaligned load: the 3x3
+        s1 average measured 0.97 -> 1.10 ms through registers), every tap within the three vectors."""
+        span = self.dilation * (self.hi - self.lo) + self.stride * (LANES - 1)
+        return VREGS >= 32, self.stride >= 2, span <= 3 * LANES - 1
+
+    def start(self, at: Indexed) -> Expr:
+        """The flat offset of the first of the three vectors of the chunk at v0, for the access ``at``."""
+        return expand(access(self.tensor, at.indices).args[1].xreplace({self.vec: V0, self.tap: self.lo}))
+
+    def mask_declarations(self, v0) -> tuple:
+        """The lanes of each of the three vectors that lie in the array (the others read 0, untouched)."""
+        first = expand(self.column.xreplace({self.vec: v0, self.tap: self.lo}))
+        width = self.tensor.shape[-1]
+        return tuple(Declare(k.name, 'index', LaneMask(-first - i * LANES, width - 1 - first - i * LANES))
+                     for i, k in enumerate(self.masks))
+
+    def taps(self, registers) -> Expr:
+        return VTaps(*registers, self.dilation * (self.tap - self.lo), self.stride)
+
+
+def _column_taps(rule, term, f: Indexed, vec) -> ColumnTaps | None:
+    """The column tap of access ``f``: one summation variable in its last index, which is affine in it
+    and in the vector variable, contiguous in memory, neither in the other indices; None otherwise."""
+    column = expand(f.indices[-1])
+    taps = [v for v in term.vars if v in column.free_symbols]
+    if len(taps) != 1 or term.divs or any(e.free_symbols & {vec, *taps} for e in f.indices[:-1]):
+        return None
+    (m,) = taps
+    stride, dilation = column.diff(vec), column.diff(m)
+    tensor = _tensors(rule)[f.base]
+    flat = access(tensor, f.indices).args[1]
+    if (stride.free_symbols | dilation.free_symbols) & {vec, m} or expand(flat.diff(vec) - stride) != 0 \
+            or expand(flat.diff(m) - dilation) != 0:
+        return None
+    lo, hi = _box(term, m, rule.index)
+    return ColumnTaps(m, tensor, column, stride, dilation, lo, hi, vec)
 
 
 def _masks_outside(summed: list, guard: tuple) -> list:
@@ -990,7 +1034,38 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
         for k in range(len(at)):
             decls += [Declare(f'{BEST}{k}', 'vec', VSplat(-oo)),
                       Declare(f'{POSITION}{k}', 'vindex', tap.xreplace(first))]
-        return (*decls, *nest, *stores)
+        if columns is None:
+            return (*decls, *nest, *stores)
+        return (Branch(columns.conditions + (columns.stride >= 3, LANES >= 16), (*decls, *_registered(at), *stores),
+                       (*decls, *nest, *stores)),)
+
+    def _registered(at) -> tuple:
+        """The taps of the chunks at ``at`` from row registers (ColumnTaps): each window row's columns
+        loaded once a chunk (masked by the array's bounds: memory-safe; in the interior every tap's lanes
+        are inside), the column taps in the scalar nest's order inside (the same selection order).  At
+        a stride of 3 or more, where a strided load is a scalar gather, of 16 lanes or more (8x64x56x56,
+        3x3 s3 p1: float32 1.11 -> 0.72 ms; float64's 8-lane gathers were faster, 1.61 against 1.70 ms);
+        at stride 2 the selection chains bound the kernel and the permuted loads were faster (0.70
+        against 0.92 ms)."""
+        m = columns.tap
+        loads, selects, masks = [], [], []
+        for k, v0 in enumerate(at):
+            registers = [Symbol(f'r{i}_{k}') for i in range(3)]
+            chunk_masks = [Symbol(f'{mask.name}_{k}', integer=True) for mask in columns.masks]
+            masks += [replace(d, name=n.name) for d, n in zip(columns.mask_declarations(v0), chunk_masks)]
+            start = columns.start(value).xreplace({V0: v0})
+            loads += [Declare(r.name, 'vec', VLoadMasked(Symbol(columns.tensor.name), start + i * LANES, S.One,
+                                                          chunk_masks[i])) for i, r in enumerate(registers)]
+            selects += [Declare(f'x{k}', 'vec', columns.taps(registers)),
+                        VSelectMax(f'{BEST}{k}', f'{POSITION}{k}', Symbol(f'x{k}'), tap)]
+        others = [v for v in loop_order(term) if v != m]
+        mine = [c for c in conds if m in c.free_symbols]
+        inner = _nest(term, [m], set(rule.index) | set(others), mine, [], [], tuple(selects), steps)
+        rows = _nest(term, others, set(rule.index), [c for c in conds if c not in mine], [], [],
+                     tuple(loads) + tuple(inner), steps)
+        return tuple(masks) + tuple(rows)
+    columns = _column_taps(rule, term, value, vec) if loop_order(term)[-1:] == [
+        v for v in term.vars if v in value.indices[-1].free_symbols] else None   # the column tap innermost
     body = (Declare('vlo', 'index', lo), Declare('vhi', 'index', hi)) + _interior_chunks(
         vec, rule.sizes[-1], chunks, element)
     body = _box_loops(rule.index[:-1], rule.sizes[:-1], body)

@@ -251,7 +251,8 @@ def test_parallel_loops_are_outlined_and_run_with_or_without_a_region():
 def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding_is_exact():
     """Average pooling forward (one array, its column constraints the input's bounds: claim pool.avg-rows)
     sums its rows into registers and takes each tap by permutes (VTaps), on AVX-512 and at a stride of 2
-    or more; a convolution (two arrays) does not, nor a window sum with a constraint of its own."""
+    or more (max pooling's selections at 3 or more); a convolution (two arrays) does not, nor a window sum
+    with a constraint of its own."""
     from dataclasses import replace as replaced
 
     from sympy import Eq
@@ -267,6 +268,10 @@ def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding
         assert not any(isinstance(v, VTaps) for n in walk(body) if isinstance(n, Branch) and Eq(stride, 1) in n.conds
                        for v in _values(n.then))   # the stride-1 copy: one unaligned load a tap
         assert any((stride >= 2) in n.conds for n in guarded)   # and the general copy tests it
+        selections = [n for n in walk(lower(rule(f'max_pool{dims}d')).body) if isinstance(n, Branch)
+                      and (VREGS >= 32) in n.conds]   # max pooling: at strides of 3 or more only
+        assert selections and all((stride >= 3) in n.conds and any(isinstance(v, VTaps) for v in _values(n.then))
+                                  for n in selections)
     assert not any(isinstance(v, VTaps) for v in _values(lower(rule('conv2d')).body))
     avg = rule('avg_pool1d')
     (term, name), = avg.terms

@@ -247,10 +247,13 @@ def test_max_pool_selection_matches_torch(backend, row, kernel, stride):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('kernel, stride, padding, dilation, ceil_mode', [
-    (2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 1, False), (2, 3, 1, 2, True), (4, 1, 2, 1, True)])
-@pytest.mark.parametrize('width', [71, 67, 65, 49])
+    (2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 1, False), (2, 3, 1, 2, True), (4, 1, 2, 1, True),
+    # the row registers at stride 3 (lower_vector.max_vector_nodes): taps reaching the last lane of the three
+    # vectors in float32 (2 + 3 x 15 = 47, also dilated: 2 x 1 + 45), and past it (the other path)
+    (3, 3, 1, 1, False), (2, 3, 0, 2, True), (4, 3, 1, 1, False)])
+@pytest.mark.parametrize('width', [103, 71, 67, 65, 49])
 def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding, dilation, ceil_mode, width):
-    """Rows of 16 to 72 outputs (the C kernels' vector path for both float widths: chunks in pairs, then
+    """Rows of 16 to 105 outputs (the C kernels' vector path for both float widths: chunks in pairs, then
     a pair, one chunk or none for the rest), ties, NaN and -inf."""
     rng = np.random.default_rng(kernel * 100 + stride * 10 + padding + width)
     x = rng.integers(-2, 3, size=(2, 3, 5, width)).astype(dtype)
