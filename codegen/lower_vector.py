@@ -771,11 +771,11 @@ def _row_taps(rule, tile, size, conds, steps):
     takes each tap's lanes from the three sums by permutes (VTaps).  Valid when the constraints on the
     vector variable and the tap say exactly that the tap is in its box and the column in the array
     (derive.zsum.zero_padded, claim pool.avg-rows): the zeros then stand for the constraints, in the
-    border chunks too (one code for every chunk, no interior split).  The conditions: AVX-512's
-    permutes (VREGS >= 32), a stride (at stride 1 a tap is one unaligned load: 3x3 s1 average
-    measured 0.98 -> 1.09 ms this way), and every tap's lanes within the three vectors.  Measured
-    on 8x64x56x56 float32, 1 thread, min of 200 (the stride-2 load per tap and chunk was two loads and
-    a permute): 3x3 s2 p1 0.36 -> 0.28 ms, 2x2 s2 0.32 -> 0.27 ms, 3x3 s2 on 112x112 1.99 -> 1.66 ms."""
+    border chunks too (one code for every chunk, no interior split; the divisor is still one scalar
+    for the chunks inside).  The conditions: ColumnTaps.conditions.  Measured on 8x64x56x56, 1
+    thread, min of 200, against the stride-2 load per tap and chunk (two loads and a permute):
+    float32 3x3 s2 p1 0.40 -> 0.30 ms, 2x2 s2 0.29 -> 0.24 ms, 3x3 s3 p1 (a scalar gather per tap
+    before) 1.20 -> 0.23 ms; float64 3x3 s2 p1 0.75 -> 0.55 ms."""
     if tile.chunks != 1 or tile.rows is not None or tile.channels is not None or tile.flat is not None:
         return None
     arrays, vec = _arrays(tile.term), tile.vec
