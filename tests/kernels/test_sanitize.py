@@ -31,14 +31,19 @@ _binding.relu({'numel': 2000}, output=np.zeros(1000), input=np.zeros(2000))   # 
 """
 
 
-@pytest.mark.parametrize('path', ['vector', 'scalar'])
+FLAGS = {'vector': '', 'scalar': ' -DBPGEN_NO_VECTOR', 'native': ' -march=native'}
+
+
+@pytest.mark.parametrize('path', sorted(FLAGS))
 def test_c_kernels_are_clean_under_address_and_undefined_behaviour_sanitizers(tmp_path, path):
-    """Both C paths: the GCC-vector one (default) and the portable scalar one (-DBPGEN_NO_VECTOR); -O0 keeps the
-    instrumented build of the large generated files quick (the sanitizers check the same at every level)."""
+    """Every C path: the GCC-vector one for the baseline target (default), the portable scalar one
+    (-DBPGEN_NO_VECTOR) and the machine's own SIMD (-march=native: AVX-512's permutes and row registers here,
+    the cached build's paths); -O0 keeps the instrumented build of the large generated files quick (the
+    sanitizers check the same at every level)."""
     preload = ' '.join(runtime_library(name) for name in ('libasan.so', 'libubsan.so'))
     env = dict(os.environ, BPGEN_SANITIZE='1', BPGEN_CACHE_DIR=str(tmp_path / 'cache'), BPGEN_TEST_BACKENDS='c',
                LD_PRELOAD=preload, ASAN_OPTIONS='detect_leaks=0', UBSAN_OPTIONS='print_stacktrace=1',
-               PYTHONPATH=str(REPO), BPGEN_CFLAGS='-O0' + (' -DBPGEN_NO_VECTOR' if path == 'scalar' else ''))
+               PYTHONPATH=str(REPO), BPGEN_CFLAGS='-O0' + FLAGS[path])
     env.pop('BPGEN_NO_CACHE', None)
     command = [sys.executable, '-m', 'pytest', '-o', 'addopts=', '-v', '-p', 'no:cacheprovider', '-m',
                'sanitize_subset', str(REPO / 'tests' / 'kernels')]

@@ -245,6 +245,7 @@ def test_max_pool_selection_matches_torch(backend, row, kernel, stride):
     np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))
 
 
+@pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('kernel, stride, padding, dilation, ceil_mode', [
     (2, 2, 0, 1, False), (3, 2, 1, 1, False), (3, 1, 1, 1, False), (2, 3, 1, 2, True), (4, 1, 2, 1, True),
@@ -266,6 +267,7 @@ def test_max_pool_wide_rows_match_torch(backend, dtype, kernel, stride, padding,
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('kernel, stride, padding, ceil_mode, count_include_pad, divisor_override', [
     (2, 2, 0, False, True, None), (3, 2, 1, False, True, None), (3, 2, 1, True, False, None),
