@@ -793,8 +793,8 @@ def _row_taps(rule, tile, size, conds, steps):
     loads = []
     for c in combos:
         start = found.start(f.xreplace(_shift(tile, c)))
-        loads += [Assign(sums[c, i], VLoadMasked(Symbol(tensor.name), start + i * LANES, S.One, found.masks[i]), '+=')
-                  for i in range(3)]
+        loads += [Assign(sums[c, i], VLoadMasked(Symbol(tensor.name), start + i * LANES, S.One, mask), '+=')
+                  for i, mask in enumerate(found.masks())]
     others = [v for v in loop_order(tile.term) if v not in (vec, m)]
     rows = _nest(tile.term, others, set(rule.index), [c for c in conds if m not in c.free_symbols], [], [],
                  tuple(loads), steps)
@@ -828,7 +828,6 @@ class ColumnTaps:
     lo: Expr
     hi: Expr
     vec: Symbol
-    masks: tuple = tuple(Symbol(f'cols{i}', integer=True) for i in range(3))
 
     @property
     def conditions(self) -> tuple:
@@ -841,12 +840,17 @@ class ColumnTaps:
         """The flat offset of the first of the three vectors of the chunk at v0, for the access ``at``."""
         return expand(access(self.tensor, at.indices).args[1].xreplace({self.vec: V0, self.tap: self.lo}))
 
-    def mask_declarations(self, v0) -> tuple:
+    @staticmethod
+    def masks(suffix: str = '') -> list:
+        """The lane masks of the three vectors (``suffix``: of one chunk among several)."""
+        return [Symbol(f'cols{i}{suffix}', integer=True) for i in range(3)]
+
+    def mask_declarations(self, v0, suffix: str = '') -> tuple:
         """The lanes of each of the three vectors that lie in the array (the others read 0, untouched)."""
         first = expand(self.column.xreplace({self.vec: v0, self.tap: self.lo}))
         width = self.tensor.shape[-1]
         return tuple(Declare(k.name, 'index', LaneMask(-first - i * LANES, width - 1 - first - i * LANES))
-                     for i, k in enumerate(self.masks))
+                     for i, k in enumerate(self.masks(suffix)))
 
     def taps(self, registers) -> Expr:
         return VTaps(*registers, self.dilation * (self.tap - self.lo), self.stride)
@@ -1051,8 +1055,8 @@ def max_vector_nodes(rule: KernelRule, element: tuple, steps: dict) -> tuple:
         loads, selects, masks = [], [], []
         for k, v0 in enumerate(at):
             registers = [Symbol(f'r{i}_{k}') for i in range(3)]
-            chunk_masks = [Symbol(f'{mask.name}_{k}', integer=True) for mask in columns.masks]
-            masks += [replace(d, name=n.name) for d, n in zip(columns.mask_declarations(v0), chunk_masks)]
+            chunk_masks = columns.masks(f'_{k}')
+            masks += columns.mask_declarations(v0, f'_{k}')
             start = columns.start(value).xreplace({V0: v0})
             loads += [Declare(r.name, 'vec', VLoadMasked(Symbol(columns.tensor.name), start + i * LANES, S.One,
                                                           chunk_masks[i])) for i, r in enumerate(registers)]

@@ -257,36 +257,30 @@ def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding
 
     from sympy import Eq
 
-    from codegen.ir import Branch, VTaps, walk
+    from codegen.ir import Branch, walk
     from codegen.lower_vector import VREGS
     from codegen.spec import rule
     for dims in (1, 2, 3):
         body = lower(rule(f'avg_pool{dims}d')).body
         stride = Symbol(f'S{dims - 1}', integer=True, positive=True)
         guarded = [n for n in walk(body) if isinstance(n, Branch) and (VREGS >= 32) in n.conds]
-        assert guarded and all(any(isinstance(v, VTaps) for v in _values(n.then)) for n in guarded)
-        assert not any(isinstance(v, VTaps) for n in walk(body) if isinstance(n, Branch) and Eq(stride, 1) in n.conds
-                       for v in _values(n.then))   # the stride-1 copy: one unaligned load a tap
+        assert guarded and all(_has_taps(n.then) for n in guarded)
+        unit = [n for n in walk(body) if isinstance(n, Branch) and Eq(stride, 1) in n.conds]
+        assert not any(_has_taps(n.then) for n in unit)   # the stride-1 copy: one unaligned load a tap
         assert any((stride >= 2) in n.conds for n in guarded)   # and the general copy tests it
         selections = [n for n in walk(lower(rule(f'max_pool{dims}d')).body) if isinstance(n, Branch)
                       and (VREGS >= 32) in n.conds]   # max pooling: at strides of 3 or more only
-        assert selections and all((stride >= 3) in n.conds and any(isinstance(v, VTaps) for v in _values(n.then))
-                                  for n in selections)
-    assert not any(isinstance(v, VTaps) for v in _values(lower(rule('conv2d')).body))
+        assert selections and all((stride >= 3) in n.conds and _has_taps(n.then) for n in selections)
+    assert not _has_taps(lower(rule('conv2d')).body)
     avg = rule('avg_pool1d')
     (term, name), = avg.terms
     o, m = avg.index[-1], term.vars[0]
     own = replaced(avg, terms=((ZSum.make(term.vars, term.body, list(term.conds) + [o - m], term.divs), name),))
-    assert not any(isinstance(v, VTaps) for v in _values(lower(own).body))
+    assert not _has_taps(lower(own).body)
 
 
-def _values(nodes) -> list:
-    """Every SymPy expression held by the nodes (and their subexpressions)."""
-    from codegen.ir import walk
-    found = []
-    for n in walk(nodes):
-        for field in ('value', 'target'):
-            value = getattr(n, field, None)
-            if hasattr(value, 'atoms'):
-                found += list(value.atoms()) + [value] + list(value.find(lambda e: True))
-    return found
+def _has_taps(nodes) -> bool:
+    """Whether an expression held by the nodes takes window taps from row registers (VTaps)."""
+    from codegen.ir import VTaps, walk
+    values = (getattr(n, field, None) for n in walk(nodes) for field in ('value', 'target'))
+    return any(value.has(VTaps) for value in values if hasattr(value, 'has'))
