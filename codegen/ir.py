@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import Function, Integer, false, true
+from sympy import Function, Integer, Symbol, false, true
 
 
 class FloorDiv(Function):
@@ -284,15 +284,37 @@ def _written(nodes) -> set:
     return names
 
 
+_DIVISIONS = (FloorDiv, CeilDiv, ExactDiv, LatticeStart)
+
+
+def _named_bounds(nodes: tuple) -> tuple:
+    """Each bound of these loops that is computed with a division, declared in front of its loop."""
+    out: list = []
+    for n in nodes:
+        if isinstance(n, Loop) and not n.parallel:
+            for end, field in (('lo', 'lower'), ('hi', 'upper')):
+                value = getattr(n, field)
+                if hasattr(value, 'atoms') and value.atoms(*_DIVISIONS):
+                    name = Symbol(f'{n.var}_{end}', integer=True)
+                    out.append(Declare(name.name, 'index', value))
+                    n = replace(n, **{field: name})
+        out.append(n)
+    return tuple(out)
+
+
 def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
     """Move each index declaration that does not depend on its loop (no memory read, no variable written
     in the loop) in front of the loop, innermost loops first, as far out as it goes -- a window bound
-    computed with divisions then runs once per row block instead of once per row.  Loops collapsed by
-    OpenMP (``pinned``) keep their bodies: they must stay perfectly nested."""
+    computed with divisions then runs once per row block instead of once per row.  The bounds of inner
+    loops computed with divisions are declared first (_named_bounds), and declarations leave the arms
+    of branches when they can (_lifted), so that they move too: the C compiler does not hoist a division
+    out of a loop that might not run (it could trap).  Loops collapsed by OpenMP (``pinned``) keep their
+    bodies: they must stay perfectly nested."""
     out: list = []
-    for n in nodes:
+    for i, n in enumerate(nodes):
         if isinstance(n, Loop):
-            body = hoist_invariants(n.body, max(pinned - 1, n.parallel - 1, 0))
+            inner = max(pinned - 1, n.parallel - 1, 0)
+            body = hoist_invariants(n.body if inner else _named_bounds(n.body), inner)
             if pinned or n.parallel:
                 out.append(replace(n, body=body))
                 continue
@@ -312,8 +334,59 @@ def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
                 moved.append(d)
             out += moved + [replace(n, body=tuple(kept))]
         elif _children(n):
-            out.append(replace(n, **{f: hoist_invariants(getattr(n, f)) for f in ('body', 'then', 'otherwise')
-                                     if hasattr(n, f)}))
+            n = replace(n, **{f: hoist_invariants(_named_bounds(getattr(n, f))) for f in ('body', 'then', 'otherwise')
+                              if hasattr(n, f)})
+            if isinstance(n, (Branch, Guard)):
+                lifted, n = _lifted(n, _mentions(nodes[i + 1:]) | _written(out))
+                out += lifted
+            out.append(n)
         else:
             out.append(n)
     return tuple(out)
+
+
+def _lifted(node, around: set) -> tuple:
+    """(declarations, node): the index declarations at the top of the node's arms that depend on nothing
+    the arm computes before them, moved in front of it -- where no other arm, and nothing in ``around``
+    (the code before and after it), names the same variable, unless another arm declares it with the
+    same value (then both go)."""
+    arms = [f for f in ('then', 'otherwise', 'body') if hasattr(node, f)]
+    lifted: dict = {}
+    new = {f: list(getattr(node, f)) for f in arms}
+    for f in arms:
+        for d in getattr(node, f):
+            if not (isinstance(d, Declare) and d.ctype == 'index') or d.value is None or d.name in lifted:
+                continue
+            value = d.value if hasattr(d.value, 'free_symbols') else Integer(d.value)
+            before = new[f][:new[f].index(d)]
+            if value.atoms(ArrayRef) or {str(s) for s in value.free_symbols} & _written(before) \
+                    or d.name in around | _mentions(before) or d.name in _written(new[f][new[f].index(d) + 1:]):
+                continue
+            twins = {}
+            for g in arms:
+                if g == f:
+                    continue
+                same = [e for e in new[g] if isinstance(e, Declare) and e.name == d.name]
+                ahead = new[g][:new[g].index(same[0])] if same else []
+                if same and same[0].value == d.value and d.name not in _mentions(ahead) \
+                        and not {str(s) for s in value.free_symbols} & _written(ahead):
+                    twins[g] = same[0]
+                elif d.name in _mentions(new[g]):
+                    break
+            else:
+                new[f].remove(d)
+                for g, e in twins.items():
+                    new[g].remove(e)
+                lifted[d.name] = d
+    return list(lifted.values()), replace(node, **{f: tuple(v) for f, v in new.items()})
+
+
+def _mentions(nodes) -> set:
+    """Names of every variable ``nodes`` declare, assign or read."""
+    names = _written(nodes)
+    for n in walk(nodes):
+        for value in vars(n).values():
+            for e in (value if isinstance(value, tuple) else (value,)):
+                if hasattr(e, 'free_symbols'):
+                    names |= {str(s) for s in e.free_symbols}
+    return names

@@ -54,6 +54,8 @@ def lower(rule: KernelRule) -> Kernel:
         body, failures = _scatter_nodes(rule, steps)
     else:
         body = _gather_nodes(residue_split(rule), steps)
+    for when, variant in rule.variants:
+        body = (Branch((when,), _gather_nodes(residue_split(variant), steps), body),)
     decls = tuple(Declare(str(sym), 'index', value) for sym, value in sorted(steps.items(), key=str))
     body = hoist_invariants(body)
     body = substitute(body, {WORK: sum((Mul(*t.shape) for t in rule.outputs + rule.inputs), S.Zero)})
@@ -168,11 +170,13 @@ def _scatter_nodes(rule: KernelRule, steps: dict) -> tuple[tuple, tuple]:
 
 
 def parallel(body: tuple) -> tuple:
-    """OpenMP over the outermost perfectly nested loops (collapsed, up to three): every kernel computes
-    each output element once (gather form), so the iterations of its box loops are independent."""
-    depth, node = 0, body
-    while depth < 3 and len(node) == 1 and isinstance(node[0], Loop):
-        depth, node = depth + 1, node[0].body
+    """OpenMP over the outermost perfectly nested loops (collapsed, up to three, rectangular: no bound
+    depending on an outer one of them, as a residue's row count does): every kernel computes each output
+    element once (gather form), so the iterations of its box loops are independent."""
+    depth, node, outer = 0, body, set()
+    while depth < 3 and len(node) == 1 and isinstance(node[0], Loop) and not outer & (
+            S(node[0].lower).free_symbols | S(node[0].upper).free_symbols):
+        depth, node, outer = depth + 1, node[0].body, outer | {node[0].var}
     if depth == 0:
         return body
     first = body[0]
@@ -211,6 +215,8 @@ def kernel_params(rule: KernelRule) -> tuple:
         exprs += [z.body, *z.conds, *(e for d in z.divs for e in d)]
         bound |= set(z.vars)
     syms = set().union(*(_scalars(e) for e in exprs)) - bound
+    for when, variant in rule.variants:
+        syms |= _scalars(when) | set(kernel_params(variant))
     return tuple(sorted(syms, key=default_sort_key)) + tuple(rule.real_params)
 
 

@@ -86,10 +86,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Max, Min, Mod, Mul, Ne, Piecewise, S, Symbol,
+from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Mod, Mul, Ne, Piecewise, S, Symbol,
                    cancel, expand, fraction, oo)
 
-from derive.zsum import exact_cover, implied, zero_padded
+from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
                  VAdd, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VTaps, substitute)
@@ -211,12 +211,14 @@ def _feasible(rule, tile) -> bool:
 
 def _box_size(rule, term, variables) -> Expr:
     """The number of points in the boxes of the summation variables ``variables``."""
-    return Mul(*[hi - lo + 1 for lo, hi in (_box(term, v, rule.index) for v in variables)])
+    return Mul(*[hi - lo + 1 for lo, hi in (_box(term, v, rule) for v in variables)])
 
 
-def _box(term, var, index):
-    """(lo, hi) of a summation variable from the constraints on it alone (no other variable or index)."""
-    own = [c for c in term.conds if c.free_symbols & (set(term.vars) | set(index)) == {var}]
+def _box(term, var, rule):
+    """(lo, hi) of a summation variable from the constraints on it alone (no other variable or index but
+    the residues of a split, which are fixed outside every vector loop: a lattice tap's box)."""
+    index = set(rule.index) - set(rule.residues)
+    own = [c for c in term.conds if c.free_symbols & (set(term.vars) | index) == {var}]
     lo, hi, _ = _bounds(var, own, set(term.vars))
     return lo, hi
 
@@ -244,27 +246,9 @@ def _worst_case(rule, term, c: Expr, among: set) -> Expr:
         a = c.coeff(u)
         if not (a.is_positive or a.is_negative):
             raise LoweringError(f'coefficient of {u} in {c} has no known sign')
-        lo, hi = _box(term, u, rule.index)
+        lo, hi = _box(term, u, rule)
         c = expand(c.xreplace({u: lo if a.is_positive else hi}))
     return c
-
-
-def within(expr: Expr, facts: list) -> Expr:
-    """``expr`` with each Min / Max whose order the facts decide (exact LP, derive.zsum.implied)
-    replaced by that argument: in the interior a window's clipped size is its full size."""
-    def first(e):
-        for a in e.args:
-            if all(b == a or _holds(b - a if isinstance(e, Min) else a - b, facts) for b in e.args):
-                return a
-        return e
-    return expr.replace(lambda e: isinstance(e, (Min, Max)), first)
-
-
-def _holds(e: Expr, facts: list) -> bool:
-    try:
-        return implied(expand(e), facts)
-    except ValueError:     # not a linear question: undecided
-        return False
 
 
 # ----------------------------------------------------------------------------- nodes
@@ -514,7 +498,7 @@ def _flat_conditions(rule, tile, sizes):
     ones = {v: S.Zero for v in rule.index if sizes[v] == 1}
     before = [v for v in rule.index[:rule.index.index(tile.vec)] if v not in ones]
     u = before[-1] if before else None
-    if u is None or u in {v for v, _ in tile.blocks} or u in _taps(rule, tile.term):
+    if u is None or u in {v for v, _ in tile.blocks} or u in _taps(rule, tile.term) or u in rule.residues:
         return None
     if tile.hoisted.free_symbols & {u, tile.vec}:
         return None
@@ -651,7 +635,7 @@ def _blocked(rule, tile, sizes, k, steps, inner_free) -> tuple:
     if k == len(tile.blocks):
         body = (_flat_tile if tile.flat is not None else _tile)(rule, tile, sizes, steps)
         if tile.channels is not None:
-            lo, hi = _box(tile.term, tile.channels, rule.index)
+            lo, hi = _box(tile.term, tile.channels, rule)
             return (Loop(CB, lo, hi, _taps_loops(inner_free, sizes, body), CSTEP),)
         if tile.batch is None:
             return _taps_loops(inner_free, sizes, body)
@@ -676,7 +660,7 @@ def _parked_passes(rule, tile, sizes, taps, body) -> tuple:
     (s2 weight gradient 1.49 -> 1.03 ms in a C prototype)."""
     combos = _tile_combos(tile)
     slot = _slot(rule, tile, sizes)
-    lo, hi = _box(tile.term, tile.batch, rule.index)
+    lo, hi = _box(tile.term, tile.batch, rule)
     clear = tuple(Assign(ArrayRef(PARKED, slot + j), VSplat(S.Zero)) for j in range(len(combos)))
     load = tuple(Declare(_name('v', c), 'vec', ArrayRef(PARKED, slot + j)) for j, c in enumerate(combos))
     total = _finish(rule, replace(tile, batch=None), combos, vector=False)
@@ -783,7 +767,7 @@ def _row_taps(rule, tile, size, conds, steps):
         return None
     (f,) = arrays
     found = _column_taps(rule, tile.term, f, vec)
-    if found is None or found.tap in tile.hoisted.free_symbols:
+    if found is None or found.tap in tile.hoisted.free_symbols or S.false in found.conditions:
         return None
     m, tensor = found.tap, found.tensor
     if not zero_padded(tile.term, {vec, m}, found.column, tensor.shape[-1], list(rule.hyps)):
@@ -858,7 +842,8 @@ class ColumnTaps:
 
 def _column_taps(rule, term, f: Indexed, vec) -> ColumnTaps | None:
     """The column tap of access ``f``: one summation variable in its last index, which is affine in it
-    and in the vector variable, contiguous in memory, neither in the other indices; None otherwise."""
+    and in the vector variable with positive coefficients, contiguous in memory, neither in the other
+    indices; None otherwise."""
     column = expand(f.indices[-1])
     taps = [v for v in term.vars if v in column.free_symbols]
     if len(taps) != 1 or term.divs or any(e.free_symbols & {vec, *taps} for e in f.indices[:-1]):
@@ -868,9 +853,9 @@ def _column_taps(rule, term, f: Indexed, vec) -> ColumnTaps | None:
     tensor = _tensors(rule)[f.base]
     flat = access(tensor, f.indices).args[1]
     if (stride.free_symbols | dilation.free_symbols) & {vec, m} or expand(flat.diff(vec) - stride) != 0 \
-            or expand(flat.diff(m) - dilation) != 0:
-        return None
-    lo, hi = _box(term, m, rule.index)
+            or expand(flat.diff(m) - dilation) != 0 or not (stride.is_positive and dilation.is_positive):
+        return None   # (a gather's column t + (P - m) runs backwards in its tap: not a window's row)
+    lo, hi = _box(term, m, rule)
     return ColumnTaps(m, tensor, column, stride, dilation, lo, hi, vec)
 
 
@@ -941,7 +926,7 @@ def _finish(rule, tile, combos, vector: bool, inside: bool = False, mask=None) -
     other terms, each later block adds its own to what the output holds."""
     out = rule.outputs[0]
     nodes = []
-    first = None if tile.channels is None else _box(tile.term, tile.channels, rule.index)[0]   # the storing block
+    first = None if tile.channels is None else _box(tile.term, tile.channels, rule)[0]   # the storing block
     hoisted = within(tile.hoisted, interior_facts(rule, tile) + list(rule.hyps)) if inside else tile.hoisted
     if vector and hoisted != 1:
         nodes.append(Lanes('h', tile.vec, V0, hoisted) if tile.vec in hoisted.free_symbols
@@ -1098,7 +1083,7 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
     (a padded pool's first row) run their interior chunks too (_border_row: pool3 average backward
     spent half its time in the scalar border)."""
     vec = per[-1]
-    box = {v: _box(term, v, rule.index) for v in per + taps}
+    box = {v: _box(term, v, rule) for v in per + taps}
     facts = list(rule.hyps) + [expand(e) for u in taps for e in (u - box[u][0], box[u][1] - u)]
     inside, decls, lanes_facts = {}, [], []
     for w in per:
@@ -1109,7 +1094,7 @@ def scatter_vector_nodes(rule: KernelRule, term, value: Expr, outer: list, per: 
         decls += [Declare(name.name, 'index', bound) for name, bound in zip(inside[w], _bounds(w, worst, {w})[:2])]
         facts += worst
         lanes_facts += worst if w == vec else []
-    if not all(_holds(c, facts) for c in term.conds):
+    if not all(holds(c, facts) for c in term.conds):
         raise LoweringError(f'{rule.name}: the interior of the windows does not imply their constraints')
     arrays = [f for f in Mul.make_args(value) if isinstance(f, Indexed)]
     factor = within(value / Mul(*arrays), facts)

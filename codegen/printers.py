@@ -8,10 +8,11 @@ a trailing underscore.
 """
 from __future__ import annotations
 
-from sympy import Integer, expand, fraction, together
+from sympy import And, Integer, default_sort_key, expand, fraction, together
 from sympy.codegen.ast import float32, real
 from sympy.printing.c import C99CodePrinter
 from sympy.printing.numpy import NumPyPrinter
+from sympy.printing.precedence import precedence
 
 from .ir import CeilDiv, FloorDiv
 
@@ -62,6 +63,11 @@ class CPrinter(IndexPrinting, C99CodePrinter):
         if expr.name == 'THREADS':
             return 'bp_threads()'
         return super()._print_Symbol(expr)
+
+    def _print_Or(self, expr):
+        """Each conjunction in parentheses: C's && binds tighter already, but GCC's -Wparentheses asks."""
+        return ' || '.join(f'({self._print(a)})' if isinstance(a, And) else self.parenthesize(a, precedence(expr))
+                           for a in sorted(expr.args, key=default_sort_key))
 
     def _print_ArrayRef(self, expr):
         array, flat = expr.args

@@ -41,7 +41,8 @@ def spec_hash(rules, texts) -> str:
     h = hashlib.sha256()
     for r in rules:
         h.update(repr((r.name, r.index, [(str(t), o) for t, o in r.terms], [o.shape for o in r.outputs],
-                       [i.shape for i in r.inputs], r.hyps, r.reduction, r.definitions)).encode())
+                       [i.shape for i in r.inputs], r.hyps, r.reduction, r.definitions,
+                       [(str(w), str(v.terms)) for w, v in r.variants])).encode())
     for t in texts:
         h.update(t.encode())
     return h.hexdigest()[:16]

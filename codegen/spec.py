@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from sympy import Indexed, IndexedBase, Mul, Symbol
+from sympy import And, Indexed, IndexedBase, Mul, Not, Symbol
 
 from derive import activations, layer, pool
 from derive.rules import Layer
@@ -47,6 +47,9 @@ class KernelRule:
     at: tuple = ()            # the output element of the free indices (default: index; split: S t + r)
     extents: tuple = ()       # loop extent of each free index (default: the output's shape)
     box: tuple = ()           # constraints >= 0 on the free indices (default: 0 <= index < shape)
+    residues: tuple = ()      # free indices that are residues of a split (i = S t + r: the r)
+    variants: tuple = ()      # (condition, KernelRule): the same output in another proven form, run where
+    #                           the condition holds (a faster one for those sizes)
 
     @property
     def output_at(self) -> tuple:
@@ -102,12 +105,22 @@ def _max_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
 
 
 def _avg_pool_backward(lay: Layer, grad, dims: int, window) -> KernelRule:
-    """The scatter form: one visit per tap of each window, the divisor once per window (pool.avg-scatter)."""
+    """The scatter form: one visit per tap of each window, the divisor once per window (pool.avg-scatter);
+    where every window has the same divisor, the gather form with that constant (pool.avg-uniform): each
+    input element written once, no zeroing pass (pool3 average backward 0.89 -> 0.56 ms) -- but where
+    the windows tile the input, whose scatter stores each share once (pool.avg-tiling: pool2 0.22 ms,
+    the gather 0.48)."""
     out = TensorArg('grad_input', IndexedBase('grad_input'), tuple(grad.wrt.shape))
+    when = And(pool.uniform_divisor(dims)[0], Not(pool.avg_tiling(dims)))
+    uniform = KernelRule(f'avg_pool{dims}d_backward', 'avg_pool', 'backward', dims, (out,), (_arg(grad.upstream),),
+                         grad.index, ((pool.avg_pool_uniform(dims).result, ''),), 'sum', lay.hyps, window,
+                         source=f'derive: chain rule of {lay.name} w.r.t. input, gather form with one divisor '
+                                f'(pool.avg-uniform)')
     return KernelRule(f'avg_pool{dims}d_backward', 'avg_pool', 'backward', dims, (out,), (_arg(grad.upstream),),
                       grad.index, ((pool.avg_pool_scatter(dims).result, ''),), 'sum', lay.hyps, window,
                       grad.definitions,
-                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.avg-scatter)')
+                      source=f'derive: chain rule of {lay.name} w.r.t. input, scatter form (pool.avg-scatter)',
+                      variants=((when, uniform),))
 
 
 @cache

@@ -10,6 +10,11 @@ i = s t + r with 0 <= r < s (derive.zsum.split_residue), the divisibility loses
 its multiple of s and depends on r only: for each residue the sum is a stride-1
 problem in t, whose accesses are affine in t ((s t + r + P - D m)/s = t +
 (r + P - D m)/s), so the interior runs vectorized along t, storing s apart.
+A tap with unit coefficient in such a divisibility (D = 1: average pooling) is
+then parametrized by its lattice (derive.zsum.lattice: m = s k + r + P), so the
+access becomes t - k, with no division in the loop; its box [ceil(-(r + P)/s),
+floor((K - 1 - r - P)/s)] depends on the residue only, fixed outside the
+vector loops (KernelRule.residues).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from dataclasses import replace
 
 from sympy import Symbol
 
-from derive.zsum import split_residue
+from derive.zsum import lattice, split_residue
 
 from .ir import FloorDiv
 from .spec import KernelRule
@@ -36,7 +41,7 @@ def residue_split(rule: KernelRule) -> KernelRule:
                 moduli.setdefault(v, s)
     if not moduli:
         return rule
-    index, at, extents, box = [], [], [], []
+    index, at, extents, box, residues = [], [], [], [], []
     for v, size in zip(rule.index, rule.outputs[0].shape):
         if v not in moduli:
             index.append(v)
@@ -47,9 +52,13 @@ def residue_split(rule: KernelRule) -> KernelRule:
         s, stem = moduli[v], v.name.rstrip("'")
         r, t = Symbol(f'{stem}r', integer=True), Symbol(f'{stem}q', integer=True)
         term, _ = split_residue(term, v, s, t, r)
+        for m in [m for m in term.vars if any(m in e.free_symbols and e.coeff(m) in (1, -1) and d == s
+                                              for e, d in term.divs)]:
+            term, _ = lattice(term, m, Symbol(f'{m.name}k', integer=True))
         index += [r, t]
+        residues.append(r)
         at.append(s * t + r)
         extents += [s, FloorDiv(size - 1 - r, s) + 1]
         box += [r, s - 1 - r, t, size - 1 - s * t - r]
     return replace(rule, index=tuple(index), terms=((term, optional),), at=tuple(at), extents=tuple(extents),
-                   box=tuple(box))
+                   box=tuple(box), residues=tuple(residues))

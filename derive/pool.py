@@ -38,6 +38,8 @@ from sympy import (
     KroneckerDelta,
     Lambda,
     Mod,
+    Mul,
+    Or,
     Ne,
     Piecewise,
     Rational,
@@ -50,7 +52,7 @@ from .claims import FALSE, PROVED, Identity, Note, Verdict, claim, grid
 from .jacobian import max_gradient_first, max_gradient_sympy
 from .proof import Derivation, prove_equal
 from .rules import Gradient, Layer, Tensor, gradient, scatter_form, to_gather
-from .zsum import ZSum, count_box, evaluate, exact_cover, zero_padded
+from .zsum import ZSum, count_box, evaluate, exact_cover, rule, within, zero_padded
 
 DIVISOR = Function('divisor')
 
@@ -187,6 +189,57 @@ def avg_pool_scatter(dims: int) -> Derivation:
     s = pool_symbols(dims)
     grad = pool_gradients(dims)['avg']
     return scatter_form(avg_pool_layer(dims), 'input', grad.index, (s['n'], s['c']))
+
+
+@cache
+def uniform_divisor(dims: int) -> tuple:
+    """(when, divisor): where ``when`` holds, every window's divisor is ``divisor`` -- divisor_override
+    when nonzero, else the full window K0 ... K(d-1).  Counting the padding, that is when every window
+    ends inside the padded input (H + 2P >= S (O - 1) + K: not ceil_mode's partial last window); not
+    counting it, when moreover there is no padding.  Claim pool.avg-uniform."""
+    s = pool_symbols(dims)
+    ov, cip = s['divisor_override'], s['count_include_pad']
+    inside = And(*[H + 2 * P - S * (O - 1) - K >= 0 for H, P, S, O, K in zip(s['H'], s['P'], s['S'], s['O'], s['K'])])
+    unpadded = And(*[Eq(P, 0) for P in s['P']])
+    return Or(Ne(ov, 0), And(inside, Or(Ne(cip, 0), unpadded))), Piecewise((ov, Ne(ov, 0)), (Mul(*s['K']), True))
+
+
+@cache
+def avg_tiling(dims: int):
+    """Where the windows of an average pooling tile its input exactly on every axis (zsum.exact_cover:
+    kernel = stride, no padding, input = stride x output; claim pool.avg-tiling)."""
+    s = pool_symbols(dims)
+    pos, _, _ = _window(s, dilated=False)
+    return And(*[c for p, o, O, m, K, H in zip(pos, s['o'], s['O'], s['m'], s['K'], s['H'])
+                 for c in exact_cover(p, o, (0, O - 1), m, (0, K - 1), H)])
+
+
+def _uniform_facts(dims: int, padded: bool) -> list:
+    """What ``uniform_divisor``'s condition gives (each >= 0) at a window o of the output box."""
+    s = pool_symbols(dims)
+    facts = list(_hyps(s, False)) + [c for o, O in zip(s['o'], s['O']) for c in (o, O - 1 - o)]
+    facts += [H + 2 * P - S * (O - 1) - K for H, P, S, O, K in zip(s['H'], s['P'], s['S'], s['O'], s['K'])]
+    return facts if padded else facts + [-P for P in s['P']]
+
+
+@rule('divisor(o) replaced by its value at every window (claim pool.avg-uniform)')
+def constant_divisor(z: ZSum, divisor) -> tuple[ZSum, str]:
+    return ZSum.make(z.vars, z.body.replace(DIVISOR, lambda *o: divisor), z.conds, z.divs), f'divisor = {divisor}'
+
+
+@cache
+def avg_pool_uniform(dims: int) -> Derivation:
+    """The avg-pool input gradient in gather form where every window has the same divisor W (the sizes of
+    ``uniform_divisor``): a transposed convolution of grad_output with a constant weight,
+
+        dx[n', c', i] = (1/W) sum_m g[n', c', (i + P - m)/S] [S | i + P - m] [0 <= i + P - m <= S (O - 1)],
+
+    which the kernels run as a gather: each input element written once, per residue of i modulo S
+    (codegen.split), with no zeroing pass and no divisor per window."""
+    grad = pool_gradients(dims)['avg']
+    d = Derivation.given(f'avg_pool{dims}d input gradient, one divisor for every window', grad.value,
+                         'the derived gather form (pool.avg*d.backward)')
+    return d.apply(constant_divisor, uniform_divisor(dims)[1])
 
 
 def _valid_selectors(dims: int, values: dict, limit: int, rng) -> list:
@@ -401,6 +454,48 @@ def _avg_rows() -> Verdict:
     notes = tuple(Note(f'{name}: {"holds" if ok else "NOT shown"} (mutual implication, symbolic sizes)')
                   for name, ok in held.items())
     return Verdict(PROVED, all(held.values()), notes)
+
+
+@claim('pool.avg-uniform', SLIDE, 'every window of an average pooling has the same divisor -- divisor_override, '
+       'or the full window K0 ... K(d-1) -- when the override is set, or every window ends inside the padded input '
+       '(no ceil_mode partial window) and the padding is counted or absent; the input gradient is then a '
+       'transposed convolution with a constant weight (the gather form the kernels run for those sizes)')
+def _avg_uniform() -> Verdict:
+    identities, ok = [], True
+    for dims in (1, 2, 3):
+        (include, _), (exclude, _) = divisor_counts(dims)
+        whole = uniform_divisor(dims)[1].args[1][0]
+        for name, count, padded in (('count_include_pad', include, True), ('padding 0', exclude, False)):
+            ok &= within(count, _uniform_facts(dims, padded)) == whole
+            identities.append(Identity(f'avg_pool{dims}d divisor, {name}, every window of the output box', count,
+                                       whole, 'each Min/Max decided by exact LP (degree-2 products) under the '
+                                       'condition'))
+    checked, why = _check_uniform()
+    notes = (Note(why or f'the uniform gather form equals the derived one (its divisor read at each window) at '
+                  f'every input position of {checked} 1-d geometries where the condition holds: H 1..6, K 1..3, '
+                  f'S 1..3, 0 <= P <= K/2, floor and ceil mode, count_include_pad 0/1, divisor_override 0/3'),)
+    return Verdict(PROVED, ok and not why, tuple(identities) + notes)
+
+
+def _check_uniform() -> tuple[int, str]:
+    """(geometries checked, '' or the first difference) of avg_pool_uniform(1) against the gather form."""
+    s = pool_symbols(1)
+    n, c, i = pool_gradients(1)['avg'].index
+    when, _ = uniform_divisor(1)
+    gather, uniform = pool_gradients(1)['avg'].value, avg_pool_uniform(1).result
+    checked = 0
+    for values in _scatter_sizes(1, (range(1, 7), range(1, 4), range(1, 4), (1,))):
+        for ov, cip in product((0, 3), (0, 1)):
+            values = values | {s['divisor_override']: ov, s['count_include_pad']: cip}
+            if not when.xreplace(values):
+                continue
+            for iv in range(values[s['H'][0]]):
+                at = values | {n: 0, c: 0, i: iv}
+                want = evaluate(gather, at).replace(DIVISOR, Lambda(s['o'], avg_divisor(1))).xreplace(values)
+                if (evaluate(uniform, at).xreplace(values) - want).simplify() != 0:
+                    return checked, f'differs at {values}, i = {iv}'
+            checked += 1
+    return checked, ''
 
 
 @claim('pool.max-ties', SLIDE, "max-pooling 'the error is assigned to where it comes from the winning unit' names "

@@ -267,6 +267,25 @@ def implied(cond: Expr, facts, degree2: bool = True) -> bool:
     return _lp_implies(cond, facts + products + cuts)
 
 
+def within(expr: Expr, facts: list) -> Expr:
+    """``expr`` with each Min / Max whose order the facts decide (exact LP, :func:`implied`)
+    replaced by that argument: in the interior a window's clipped size is its full size."""
+    def first(e):
+        for a in e.args:
+            if all(b == a or holds(b - a if isinstance(e, Min) else a - b, facts) for b in e.args):
+                return a
+        return e
+    return expr.replace(lambda e: isinstance(e, (Min, Max)), first)
+
+
+def holds(e: Expr, facts: list) -> bool:
+    """facts |- e >= 0, False when undecided (not a linear question either)."""
+    try:
+        return implied(expand(e), facts)
+    except ValueError:     # not a linear question: undecided
+        return False
+
+
 def _connected(cond: Expr, facts: list[Expr]) -> list[Expr]:
     """The facts linked to ``cond`` through shared symbols.  A Farkas certificate for a
     satisfiable system never needs the others, so dropping them keeps the LP sound and small."""

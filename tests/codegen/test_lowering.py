@@ -102,6 +102,75 @@ def test_residue_split_makes_strided_gathers_division_free_along_the_vector():
     assert {'1', 'S1'} <= strides
 
 
+def test_residue_split_parametrizes_unit_taps_by_their_lattice():
+    """avg_pool2d_backward with one divisor: each tap of unit coefficient becomes m = S k + r + P, so the
+    upstream element is read at t - k, no division left in the sum; its box depends on the residue only
+    (KernelRule.residues).  A dilated tap (conv2d_input: D m) keeps its divisibility."""
+    from sympy import Indexed
+
+    from codegen.ir import ExactDiv, VAdd, VStore, walk
+    from codegen.spec import rule
+    from codegen.split import residue_split
+    when, uniform = rule('avg_pool2d_backward').variants[0]
+    split = residue_split(uniform)
+    term = split.terms[0][0]
+    assert not term.divs and [str(v) for v in term.vars] == ['m0k', 'm1k']
+    (read,) = term.body.atoms(Indexed)
+    assert [str(e) for e in read.indices[2:]] == ['i0q - m0k', 'i1q - m1k']
+    assert [str(r) for r in split.residues] == ['i0r', 'i1r']
+    assert residue_split(rule('conv2d_input')).terms[0][0].divs
+    kernel = lower(rule('avg_pool2d_backward'))
+    gather = [n for n in walk(kernel.body) if getattr(n, 'conds', None) == (when,)]
+    assert gather, 'the variant runs under its condition'
+    nodes = list(walk(gather[0].then))
+    assert any(isinstance(n, VStore) for n in nodes) and not any(isinstance(n, VAdd) for n in nodes)
+    assert not any(a.atoms(ExactDiv) for n in nodes for a in vars(n).values() if hasattr(a, 'atoms'))
+    assert any(isinstance(n, VAdd) for n in walk(gather[0].otherwise))     # the scatter form elsewhere
+
+
+def test_parallel_collapses_rectangular_loops_only():
+    """OpenMP's collapse needs bounds free of the collapsed loops' variables (a residue's row count is not)."""
+    from sympy import Symbol as Sym
+
+    from codegen.ir import Assign, Loop
+    from codegen.lower import parallel
+    i, j, k, n = (Sym(x, integer=True) for x in 'ijkn')
+    body = (Assign(Sym('a'), k),)
+    assert parallel((Loop(i, 0, n, (Loop(j, 0, n - i, (Loop(k, 0, n, body),)),)),))[0].parallel == 1
+    assert parallel((Loop(i, 0, n, (Loop(j, 0, n, (Loop(k, 0, n - j, body),)),)),))[0].parallel == 2
+    assert parallel((Loop(i, 0, n, (Loop(j, 0, n, (Loop(k, 0, n, body),)),)),))[0].parallel == 3
+
+
+def test_hoisting_moves_loop_bounds_with_divisions_out_of_branches_and_loops():
+    """An inner loop's bound computed with a division is declared, leaves the branch arms that agree on
+    it and then every loop it does not depend on; a bound the arms disagree on, or a name the other arm
+    reads, stays where it was."""
+    from sympy import Symbol as Sym
+
+    from codegen.ir import Assign, Branch, Declare, FloorDiv, Loop, hoist_invariants
+    v, m, r, n, s = (Sym(x, integer=True) for x in 'vmrns')
+    add = (Assign(Sym('acc'), m, '+='),)
+
+    def row(upper_else, arm=()):
+        inner = Loop(m, FloorDiv(r, s), n, add)
+        other = Loop(m, FloorDiv(r, s), upper_else, add)
+        return (Loop(r, 0, n, (Loop(v, 0, n, (Branch((v >= 1,), (inner,), arm + (other,)),)),)),)
+    out = hoist_invariants(row(n))
+    loop_r = out[0]
+    assert loop_r.body[0] == Declare('m_lo', 'index', FloorDiv(r, s))     # out of the branch and the v loop
+    assert isinstance(loop_r.body[1], Loop) and loop_r.body[1].var == v
+    branch = loop_r.body[1].body[0]
+    bound = Sym('m_lo', integer=True)
+    assert branch.then[0].lower == bound and branch.otherwise[0].lower == bound
+    # the other arm reads m_lo as something else: the declaration stays in its arm
+    out = hoist_invariants(row(n, (Assign(Sym('m_lo'), v),)))
+    assert isinstance(out[0].body[0], Loop)
+    assert out[0].body[0].body[0].then[0] == Declare('m_lo', 'index', FloorDiv(r, s))
+    # a bound without a division stays in the loop header
+    plain = hoist_invariants((Loop(v, 0, n, (Loop(m, r + 1, n, add),)),))
+    assert plain[0].body[0].lower == r + 1
+
+
 def test_residue_split_leaves_rules_without_strided_gathers_alone():
     from codegen.spec import rule
     from codegen.split import residue_split
@@ -219,7 +288,7 @@ def test_numpy_bias_gradient_is_one_reduction_into_the_output(dims):
 def test_interior_facts_decide_a_windows_clipped_size():
     """within(): Min/Max replaced only when the facts order their arguments (exact LP)."""
     from sympy import Max, Min
-    from codegen.lower_vector import within
+    from derive.zsum import within
     o, H, K, P = (Symbol(n, integer=True) for n in 'oHKP')
     size = Min(K - 1, H + P - o - 1) - Max(0, P - o) + 1          # taps of window o inside [0, H)
     inside = [o - P, H - 1 - (o + K - 1 - P), P, K - 1]            # every tap of the window in the input

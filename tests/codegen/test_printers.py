@@ -101,3 +101,10 @@ def test_c_division_helpers_round_toward_minus_and_plus_infinity(tmp_path):
                    check=True, capture_output=True)
     run = subprocess.run([str(tmp_path / 'check')], capture_output=True, text=True)
     assert run.returncode == 0, run.stdout
+
+
+def test_c_printer_parenthesizes_conjunctions_inside_a_disjunction():
+    """C's && binds tighter than ||; GCC's -Wparentheses (-Werror in the build tests) still asks."""
+    from sympy import And, Ne, Or
+    a, b, c = (Symbol(n, integer=True) for n in 'abc')
+    assert CPrinter().doprint(Or(And(a >= 0, b >= 0), Ne(c, 0))) == '(a >= 0 && b >= 0) || c != 0'

@@ -136,3 +136,49 @@ def test_avg_scatter_claim_refuses_a_shifted_scatter_form(monkeypatch):
     monkeypatch.setattr(pool, 'avg_pool_scatter', shifted)
     claim, = select(['pool.avg-scatter'])
     assert not claim.check().holds
+
+
+def test_uniform_divisor_condition_matches_enumerated_divisors():
+    """Every 1-d geometry of a grid: the condition of uniform_divisor holds exactly when every window's
+    divisor (avg_divisor at each output position) equals the constant, but for the windows that tile
+    their input, where the constant is right too (no padding, full windows) and the tiling form runs."""
+    s = pool.pool_symbols(1)
+    when, constant = pool.uniform_divisor(1)
+    seen = {True: 0, False: 0}
+    for H, K, S in itertools.product(range(1, 8), range(1, 4), range(1, 4)):
+        for P, ceil_mode, cip, ov in itertools.product(range(K // 2 + 1), (False, True), (0, 1), (0, 2)):
+            O = int(pool.output_size(1, ceil_mode)[0].subs({s['H'][0]: H, s['K'][0]: K, s['S'][0]: S,
+                                                           s['D'][0]: 1, s['P'][0]: P}))
+            if O < 1:
+                continue
+            values = {s['H'][0]: H, s['K'][0]: K, s['S'][0]: S, s['P'][0]: P, s['O'][0]: O,
+                      s['divisor_override']: ov, s['count_include_pad']: cip}
+            divisors = {pool.avg_divisor(1).xreplace(values | {s['o'][0]: o}) for o in range(O)}
+            same = divisors == {constant.xreplace(values)}
+            assert bool(when.xreplace(values)) == same, values
+            seen[same] += 1
+    assert min(seen.values()) > 50
+
+
+def test_uniform_gather_is_the_gather_form_with_a_constant_divisor():
+    """Same sum as the derived gather form, its body the upstream element over K0 K1 (or the override)."""
+    from sympy import Indexed
+    s = pool.pool_symbols(2)
+    z, grad = pool.avg_pool_uniform(2).result, pool.pool_gradients(2)['avg'].value
+    assert (z.vars, z.conds, z.divs) == (grad.vars, grad.conds, grad.divs)
+    (upstream,) = grad.body.atoms(Indexed)
+    K0, K1 = s['K']
+    assert z.body.subs(s['divisor_override'], 0) * K0 * K1 == upstream
+    assert z.body.subs(s['divisor_override'], 3) * 3 == upstream
+
+
+def test_avg_uniform_claim_refuses_a_condition_that_misses_ceil_mode(monkeypatch):
+    """Claim the constant divisor for every geometry: the grid check must find the partial last window."""
+    from sympy import true
+
+    from derive.claims import select
+    constant = pool.uniform_divisor(1)[1]
+    monkeypatch.setattr(pool, 'uniform_divisor', lambda dims: (true, constant))
+    claim, = select(['pool.avg-uniform'])
+    verdict = claim.check()
+    assert not verdict.holds and 'differs' in verdict.evidence[-1].text()

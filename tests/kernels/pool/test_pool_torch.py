@@ -312,6 +312,47 @@ def test_avg_pool_backward_of_tiling_windows_matches_torch(backend, dtype, size,
     assert_close(got, t.grad.numpy())
 
 
+def one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) -> bool:
+    """Whether the C backward runs the gather form with one divisor (derive.pool.uniform_divisor, and not
+    the tiling windows' store: codegen.spec) for these sizes."""
+    from derive import pool
+    dims = len(size) - 2
+    s = pool.pool_symbols(dims)
+    values = {s['divisor_override']: divisor_override or 0, s['count_include_pad']: int(count_include_pad)}
+    for d, h in enumerate(size[2:]):
+        values |= {s['H'][d]: h, s['K'][d]: kernel, s['S'][d]: stride, s['P'][d]: padding,
+                   s['O'][d]: output_size(h, kernel, stride, padding, 1, ceil_mode)}
+    return bool(pool.uniform_divisor(dims)[0].xreplace(values) and not pool.avg_tiling(dims).xreplace(values))
+
+
+@pytest.mark.sanitize_subset
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override, uniform', [
+    ((2, 3, 9, 56), 3, 2, 1, False, True, None, True), ((2, 2, 8, 57), 3, 2, 1, False, True, None, True),
+    ((1, 3, 7, 71), 3, 3, 1, False, True, None, True), ((1, 2, 6, 40), 3, 1, 1, False, True, None, True),
+    ((1, 2, 9, 45), 2, 2, 0, False, False, None, True), ((1, 2, 7, 50), 4, 3, 2, True, False, 5, True),
+    ((2, 2, 9, 63), 3, 2, 1, True, True, None, True), ((1, 2, 8, 64), 3, 2, 1, True, True, None, False),
+    ((1, 2, 9, 56), 3, 2, 1, False, False, None, False), ((2, 3, 37), 3, 2, 1, False, True, None, True),
+    ((1, 2, 5, 6, 40), 3, 2, 1, False, True, None, True), ((1, 2, 4, 6, 35), 2, 2, 0, False, False, 3, True)])
+def test_avg_pool_backward_with_one_divisor_matches_torch(backend, dtype, size, kernel, stride, padding, ceil_mode,
+                                                         count_include_pad, divisor_override, uniform):
+    """Sizes where every window has the same divisor (the C backward's gather per residue of the stride:
+    pool.avg-uniform) and, for contrast, where it has not (ceil_mode's partial last window, padding not
+    counted: the scatter form): strides 1-3, odd and even widths (residues of different lengths), rows
+    past a vector, 1-3 d, a divisor override."""
+    assert one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) == uniform
+    rng = np.random.default_rng(sum(size) + kernel * 7 + stride)
+    x = rng.standard_normal(size).astype(dtype)
+    params = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode,
+                  count_include_pad=count_include_pad)
+    params |= {} if divisor_override is None else dict(divisor_override=divisor_override)
+    t = torch.from_numpy(x).requires_grad_()
+    expected = getattr(F, f'avg_pool{len(size) - 2}d')(t, **params)
+    g = rng.standard_normal(tuple(expected.shape)).astype(dtype)
+    expected.backward(torch.from_numpy(g))
+    assert_close(getattr(backend, f'avg_pool{len(size) - 2}d_backward')(g, x, **params), t.grad.numpy())
+
+
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('dims, kernel, stride, padding, dilation', [
     (1, 3, 1, 1, 1), (2, 3, 2, 1, 1), (2, 2, 1, 1, 2), (3, 3, 2, 1, 1), (3, (2, 3, 2), 1, (1, 1, 0), (2, 1, 1))])
