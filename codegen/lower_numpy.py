@@ -286,11 +286,14 @@ def _tap_loops(taps, z) -> tuple:
     return lines, ind
 
 
-def _ranges(z, taps, ind) -> tuple:
+def _ranges(z, taps, loops: list, ind) -> tuple:
     """Per vectorized variable: bounds projected from the constraints (given the taps), and the test
-    that skips empty tap iterations.  Returns (variable -> its bounds, printed before the tap loops, lines inside,
-    ranges, vectorized variables): bounds that do not depend on the taps are computed once, before them."""
-    before, inside, ranges, empty = {}, [], {}, []
+    that skips empty tap iterations.  Returns (variable -> its bounds, printed before the tap loops, the
+    tap loops' lines with the other bounds and the test inside, ranges, vectorized variables): a bound
+    is computed once, before the tap loops or in the loop of the innermost tap it depends on (tiny
+    input gradient: a row's range once per row tap, not once per tap)."""
+    before, ranges, empty = {}, {}, []
+    after = {k: [] for k in range(len(taps))}
     vector = [v for v in z.vars if v not in taps]
     for v in vector:
         mine = [c for c in z.conds if v in c.free_symbols]
@@ -300,14 +303,14 @@ def _ranges(z, taps, ind) -> tuple:
         name = identifier(v.name)
         tapped = (lo.free_symbols | hi.free_symbols) & set(taps)
         if tapped:
-            inside.append(f'{ind}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}')
+            depth = max(taps.index(t) for t in tapped)
+            after[depth].append(f'{"    " * (depth + 1)}{name}_lo, {name}_hi = {pr(lo)}, {pr(hi)}')
+            empty.append(f'{name}_lo <= {name}_hi')
         else:
             before[v] = (lo, hi)
         ranges[v] = (Symbol(f'{name}_lo'), Symbol(f'{name}_hi'))
-        if tapped:
-            empty.append(f'{name}_lo <= {name}_hi')
-    inside.append(f'{ind}if {" and ".join(empty) or "True"}:')
-    return before, inside, ranges, vector
+    lines = [line for k, loop in enumerate(loops) for line in [loop] + after[k]]
+    return before, lines + [f'{ind}if {" and ".join(empty) or "True"}:'], ranges, vector
 
 
 def _slice(e: Expr, vector, ranges) -> tuple:
@@ -358,8 +361,8 @@ class TapLoops:
 def tap_loops(rule, z) -> TapLoops:
     taps, z, where = _taps_and_lattice(rule, z)
     loops, outer = _tap_loops(taps, z)
-    bounds, inside, ranges, vector = _ranges(z, taps, outer)
-    return TapLoops(z, taps, bounds, loops + inside, ranges, vector, _labels(vector), where, outer + '    ')
+    bounds, lines, ranges, vector = _ranges(z, taps, loops, outer)
+    return TapLoops(z, taps, bounds, lines, ranges, vector, _labels(vector), where, outer + '    ')
 
 
 def _taps_sum(rule: KernelRule, z: ZSum, accumulate: bool, printer) -> list:

@@ -175,8 +175,8 @@ def conv2d_input(sizes, *, grad_input, grad_output, weight):
         cols = runtime.contracted('bfghade', [(weight_r[:, :, c__lo:c__hi + 1, :, :], 'bcfgh'), (grad_output_r[n__lo:n__hi + 1, :, :, :, :], 'abcde')])
         cols = cols.transpose((4, 0, 1, 5, 6, 2, 3))
         for m0 in range(0, K0 - 1 + 1):
+            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
             for m1 in range(0, K1 - 1 + 1):
-                t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
                 t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
                 if t0_lo <= t0_hi and t1_lo <= t1_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1]
@@ -217,8 +217,8 @@ def max_pool2d(sizes, *, output, indices, input):
     n_lo, n_hi = 0, N - 1
     c_lo, c_hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
+        o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
         for m1 in range(0, K1 - 1 + 1):
-            o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
             o1_lo, o1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
             if o0_lo <= o0_hi and o1_lo <= o1_hi:
                 best = output_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1]
@@ -271,8 +271,8 @@ def avg_pool2d_backward(sizes, *, grad_input, grad_output):
     n__lo, n__hi = 0, N - 1
     c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
+        t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
         for m1 in range(0, K1 - 1 + 1):
-            t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
             t1_lo, t1_hi = max(0, (-((-(P1 - m1)) // (S1)))), min(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
             if t0_lo <= t0_hi and t1_lo <= t1_hi:
                 ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, -P0 + S0*t0_lo + m0:-P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + m0 + 1:S0, -P1 + S1*t1_lo + m1:-P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + m1 + 1:S1]
@@ -314,10 +314,10 @@ def conv3d_input(sizes, *, grad_input, grad_output, weight):
         cols = runtime.contracted('bghijadef', [(weight_r[:, :, c__lo:c__hi + 1, :, :, :], 'bcghij'), (grad_output_r[n__lo:n__hi + 1, :, :, :, :, :], 'abcdef')])
         cols = cols.transpose((5, 0, 1, 6, 7, 8, 2, 3, 4))
         for m0 in range(0, K0 - 1 + 1):
+            t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
             for m1 in range(0, K1 - 1 + 1):
+                t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
                 for m2 in range(0, K2 - 1 + 1):
-                    t0_lo, t0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                    t1_lo, t1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
                     t2_lo, t2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
                     if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                         ov = grad_input_r[n__lo:n__hi + 1, g__lo:g__hi + 1, c__lo:c__hi + 1, D0*m0 - P0 + S0*t0_lo:D0*m0 - P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + 1:S0, D1*m1 - P1 + S1*t1_lo:D1*m1 - P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + 1:S1, D2*m2 - P2 + S2*t2_lo:D2*m2 - P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + 1:S2]
@@ -358,10 +358,10 @@ def max_pool3d(sizes, *, output, indices, input):
     n_lo, n_hi = 0, N - 1
     c_lo, c_hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
+        o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
         for m1 in range(0, K1 - 1 + 1):
+            o1_lo, o1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
             for m2 in range(0, K2 - 1 + 1):
-                o0_lo, o0_hi = max(0, (-((-(-D0*m0 + P0)) // (S0)))), min(O0 - 1, ((-D0*m0 + H0 + P0 - 1) // (S0)))
-                o1_lo, o1_hi = max(0, (-((-(-D1*m1 + P1)) // (S1)))), min(O1 - 1, ((-D1*m1 + H1 + P1 - 1) // (S1)))
                 o2_lo, o2_hi = max(0, (-((-(-D2*m2 + P2)) // (S2)))), min(O2 - 1, ((-D2*m2 + H2 + P2 - 1) // (S2)))
                 if o0_lo <= o0_hi and o1_lo <= o1_hi and o2_lo <= o2_hi:
                     best = output_r[n_lo:n_hi + 1, c_lo:c_hi + 1, o0_lo:o0_hi + 1, o1_lo:o1_hi + 1, o2_lo:o2_hi + 1]
@@ -416,10 +416,10 @@ def avg_pool3d_backward(sizes, *, grad_input, grad_output):
     n__lo, n__hi = 0, N - 1
     c__lo, c__hi = 0, C - 1
     for m0 in range(0, K0 - 1 + 1):
+        t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
         for m1 in range(0, K1 - 1 + 1):
+            t1_lo, t1_hi = max(0, (-((-(P1 - m1)) // (S1)))), min(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
             for m2 in range(0, K2 - 1 + 1):
-                t0_lo, t0_hi = max(0, (-((-(P0 - m0)) // (S0)))), min(O0 - 1, ((H0 + P0 - m0 - 1) // (S0)))
-                t1_lo, t1_hi = max(0, (-((-(P1 - m1)) // (S1)))), min(O1 - 1, ((H1 + P1 - m1 - 1) // (S1)))
                 t2_lo, t2_hi = max(0, (-((-(P2 - m2)) // (S2)))), min(O2 - 1, ((H2 + P2 - m2 - 1) // (S2)))
                 if t0_lo <= t0_hi and t1_lo <= t1_hi and t2_lo <= t2_hi:
                     ov = grad_input_r[n__lo:n__hi + 1, c__lo:c__hi + 1, -P0 + S0*t0_lo + m0:-P0 + S0*t0_lo + S0*(t0_hi - t0_lo) + m0 + 1:S0, -P1 + S1*t1_lo + m1:-P1 + S1*t1_lo + S1*(t1_hi - t1_lo) + m1 + 1:S1, -P2 + S2*t2_lo + m2:-P2 + S2*t2_lo + S2*(t2_hi - t2_lo) + m2 + 1:S2]

@@ -353,3 +353,14 @@ def _has_taps(nodes) -> bool:
     from codegen.ir import VTaps, walk
     values = (getattr(n, field, None) for n in walk(nodes) for field in ('value', 'target'))
     return any(value.has(VTaps) for value in values if hasattr(value, 'has'))
+
+
+def test_numpy_tap_loops_compute_each_range_in_the_loop_of_its_innermost_tap():
+    """conv2d_input's col2im: the rows' range depends on the row tap only, so it is computed in that loop,
+    once per row tap, not once per tap (tiny input gradient 47.7 -> 45.3 us)."""
+    from codegen.spec import rule
+    lines = [line.strip() for line in lower_numpy(rule('conv2d_input')).lines]
+    rows, cols = lines.index('for m0 in range(0, K0 - 1 + 1):'), lines.index('for m1 in range(0, K1 - 1 + 1):')
+    assert lines[rows + 1].startswith('t0_lo, t0_hi = ') and rows + 1 < cols
+    assert lines[cols + 1].startswith('t1_lo, t1_hi = ')
+    assert lines[cols + 2] == 'if t0_lo <= t0_hi and t1_lo <= t1_hi:'
