@@ -70,6 +70,11 @@ from its proven Z-sum:
 * a scatter form (average-pooling backward) adds LANES windows at a time to
   their taps, the taps outermost (scatter_vector_nodes), rows of windows
   outside the interior box too (their taps over the row's ranges);
+* where every window has the same divisor (KernelRule.variants, claim pool.avg-uniform), average
+  pooling backward is a gather instead, per residue of the strides (codegen.split, its unit taps
+  parametrized by their lattice: no division in the loop): each input element written once, no
+  zeroing pass (pool3 average backward 0.89 -> 0.57 ms; blocks of 8 planes 0.58, of 4 0.55, of 2
+  0.66, one plane 0.76 in a C driver: the taps' short loops cost per chunk);
 * a scatter whose windows tile its output exactly (derive.zsum.exact_cover on
   every axis: kernel = stride, no padding, no remainder) has a run-time variant
   that stores each share, with no zeroing and no adds (pool2 average backward
