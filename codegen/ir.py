@@ -321,14 +321,14 @@ def hoist_invariants(nodes: tuple, pinned: int = 0) -> tuple:
             kept = list(body)
             moved = []
             for d in body:
-                if not (isinstance(d, Declare) and d.ctype == 'index') or d.value is None:
+                value = _index_value(d)
+                if value is None:
                     continue
-                value = d.value if hasattr(d.value, 'free_symbols') else Integer(d.value)
                 inside = _written([k for k in kept if k is not d]) | {str(n.var)}
                 if d.name in inside:   # updated in the loop (a running position): its start belongs to each pass
                     continue
                 taken = _written(out) | {m.name for m in moved}
-                if value.atoms(ArrayRef) or {str(s) for s in value.free_symbols} & inside or d.name in taken:
+                if {str(s) for s in value.free_symbols} & inside or d.name in taken:
                     continue
                 kept.remove(d)
                 moved.append(d)
@@ -355,11 +355,11 @@ def _lifted(node, around: set) -> tuple:
     new = {f: list(getattr(node, f)) for f in arms}
     for f in arms:
         for d in getattr(node, f):
-            if not (isinstance(d, Declare) and d.ctype == 'index') or d.value is None or d.name in lifted:
+            value = _index_value(d)
+            if value is None or d.name in lifted:
                 continue
-            value = d.value if hasattr(d.value, 'free_symbols') else Integer(d.value)
             before = new[f][:new[f].index(d)]
-            if value.atoms(ArrayRef) or {str(s) for s in value.free_symbols} & _written(before) \
+            if {str(s) for s in value.free_symbols} & _written(before) \
                     or d.name in around | _mentions(before) or d.name in _written(new[f][new[f].index(d) + 1:]):
                 continue
             twins = {}
@@ -379,6 +379,14 @@ def _lifted(node, around: set) -> tuple:
                     new[g].remove(e)
                 lifted[d.name] = d
     return list(lifted.values()), replace(node, **{f: tuple(v) for f, v in new.items()})
+
+
+def _index_value(node):
+    """The value of an index declaration that reads no memory (one that may move), else None."""
+    if not (isinstance(node, Declare) and node.ctype == 'index') or node.value is None:
+        return None
+    value = node.value if hasattr(node.value, 'free_symbols') else Integer(node.value)
+    return None if value.atoms(ArrayRef) else value
 
 
 def _mentions(nodes) -> set:
