@@ -72,7 +72,8 @@ def compact(rng, values):
 def random_pool_config(rng, kind: str) -> dict:
     dims = int(rng.choice([1, 2, 3], p=[0.3, 0.45, 0.25]))
     window = random_window(rng, dims, dilated=kind == 'max', min_size=kind == 'avg' and dims == 3)
-    config = dict(kind=kind, dims=dims, batch=int(rng.integers(1, 4)), channels=int(rng.integers(1, 4)),
+    channels = int(rng.integers(1, 4)) if rng.random() < 0.85 else int(rng.integers(8, 12))   # blocks of 8 planes
+    config = dict(kind=kind, dims=dims, batch=int(rng.integers(1, 4)), channels=channels,
                   unbatched=bool(rng.random() < 0.15), size=window['size'],
                   kernel_size=compact(rng, window['kernel']), stride=compact(rng, window['stride']),
                   padding=compact(rng, window['padding']), ceil_mode=window['ceil_mode'],
@@ -193,6 +194,7 @@ def test_pool_sweep_covers_the_required_cases(kind):
     assert any(max(_tuple(c['padding'], c['dims'])) > 0 for c in configs)
     assert {np.dtype(c['dtype']).name for c in configs} == {'float32', 'float64'}
     assert sum(c['size'][-1] >= 16 for c in configs) >= 50, 'rows as wide as a vector of floats'
+    assert sum(c['channels'] >= 8 and c['size'][-1] >= 16 for c in configs) >= 5, 'blocks of 8 planes'
     if kind == 'max':
         assert any(max(_tuple(c['dilation'], c['dims'])) > 1 for c in configs)
         assert any(c['given_indices'] for c in configs)
@@ -328,8 +330,8 @@ def one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, div
 @pytest.mark.sanitize_subset
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override, uniform', [
-    ((2, 3, 9, 56), 3, 2, 1, False, True, None, True), ((2, 2, 8, 57), 3, 2, 1, False, True, None, True),
-    ((1, 3, 7, 71), 3, 3, 1, False, True, None, True), ((1, 2, 6, 40), 3, 1, 1, False, True, None, True),
+    ((2, 3, 9, 56), 3, 2, 1, False, True, None, True), ((1, 10, 8, 57), 3, 2, 1, False, True, None, True),
+    ((1, 9, 7, 71), 3, 3, 1, False, True, None, True), ((1, 2, 6, 40), 3, 1, 1, False, True, None, True),
     ((1, 2, 9, 45), 2, 2, 0, False, False, None, True), ((1, 2, 7, 50), 4, 3, 2, True, False, 5, True),
     ((2, 2, 9, 63), 3, 2, 1, True, True, None, True), ((1, 2, 8, 64), 3, 2, 1, True, True, None, False),
     ((1, 2, 9, 56), 3, 2, 1, False, False, None, False), ((2, 3, 37), 3, 2, 1, False, True, None, True),
@@ -339,7 +341,7 @@ def test_avg_pool_backward_with_one_divisor_matches_torch(backend, dtype, size, 
     """Sizes where every window has the same divisor (the C backward's gather per residue of the stride:
     pool.avg-uniform) and, for contrast, where it has not (ceil_mode's partial last window, padding not
     counted: the scatter form): strides 1-3, odd and even widths (residues of different lengths), rows
-    past a vector, 1-3 d, a divisor override."""
+    past a vector, 1-3 d, a divisor override, 9 and 10 channels (a block of 8 planes and the rest)."""
     assert one_divisor(size, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override) == uniform
     rng = np.random.default_rng(sum(size) + kernel * 7 + stride)
     x = rng.standard_normal(size).astype(dtype)
