@@ -23,7 +23,10 @@ Average pooling (D = 1): y[n, c, o] = (1/div(o)) sum_{m : 0 <= S o + m - P < H} 
 div(o) = divisor_override if given, else the number of window positions inside
 [-P, H + P) (count_include_pad) or inside [0, H) (not), counted in closed form
 by the box-count rule.  Its backward divides by div: the slide's "multiplied by
-N x N" is an erratum.
+N x N" is an erratum.  Where every window has the same divisor (the override, or
+full windows counted with their padding: uniform_divisor), the backward is a
+transposed convolution with a constant weight (avg_pool_uniform), which the
+kernels run as a gather.
 """
 from __future__ import annotations
 
