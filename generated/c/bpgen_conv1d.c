@@ -436,9 +436,9 @@ static void bpgen_conv1d_f32_part0(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1124,6 +1124,8 @@ static void bpgen_conv1d_f32_part0(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -1227,9 +1229,9 @@ static void bpgen_conv1d_f32_part1(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1915,6 +1917,8 @@ static void bpgen_conv1d_f32_part1(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -2018,9 +2022,9 @@ static void bpgen_conv1d_f32_part2(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -2706,6 +2710,8 @@ static void bpgen_conv1d_f32_part2(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -2809,9 +2815,9 @@ static void bpgen_conv1d_f32_part3(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -3234,6 +3240,8 @@ static void bpgen_conv1d_f32_part3(float *restrict output, const float *restrict
                         }
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -3338,9 +3346,9 @@ static void bpgen_conv1d_f32_part4(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -3763,6 +3771,8 @@ static void bpgen_conv1d_f32_part4(float *restrict output, const float *restrict
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -3867,9 +3877,9 @@ static void bpgen_conv1d_f32_part5(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -4292,6 +4302,8 @@ static void bpgen_conv1d_f32_part5(float *restrict output, const float *restrict
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -4396,10 +4408,9 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O0; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                             if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -4660,6 +4671,7 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                                 bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 7*O0 + v0), 1, t_7_1);
                             }
                         }
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
                         for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -5024,6 +5036,9 @@ static void bpgen_conv1d_f32_part6(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O0, 2*BP_LANES_F);
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -5176,9 +5191,9 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -5544,6 +5559,8 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -5647,9 +5664,9 @@ static void bpgen_conv1d_f32_part8(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6015,6 +6032,8 @@ static void bpgen_conv1d_f32_part8(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -6118,9 +6137,9 @@ static void bpgen_conv1d_f32_part9(float *restrict output, const float *restrict
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -6486,6 +6505,8 @@ static void bpgen_conv1d_f32_part9(float *restrict output, const float *restrict
                         bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_F) {
@@ -6621,7 +6642,6 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
     if (KG >= 16 && 16*CG*K0 <= 6144) {
         if (S0 == 1) {
 #ifdef _OPENMP
@@ -6661,6 +6681,7 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
         }
     } else {
         if (8*CG*K0 > 6144 && S0 <= 2) {
+            int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
             if (S0 == 1) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
@@ -6773,9 +6794,9 @@ static void bpgen_conv1d_f64_part0(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -7461,6 +7482,8 @@ static void bpgen_conv1d_f64_part0(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -7564,9 +7587,9 @@ static void bpgen_conv1d_f64_part1(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -8252,6 +8275,8 @@ static void bpgen_conv1d_f64_part1(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -8355,9 +8380,9 @@ static void bpgen_conv1d_f64_part2(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 16) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 16 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -9043,6 +9068,8 @@ static void bpgen_conv1d_f64_part2(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 15*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_15);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -9146,9 +9173,9 @@ static void bpgen_conv1d_f64_part3(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -9571,6 +9598,8 @@ static void bpgen_conv1d_f64_part3(double *restrict output, const double *restri
                         }
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -9675,9 +9704,9 @@ static void bpgen_conv1d_f64_part4(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -10100,6 +10129,8 @@ static void bpgen_conv1d_f64_part4(double *restrict output, const double *restri
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -10204,9 +10235,9 @@ static void bpgen_conv1d_f64_part5(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         if (O0 >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -10629,6 +10660,8 @@ static void bpgen_conv1d_f64_part5(double *restrict output, const double *restri
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
@@ -10733,10 +10766,9 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
-                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O0; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                             if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -10997,6 +11029,7 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                                 bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 7*O0 + v0), 1, t_7_1);
                             }
                         }
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
                         for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -11361,6 +11394,9 @@ static void bpgen_conv1d_f64_part6(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O0, 2*BP_LANES_D);
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -11513,9 +11549,9 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P0;
-                int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -11881,6 +11917,8 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -11984,9 +12022,9 @@ static void bpgen_conv1d_f64_part8(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -12352,6 +12390,8 @@ static void bpgen_conv1d_f64_part8(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -12455,9 +12495,9 @@ static void bpgen_conv1d_f64_part9(double *restrict output, const double *restri
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -12823,6 +12863,8 @@ static void bpgen_conv1d_f64_part9(double *restrict output, const double *restri
                         bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*K0 + D0 + H0 + P0 - 1, S0));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         if (O0 >= BP_LANES_D) {
@@ -12958,7 +13000,6 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
     if (KG >= 16 && 16*CG*K0 <= 6144) {
         if (S0 == 1) {
 #ifdef _OPENMP
@@ -12998,6 +13039,7 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
         }
     } else {
         if (8*CG*K0 > 6144 && S0 <= 2) {
+            int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0, 6144));
             if (S0 == 1) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
@@ -13112,7 +13154,6 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
                         if (H0 - i0r >= BP_LANES_F) {
@@ -13279,6 +13320,7 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                                     bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -13523,6 +13565,7 @@ static void bpgen_conv1d_input_f32_part0(float *restrict grad_input, const float
                             bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
                             if (H0 - i0r >= BP_LANES_F) {
@@ -13989,11 +14032,10 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         if (H0 - i0r >= BP_LANES_F) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0_0 = {0};
@@ -14157,8 +14199,8 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                                     bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
@@ -14168,6 +14210,7 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                             bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
@@ -14214,6 +14257,7 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                         int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -14363,6 +14407,7 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -14403,9 +14448,10 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                             bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             if (H0 - i0r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -14445,9 +14491,9 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                                     }
                                 }
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                         for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
@@ -14459,6 +14505,7 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
                                         bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                         for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                             int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -14536,8 +14583,8 @@ static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         if (H0 - i0r >= BP_LANES_F) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t v0 = 0, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -14743,6 +14790,7 @@ static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -14783,9 +14831,9 @@ static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float
                             bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             if (H0 - i0r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -14876,12 +14924,11 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
             for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                 int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, 2));
                 int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), bp_floordiv(2*O0 - P0 - i0r - 2, 2));
-                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                         if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_F) {
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -14979,6 +15026,7 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                                 for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -15088,6 +15136,7 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(D0*m0 - P0 - i0r, 2)), -v0 + bp_min(bp_floordiv(H0 - i0r - 1, 2), bp_floordiv(D0*m0 + 2*O0 - P0 - i0r - 2, 2)));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -15128,9 +15177,9 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
                             bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_F) {
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -15160,6 +15209,7 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
                                     }
                                 }
                                 if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                     int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                                     for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -15223,12 +15273,11 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
             for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
                 int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
                 int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
-                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                         if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -15326,6 +15375,7 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                                 for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -15435,6 +15485,7 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(D0*m0 - P0 - i0r, S0)), -v0 + bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0)));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -15475,9 +15526,9 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
                             bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_f(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -15507,6 +15558,7 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
                                     }
                                 }
                                 if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                     int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                                     for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -15702,7 +15754,6 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
                         if (H0 - i0r >= BP_LANES_D) {
@@ -15869,6 +15920,7 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                                     bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -16113,6 +16165,7 @@ static void bpgen_conv1d_input_f64_part0(double *restrict grad_input, const doub
                             bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
                             if (H0 - i0r >= BP_LANES_D) {
@@ -16579,11 +16632,10 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
             for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                 int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         if (H0 - i0r >= BP_LANES_D) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0_0 = {0};
@@ -16747,8 +16799,8 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                                     bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
@@ -16758,6 +16810,7 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                             bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
@@ -16804,6 +16857,7 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                         int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -16953,6 +17007,7 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -16993,9 +17048,10 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                             bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             if (H0 - i0r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -17035,9 +17091,9 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                                     }
                                 }
                                 for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                         for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
@@ -17049,6 +17105,7 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
                                         bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                                         for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                             int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
                                             for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -17126,8 +17183,8 @@ static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const doub
                 int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         if (H0 - i0r >= BP_LANES_D) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t v0 = 0, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -17333,6 +17390,7 @@ static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const doub
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -17373,9 +17431,9 @@ static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const doub
                             bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
                             if (H0 - i0r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -17466,12 +17524,11 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
             for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                 int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, 2));
                 int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), bp_floordiv(2*O0 - P0 - i0r - 2, 2));
-                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                         if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_D) {
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -17569,6 +17626,7 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                                 for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -17678,6 +17736,7 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(D0*m0 - P0 - i0r, 2)), -v0 + bp_min(bp_floordiv(H0 - i0r - 1, 2), bp_floordiv(D0*m0 + 2*O0 - P0 - i0r - 2, 2)));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -17718,9 +17777,9 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
                             bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, 2)), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                             if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_D) {
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -17750,6 +17809,7 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
                                     }
                                 }
                                 if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                     int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 2);
                                     for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -17813,12 +17873,11 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
             for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
                 int64_t vlo = bp_max(0, bp_ceildiv(D0*K0 - D0 - P0 - i0r, S0));
                 int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(O0*S0 - P0 - S0 - i0r, S0));
-                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
-                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                         if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -17916,6 +17975,7 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                                 for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -18025,6 +18085,7 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(D0*m0 - P0 - i0r, S0)), -v0 + bp_min(bp_floordiv(H0 - i0r - 1, S0), bp_floordiv(D0*m0 + O0*S0 - P0 - S0 - i0r, S0)));
                                 for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -18065,9 +18126,9 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
                             bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + S0*v0 + i0r), S0, bp_lane_mask_d(0, -v0 + bp_floordiv(H0 - i0r - 1, S0)), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                             int64_t c__b = c__b1;
-                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                             if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -18097,6 +18158,7 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
                                     }
                                 }
                                 if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                     int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, S0);
                                     for (int64_t v0 = v0_lo; v0 <= v0_hi; ++v0) {
@@ -18290,10 +18352,9 @@ static void bpgen_conv1d_weight_f32_part0(float *restrict grad_weight, const flo
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
             for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 if (k__b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                         if (c__b + 2 <= CG) {
                             bp_vf v_0_0 = {0};
@@ -18312,6 +18373,7 @@ static void bpgen_conv1d_weight_f32_part0(float *restrict grad_weight, const flo
                             bp_vf v_6_1 = {0};
                             bp_vf v_7_0 = {0};
                             bp_vf v_7_1 = {0};
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                             for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -18415,6 +18477,7 @@ static void bpgen_conv1d_weight_f32_part0(float *restrict grad_weight, const flo
                             float t_7_1 = bp_hsum_f(v_7_1);
                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                         } else {
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                             for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                 int64_t c__b = c__b1;
                                 bp_vf v_0_0 = {0};
@@ -18496,12 +18559,15 @@ static void bpgen_conv1d_weight_f32_part0(float *restrict grad_weight, const flo
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                     for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                         int64_t k__b = k__b1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                             if (c__b + 2 <= CG) {
                                 bp_vf v_0_0 = {0};
                                 bp_vf v_0_1 = {0};
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -18528,6 +18594,7 @@ static void bpgen_conv1d_weight_f32_part0(float *restrict grad_weight, const flo
                                 float t_0_1 = bp_hsum_f(v_0_1);
                                 grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                             } else {
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
                                     bp_vf v_0_0 = {0};
@@ -20369,10 +20436,9 @@ static void bpgen_conv1d_weight_f64_part0(double *restrict grad_weight, const do
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
             for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-                int64_t vlo = bp_max(0, -D0*m0_ + P0);
-                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
-                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 if (k__b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                     for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                         if (c__b + 2 <= CG) {
                             bp_vd v_0_0 = {0};
@@ -20391,6 +20457,7 @@ static void bpgen_conv1d_weight_f64_part0(double *restrict grad_weight, const do
                             bp_vd v_6_1 = {0};
                             bp_vd v_7_0 = {0};
                             bp_vd v_7_1 = {0};
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                             for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                 for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -20494,6 +20561,7 @@ static void bpgen_conv1d_weight_f64_part0(double *restrict grad_weight, const do
                             double t_7_1 = bp_hsum_d(v_7_1);
                             grad_weight[K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_] = t_7_1;
                         } else {
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                             for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                 int64_t c__b = c__b1;
                                 bp_vd v_0_0 = {0};
@@ -20575,12 +20643,15 @@ static void bpgen_conv1d_weight_f64_part0(double *restrict grad_weight, const do
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
                     for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                         int64_t k__b = k__b1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
                             if (c__b + 2 <= CG) {
                                 bp_vd v_0_0 = {0};
                                 bp_vd v_0_1 = {0};
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -20607,6 +20678,7 @@ static void bpgen_conv1d_weight_f64_part0(double *restrict grad_weight, const do
                                 double t_0_1 = bp_hsum_d(v_0_1);
                                 grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
                             } else {
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
                                     bp_vd v_0_0 = {0};
@@ -22447,9 +22519,6 @@ static void bpgen_conv1d_bias_f32_part0(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O0 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 16 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -22467,6 +22536,9 @@ static void bpgen_conv1d_bias_f32_part0(float *restrict grad_bias, const float *
                 bp_vf v_13 = {0};
                 bp_vf v_14 = {0};
                 bp_vf v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -22588,6 +22660,9 @@ static void bpgen_conv1d_bias_f32_part0(float *restrict grad_bias, const float *
                 float t_15 = bp_hsum_f(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -22621,9 +22696,6 @@ static void bpgen_conv1d_bias_f32_part1(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O0 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 8 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -22633,6 +22705,9 @@ static void bpgen_conv1d_bias_f32_part1(float *restrict grad_bias, const float *
                 bp_vf v_5 = {0};
                 bp_vf v_6 = {0};
                 bp_vf v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                         bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -22698,6 +22773,9 @@ static void bpgen_conv1d_bias_f32_part1(float *restrict grad_bias, const float *
                 float t_7 = bp_hsum_f(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -22797,9 +22875,6 @@ static void bpgen_conv1d_bias_f64_part0(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O0 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 16 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -22817,6 +22892,9 @@ static void bpgen_conv1d_bias_f64_part0(double *restrict grad_bias, const double
                 bp_vd v_13 = {0};
                 bp_vd v_14 = {0};
                 bp_vd v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -22938,6 +23016,9 @@ static void bpgen_conv1d_bias_f64_part0(double *restrict grad_bias, const double
                 double t_15 = bp_hsum_d(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
@@ -22971,9 +23052,6 @@ static void bpgen_conv1d_bias_f64_part1(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O0 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 8 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -22983,6 +23061,9 @@ static void bpgen_conv1d_bias_f64_part1(double *restrict grad_bias, const double
                 bp_vd v_5 = {0};
                 bp_vd v_6 = {0};
                 bp_vd v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                         bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
@@ -23048,6 +23129,9 @@ static void bpgen_conv1d_bias_f64_part1(double *restrict grad_bias, const double
                 double t_7 = bp_hsum_d(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O0 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};

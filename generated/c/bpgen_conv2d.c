@@ -440,9 +440,9 @@ static void bpgen_conv2d_f32_part0(float *restrict output, const float *restrict
                 int64_t vlo = P1;
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -522,6 +522,8 @@ static void bpgen_conv2d_f32_part0(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -772,9 +774,9 @@ static void bpgen_conv2d_f32_part0(float *restrict output, const float *restrict
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = P1;
                     int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -854,6 +856,8 @@ static void bpgen_conv2d_f32_part0(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -890,9 +894,9 @@ static void bpgen_conv2d_f32_part1(float *restrict output, const float *restrict
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -972,6 +976,8 @@ static void bpgen_conv2d_f32_part1(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -1222,9 +1228,9 @@ static void bpgen_conv2d_f32_part1(float *restrict output, const float *restrict
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -1304,6 +1310,8 @@ static void bpgen_conv2d_f32_part1(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -1340,9 +1348,9 @@ static void bpgen_conv2d_f32_part2(float *restrict output, const float *restrict
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -1422,6 +1430,8 @@ static void bpgen_conv2d_f32_part2(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -1672,9 +1682,9 @@ static void bpgen_conv2d_f32_part2(float *restrict output, const float *restrict
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_F) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -1754,6 +1764,8 @@ static void bpgen_conv2d_f32_part2(float *restrict output, const float *restrict
                     } else {
                         int64_t v0 = 0;
                         bp_vf v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -2151,9 +2163,9 @@ static void bpgen_conv2d_f32_part4(float *restrict output, const float *restrict
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -2728,6 +2740,8 @@ static void bpgen_conv2d_f32_part4(float *restrict output, const float *restrict
                             bp_vf v_13 = {0};
                             bp_vf v_14 = {0};
                             bp_vf v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -2850,10 +2864,10 @@ static void bpgen_conv2d_f32_part4(float *restrict output, const float *restrict
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3333,9 +3347,9 @@ static void bpgen_conv2d_f32_part6(float *restrict output, const float *restrict
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -3910,6 +3924,8 @@ static void bpgen_conv2d_f32_part6(float *restrict output, const float *restrict
                             bp_vf v_13 = {0};
                             bp_vf v_14 = {0};
                             bp_vf v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -4032,10 +4048,10 @@ static void bpgen_conv2d_f32_part6(float *restrict output, const float *restrict
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -4515,9 +4531,9 @@ static void bpgen_conv2d_f32_part8(float *restrict output, const float *restrict
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -5092,6 +5108,8 @@ static void bpgen_conv2d_f32_part8(float *restrict output, const float *restrict
                             bp_vf v_13 = {0};
                             bp_vf v_14 = {0};
                             bp_vf v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -5214,10 +5232,10 @@ static void bpgen_conv2d_f32_part8(float *restrict output, const float *restrict
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -5639,14 +5657,14 @@ static void bpgen_conv2d_f32_part10(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P1;
-                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -5978,6 +5996,8 @@ static void bpgen_conv2d_f32_part10(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -6078,13 +6098,15 @@ static void bpgen_conv2d_f32_part10(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -6157,6 +6179,8 @@ static void bpgen_conv2d_f32_part10(float *restrict output, const float *restric
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vf v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -6503,14 +6527,14 @@ static void bpgen_conv2d_f32_part12(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -6842,6 +6866,8 @@ static void bpgen_conv2d_f32_part12(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -6942,13 +6968,15 @@ static void bpgen_conv2d_f32_part12(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -7021,6 +7049,8 @@ static void bpgen_conv2d_f32_part12(float *restrict output, const float *restric
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vf v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -7367,14 +7397,14 @@ static void bpgen_conv2d_f32_part14(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -7706,6 +7736,8 @@ static void bpgen_conv2d_f32_part14(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -7806,13 +7838,15 @@ static void bpgen_conv2d_f32_part14(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -7885,6 +7919,8 @@ static void bpgen_conv2d_f32_part14(float *restrict output, const float *restric
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vf v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -8159,12 +8195,11 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P1;
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
-                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O1, 2*BP_LANES_F);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0_0 = {0};
@@ -8428,9 +8463,8 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                                     bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O1, 2*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
                                     bp_vf v_1 = {0};
@@ -8440,6 +8474,8 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
@@ -8512,6 +8548,8 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
@@ -8740,6 +8778,8 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -8806,10 +8846,11 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O1, 2*BP_LANES_F);
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -8865,10 +8906,10 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                                     }
                                 }
                                 for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
@@ -8885,6 +8926,8 @@ static void bpgen_conv2d_f32_part16(float *restrict output, const float *restric
                                         bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
@@ -8983,9 +9026,9 @@ static void bpgen_conv2d_f32_part17(float *restrict output, const float *restric
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -9296,6 +9339,8 @@ static void bpgen_conv2d_f32_part17(float *restrict output, const float *restric
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -9362,10 +9407,10 @@ static void bpgen_conv2d_f32_part17(float *restrict output, const float *restric
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -9717,9 +9762,9 @@ static void bpgen_conv2d_f32_part19(float *restrict output, const float *restric
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -10030,6 +10075,8 @@ static void bpgen_conv2d_f32_part19(float *restrict output, const float *restric
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -10096,10 +10143,10 @@ static void bpgen_conv2d_f32_part19(float *restrict output, const float *restric
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -10451,9 +10498,9 @@ static void bpgen_conv2d_f32_part21(float *restrict output, const float *restric
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -10764,6 +10811,8 @@ static void bpgen_conv2d_f32_part21(float *restrict output, const float *restric
                             bp_vf v_5 = {0};
                             bp_vf v_6 = {0};
                             bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -10830,10 +10879,10 @@ static void bpgen_conv2d_f32_part21(float *restrict output, const float *restric
                             bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -10990,7 +11039,6 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1, 6144));
     if (KG < 8) {
         if (S1 == 1) {
 #ifdef _OPENMP
@@ -11107,6 +11155,7 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
             }
         } else {
             if (8*CG*K0*K1 > 6144 && S1 <= 2) {
+                int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1, 6144));
                 if (S1 == 1) {
                     if (O0*O1 >= BP_LANES_F && ((O1) % BP_LANES_F) != 0 && H1*S0 - O1 == 0) {
 #ifdef _OPENMP
@@ -11302,9 +11351,9 @@ static void bpgen_conv2d_f64_part0(double *restrict output, const double *restri
                 int64_t vlo = P1;
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -11384,6 +11433,8 @@ static void bpgen_conv2d_f64_part0(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -11634,9 +11685,9 @@ static void bpgen_conv2d_f64_part0(double *restrict output, const double *restri
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = P1;
                     int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -11716,6 +11767,8 @@ static void bpgen_conv2d_f64_part0(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -11752,9 +11805,9 @@ static void bpgen_conv2d_f64_part1(double *restrict output, const double *restri
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -11834,6 +11887,8 @@ static void bpgen_conv2d_f64_part1(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -12084,9 +12139,9 @@ static void bpgen_conv2d_f64_part1(double *restrict output, const double *restri
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -12166,6 +12221,8 @@ static void bpgen_conv2d_f64_part1(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -12202,9 +12259,9 @@ static void bpgen_conv2d_f64_part2(double *restrict output, const double *restri
                 int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t o0 = 0; o0 <= o0_hi; ++o0) {
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -12284,6 +12341,8 @@ static void bpgen_conv2d_f64_part2(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -12534,9 +12593,9 @@ static void bpgen_conv2d_f64_part2(double *restrict output, const double *restri
                 for (int64_t o0 = urest, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
-                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     if (O1 >= BP_LANES_D) {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -12616,6 +12675,8 @@ static void bpgen_conv2d_f64_part2(double *restrict output, const double *restri
                     } else {
                         int64_t v0 = 0;
                         bp_vd v_0 = {0};
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                 int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -13013,9 +13074,9 @@ static void bpgen_conv2d_f64_part4(double *restrict output, const double *restri
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -13590,6 +13651,8 @@ static void bpgen_conv2d_f64_part4(double *restrict output, const double *restri
                             bp_vd v_13 = {0};
                             bp_vd v_14 = {0};
                             bp_vd v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -13712,10 +13775,10 @@ static void bpgen_conv2d_f64_part4(double *restrict output, const double *restri
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14195,9 +14258,9 @@ static void bpgen_conv2d_f64_part6(double *restrict output, const double *restri
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -14772,6 +14835,8 @@ static void bpgen_conv2d_f64_part6(double *restrict output, const double *restri
                             bp_vd v_13 = {0};
                             bp_vd v_14 = {0};
                             bp_vd v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -14894,10 +14959,10 @@ static void bpgen_conv2d_f64_part6(double *restrict output, const double *restri
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -15377,9 +15442,9 @@ static void bpgen_conv2d_f64_part8(double *restrict output, const double *restri
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                     if (k_b + 16 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -15954,6 +16019,8 @@ static void bpgen_conv2d_f64_part8(double *restrict output, const double *restri
                             bp_vd v_13 = {0};
                             bp_vd v_14 = {0};
                             bp_vd v_15 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -16076,10 +16143,10 @@ static void bpgen_conv2d_f64_part8(double *restrict output, const double *restri
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 15*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_15);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -16501,14 +16568,14 @@ static void bpgen_conv2d_f64_part10(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P1;
-                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -16840,6 +16907,8 @@ static void bpgen_conv2d_f64_part10(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -16940,13 +17009,15 @@ static void bpgen_conv2d_f64_part10(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = P1;
+                    int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -17019,6 +17090,8 @@ static void bpgen_conv2d_f64_part10(double *restrict output, const double *restr
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vd v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -17365,14 +17438,14 @@ static void bpgen_conv2d_f64_part12(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -17704,6 +17777,8 @@ static void bpgen_conv2d_f64_part12(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -17804,13 +17879,15 @@ static void bpgen_conv2d_f64_part12(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -17883,6 +17960,8 @@ static void bpgen_conv2d_f64_part12(double *restrict output, const double *restr
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vd v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -18229,14 +18308,14 @@ static void bpgen_conv2d_f64_part14(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -18568,6 +18647,8 @@ static void bpgen_conv2d_f64_part14(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -18668,13 +18749,15 @@ static void bpgen_conv2d_f64_part14(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (O1 >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -18747,6 +18830,8 @@ static void bpgen_conv2d_f64_part14(double *restrict output, const double *restr
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vd v_0 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -19021,12 +19106,11 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P1;
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
-                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O1, 2*BP_LANES_D);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0_0 = {0};
@@ -19290,9 +19374,8 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                                     bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O1, 2*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
                                     bp_vd v_1 = {0};
@@ -19302,6 +19385,8 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
@@ -19374,6 +19459,8 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
@@ -19602,6 +19689,8 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -19668,10 +19757,11 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O1, 2*BP_LANES_D);
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -19727,10 +19817,10 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                                     }
                                 }
                                 for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
@@ -19747,6 +19837,8 @@ static void bpgen_conv2d_f64_part16(double *restrict output, const double *restr
                                         bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
                                     } else {
                                         bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
@@ -19845,9 +19937,9 @@ static void bpgen_conv2d_f64_part17(double *restrict output, const double *restr
                 int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -20158,6 +20250,8 @@ static void bpgen_conv2d_f64_part17(double *restrict output, const double *restr
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
@@ -20224,10 +20318,10 @@ static void bpgen_conv2d_f64_part17(double *restrict output, const double *restr
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -20579,9 +20673,9 @@ static void bpgen_conv2d_f64_part19(double *restrict output, const double *restr
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, 2));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -20892,6 +20986,8 @@ static void bpgen_conv2d_f64_part19(double *restrict output, const double *restr
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, 2)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, 2)));
@@ -20958,10 +21054,10 @@ static void bpgen_conv2d_f64_part19(double *restrict output, const double *restr
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -21313,9 +21409,9 @@ static void bpgen_conv2d_f64_part21(double *restrict output, const double *restr
                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                     if (k_b + 8 <= KG) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -21626,6 +21722,8 @@ static void bpgen_conv2d_f64_part21(double *restrict output, const double *restr
                             bp_vd v_5 = {0};
                             bp_vd v_6 = {0};
                             bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(-D1*m1 + P1, S1)), -v0 + bp_min(O1 - 1, bp_floordiv(-D1*m1 + H1 + P1 - 1, S1)));
@@ -21692,10 +21790,10 @@ static void bpgen_conv2d_f64_part21(double *restrict output, const double *restr
                             bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_7);
                         }
                     } else {
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                             int64_t k_b = k_b1;
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             if (O1 >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -21852,7 +21950,6 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1, 6144));
     if (KG < 8) {
         if (S1 == 1) {
 #ifdef _OPENMP
@@ -21969,6 +22066,7 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
             }
         } else {
             if (8*CG*K0*K1 > 6144 && S1 <= 2) {
+                int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1, 6144));
                 if (S1 == 1) {
                     if (O0*O1 >= BP_LANES_D && ((O1) % BP_LANES_D) != 0 && H1*S0 - O1 == 0) {
 #ifdef _OPENMP
@@ -22166,9 +22264,9 @@ static void bpgen_conv2d_input_f32_part0(float *restrict grad_input, const float
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t i0q = 0, i0q_end = bp_min(H0 - i0r, bp_max(0, D0*K0 - D0 - P0)) - 1; i0q <= i0q_end; ++i0q) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                             if (H1 - i1r >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -22236,6 +22334,8 @@ static void bpgen_conv2d_input_f32_part0(float *restrict grad_input, const float
                             } else {
                                 int64_t v0 = 0;
                                 bp_vf v_0 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -22420,9 +22520,9 @@ static void bpgen_conv2d_input_f32_part0(float *restrict grad_input, const float
                         for (int64_t i0q = urest, i0q_end = H0 - i0r - 1; i0q <= i0q_end; ++i0q) {
                             int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                             if (H1 - i1r >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -22490,6 +22590,8 @@ static void bpgen_conv2d_input_f32_part0(float *restrict grad_input, const float
                             } else {
                                 int64_t v0 = 0;
                                 bp_vf v_0 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -22704,12 +22806,11 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                         if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0_0 = {0};
@@ -22877,9 +22978,8 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                             bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_7_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
@@ -22889,6 +22989,8 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -22937,6 +23039,8 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -23093,6 +23197,8 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -23135,10 +23241,11 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H1 - i1r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                             if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -23182,10 +23289,10 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                             }
                                         }
                                         for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -23199,6 +23306,8 @@ static void bpgen_conv2d_input_f32_part2(float *restrict grad_input, const float
                                                 bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                         int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -23289,9 +23398,9 @@ static void bpgen_conv2d_input_f32_part3(float *restrict grad_input, const float
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -23506,6 +23615,8 @@ static void bpgen_conv2d_input_f32_part3(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -23548,10 +23659,10 @@ static void bpgen_conv2d_input_f32_part3(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H1 - i1r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -23658,13 +23769,12 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                         if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0_0 = {0};
@@ -23832,10 +23942,8 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                             bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_7_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
                                             bp_vf v_1 = {0};
@@ -23845,6 +23953,9 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                     for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -23893,6 +24004,9 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                     int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -24050,6 +24164,9 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -24092,11 +24209,12 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     if (H1 - i1r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                             if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -24140,11 +24258,11 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                             }
                                         }
                                         for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                     for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -24158,6 +24276,9 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
                                                 bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                             } else {
                                                 bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                     for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                         int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -24250,10 +24371,10 @@ static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -24469,6 +24590,9 @@ static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -24511,11 +24635,11 @@ static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     if (H1 - i1r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -24623,14 +24747,13 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
                     for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                         int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, 2));
                         int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), bp_floordiv(2*O1 - P1 - i1r - 2, 2));
-                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                 if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_F) {
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -24732,6 +24855,7 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -24847,6 +24971,9 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(D1*m1 - P1 - i1r, 2)), -v0 + bp_min(bp_floordiv(H1 - i1r - 1, 2), bp_floordiv(D1*m1 + 2*O1 - P1 - i1r - 2, 2)));
@@ -24889,11 +25016,11 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H1 - i1r - 1, 2)), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_F) {
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -24927,6 +25054,7 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
                                             }
                                         }
                                         if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                             int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -25003,14 +25131,13 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
                     for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                         int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
                         int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
-                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                 if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -25112,6 +25239,7 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -25227,6 +25355,9 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, bp_ceildiv(D1*m1 - P1 - i1r, S1)), -v0 + bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1)));
@@ -25269,11 +25400,11 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
                                     bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, bp_lane_mask_f(0, -v0 + bp_floordiv(H1 - i1r - 1, S1)), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -25307,6 +25438,7 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
                                             }
                                         }
                                         if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                             int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -25556,9 +25688,9 @@ static void bpgen_conv2d_input_f64_part0(double *restrict grad_input, const doub
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t i0q = 0, i0q_end = bp_min(H0 - i0r, bp_max(0, D0*K0 - D0 - P0)) - 1; i0q <= i0q_end; ++i0q) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                             if (H1 - i1r >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -25626,6 +25758,8 @@ static void bpgen_conv2d_input_f64_part0(double *restrict grad_input, const doub
                             } else {
                                 int64_t v0 = 0;
                                 bp_vd v_0 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -25810,9 +25944,9 @@ static void bpgen_conv2d_input_f64_part0(double *restrict grad_input, const doub
                         for (int64_t i0q = urest, i0q_end = H0 - i0r - 1; i0q <= i0q_end; ++i0q) {
                             int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                             if (H1 - i1r >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -25880,6 +26014,8 @@ static void bpgen_conv2d_input_f64_part0(double *restrict grad_input, const doub
                             } else {
                                 int64_t v0 = 0;
                                 bp_vd v_0 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -26094,12 +26230,11 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                         if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0_0 = {0};
@@ -26267,9 +26402,8 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                             bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_7_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
@@ -26279,6 +26413,8 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -26327,6 +26463,8 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                     int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -26483,6 +26621,8 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -26525,10 +26665,11 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H1 - i1r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                             if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -26572,10 +26713,10 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                             }
                                         }
                                         for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -26589,6 +26730,8 @@ static void bpgen_conv2d_input_f64_part2(double *restrict grad_input, const doub
                                                 bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                         int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -26679,9 +26822,9 @@ static void bpgen_conv2d_input_f64_part3(double *restrict grad_input, const doub
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -26896,6 +27039,8 @@ static void bpgen_conv2d_input_f64_part3(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -26938,10 +27083,10 @@ static void bpgen_conv2d_input_f64_part3(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H1 - i1r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -27048,13 +27193,12 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                         if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0_0 = {0};
@@ -27222,10 +27366,8 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                             bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_7_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
                                             bp_vd v_1 = {0};
@@ -27235,6 +27377,9 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                     for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -27283,6 +27428,9 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                     int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -27440,6 +27588,9 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -27482,11 +27633,12 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     if (H1 - i1r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                             if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -27530,11 +27682,11 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                             }
                                         }
                                         for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                     for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                         for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
@@ -27548,6 +27700,9 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
                                                 bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                             } else {
                                                 bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                     for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                                         int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
@@ -27640,10 +27795,10 @@ static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const doub
                         int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -27859,6 +28014,9 @@ static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
@@ -27901,11 +28059,11 @@ static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
                                     if (H1 - i1r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -28013,14 +28171,13 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
                     for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                         int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, 2));
                         int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), bp_floordiv(2*O1 - P1 - i1r - 2, 2));
-                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                 if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_D) {
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -28122,6 +28279,7 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -28237,6 +28395,9 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(D1*m1 - P1 - i1r, 2)), -v0 + bp_min(bp_floordiv(H1 - i1r - 1, 2), bp_floordiv(D1*m1 + 2*O1 - P1 - i1r - 2, 2)));
@@ -28279,11 +28440,11 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H1 - i1r - 1, 2)), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 2);
                                     if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_D) {
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -28317,6 +28478,7 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
                                             }
                                         }
                                         if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                             int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -28393,14 +28555,13 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
                     for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                         int64_t vlo = bp_max(0, bp_ceildiv(D1*K1 - D1 - P1 - i1r, S1));
                         int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(O1*S1 - P1 - S1 - i1r, S1));
-                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                             if (c__b + 8 <= CG) {
-                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                 if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -28502,6 +28663,7 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -28617,6 +28779,9 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                         for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, bp_ceildiv(D1*m1 - P1 - i1r, S1)), -v0 + bp_min(bp_floordiv(H1 - i1r - 1, S1), bp_floordiv(D1*m1 + O1*S1 - P1 - S1 - i1r, S1)));
@@ -28659,11 +28824,11 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
                                     bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + S1*v0 + i1r), S1, bp_lane_mask_d(0, -v0 + bp_floordiv(H1 - i1r - 1, S1)), t_7);
                                 }
                             } else {
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
-                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, S1);
                                     if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -28697,6 +28862,7 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
                                             }
                                         }
                                         if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                             int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -28942,7 +29108,6 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
             for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 8) {
                     if (k__b + 8 <= KG) {
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
@@ -28964,6 +29129,7 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
                                 bp_vf v_7_0 = {0};
                                 bp_vf v_7_1 = {0};
                                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -29045,6 +29211,7 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -29153,6 +29320,7 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
                             } else {
                                 int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                 int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
                                     bp_vf v_0_0 = {0};
@@ -29244,6 +29412,7 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
                                 if (c__b + 2 <= CG) {
                                     bp_vf v_0_0 = {0};
                                     bp_vf v_0_1 = {0};
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -29272,6 +29441,7 @@ static void bpgen_conv2d_weight_f32_part0(float *restrict grad_weight, const flo
                                     float t_0_1 = bp_hsum_f(v_0_1);
                                     grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
                                 } else {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                         int64_t c__b = c__b1;
                                         bp_vf v_0_0 = {0};
@@ -29341,6 +29511,8 @@ static void bpgen_conv2d_weight_f32_part1(float *restrict grad_weight, const flo
                         }
                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                     bp_vf v_0_0 = parked[16*K1*m0_ + 16*m1_];
                                     bp_vf v_0_1 = parked[16*K1*m0_ + 16*m1_ + 1];
@@ -29360,10 +29532,8 @@ static void bpgen_conv2d_weight_f32_part1(float *restrict grad_weight, const flo
                                     bp_vf v_7_1 = parked[16*K1*m0_ + 16*m1_ + 15];
                                     int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                     int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -29439,6 +29609,7 @@ static void bpgen_conv2d_weight_f32_part1(float *restrict grad_weight, const flo
                                             }
                                         }
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -29850,8 +30021,8 @@ static void bpgen_conv2d_weight_f32_part2(float *restrict grad_weight, const flo
                                 bp_vf v_7_1 = {0};
                                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -29933,6 +30104,7 @@ static void bpgen_conv2d_weight_f32_part2(float *restrict grad_weight, const flo
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -30252,6 +30424,8 @@ static void bpgen_conv2d_weight_f32_part3(float *restrict grad_weight, const flo
                         }
                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                     bp_vf v_0_0 = parked[16*K1*m0_ + 16*m1_];
                                     bp_vf v_0_1 = parked[16*K1*m0_ + 16*m1_ + 1];
@@ -30271,10 +30445,8 @@ static void bpgen_conv2d_weight_f32_part3(float *restrict grad_weight, const flo
                                     bp_vf v_7_1 = parked[16*K1*m0_ + 16*m1_ + 15];
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
-                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -30350,6 +30522,7 @@ static void bpgen_conv2d_weight_f32_part3(float *restrict grad_weight, const flo
                                             }
                                         }
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -30761,8 +30934,8 @@ static void bpgen_conv2d_weight_f32_part4(float *restrict grad_weight, const flo
                                 bp_vf v_7_1 = {0};
                                 int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -30844,6 +31017,7 @@ static void bpgen_conv2d_weight_f32_part4(float *restrict grad_weight, const flo
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -31160,8 +31334,8 @@ static void bpgen_conv2d_weight_f32_part5(float *restrict grad_weight, const flo
                                 bp_vf v_7_1 = {0};
                                 int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -31243,6 +31417,7 @@ static void bpgen_conv2d_weight_f32_part5(float *restrict grad_weight, const flo
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -31677,7 +31852,6 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
             for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 8) {
                     if (k__b + 8 <= KG) {
                         for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
@@ -31699,6 +31873,7 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
                                 bp_vd v_7_0 = {0};
                                 bp_vd v_7_1 = {0};
                                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -31780,6 +31955,7 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -31888,6 +32064,7 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
                             } else {
                                 int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                 int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                     int64_t c__b = c__b1;
                                     bp_vd v_0_0 = {0};
@@ -31979,6 +32156,7 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
                                 if (c__b + 2 <= CG) {
                                     bp_vd v_0_0 = {0};
                                     bp_vd v_0_1 = {0};
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -32007,6 +32185,7 @@ static void bpgen_conv2d_weight_f64_part0(double *restrict grad_weight, const do
                                     double t_0_1 = bp_hsum_d(v_0_1);
                                     grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
                                 } else {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                         int64_t c__b = c__b1;
                                         bp_vd v_0_0 = {0};
@@ -32076,6 +32255,8 @@ static void bpgen_conv2d_weight_f64_part1(double *restrict grad_weight, const do
                         }
                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                     bp_vd v_0_0 = parked[16*K1*m0_ + 16*m1_];
                                     bp_vd v_0_1 = parked[16*K1*m0_ + 16*m1_ + 1];
@@ -32095,10 +32276,8 @@ static void bpgen_conv2d_weight_f64_part1(double *restrict grad_weight, const do
                                     bp_vd v_7_1 = parked[16*K1*m0_ + 16*m1_ + 15];
                                     int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                     int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -32174,6 +32353,7 @@ static void bpgen_conv2d_weight_f64_part1(double *restrict grad_weight, const do
                                             }
                                         }
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -32585,8 +32765,8 @@ static void bpgen_conv2d_weight_f64_part2(double *restrict grad_weight, const do
                                 bp_vd v_7_1 = {0};
                                 int64_t vlo = bp_max(0, -D1*m1_ + P1);
                                 int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
-                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -32668,6 +32848,7 @@ static void bpgen_conv2d_weight_f64_part2(double *restrict grad_weight, const do
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -32987,6 +33168,8 @@ static void bpgen_conv2d_weight_f64_part3(double *restrict grad_weight, const do
                         }
                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                             for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                 for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
                                     bp_vd v_0_0 = parked[16*K1*m0_ + 16*m1_];
                                     bp_vd v_0_1 = parked[16*K1*m0_ + 16*m1_ + 1];
@@ -33006,10 +33189,8 @@ static void bpgen_conv2d_weight_f64_part3(double *restrict grad_weight, const do
                                     bp_vd v_7_1 = parked[16*K1*m0_ + 16*m1_ + 15];
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                     int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
-                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -33085,6 +33266,7 @@ static void bpgen_conv2d_weight_f64_part3(double *restrict grad_weight, const do
                                             }
                                         }
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
@@ -33496,8 +33678,8 @@ static void bpgen_conv2d_weight_f64_part4(double *restrict grad_weight, const do
                                 bp_vd v_7_1 = {0};
                                 int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
                                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
-                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -33579,6 +33761,7 @@ static void bpgen_conv2d_weight_f64_part4(double *restrict grad_weight, const do
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -33895,8 +34078,8 @@ static void bpgen_conv2d_weight_f64_part5(double *restrict grad_weight, const do
                                 bp_vd v_7_1 = {0};
                                 int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                 int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
-                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                         int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
@@ -33978,6 +34161,7 @@ static void bpgen_conv2d_weight_f64_part5(double *restrict grad_weight, const do
                                 } else {
                                     int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
                                     int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                         for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -34409,9 +34593,6 @@ static void bpgen_conv2d_bias_f32_part0(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O1 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 16 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -34429,7 +34610,10 @@ static void bpgen_conv2d_bias_f32_part0(float *restrict grad_bias, const float *
                 bp_vf v_13 = {0};
                 bp_vf v_14 = {0};
                 bp_vf v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -34523,6 +34707,7 @@ static void bpgen_conv2d_bias_f32_part0(float *restrict grad_bias, const float *
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -34647,6 +34832,9 @@ static void bpgen_conv2d_bias_f32_part0(float *restrict grad_bias, const float *
                 float t_15 = bp_hsum_f(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -34682,9 +34870,6 @@ static void bpgen_conv2d_bias_f32_part1(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O1 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 8 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -34694,7 +34879,10 @@ static void bpgen_conv2d_bias_f32_part1(float *restrict grad_bias, const float *
                 bp_vf v_5 = {0};
                 bp_vf v_6 = {0};
                 bp_vf v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -34748,6 +34936,7 @@ static void bpgen_conv2d_bias_f32_part1(float *restrict grad_bias, const float *
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -34816,6 +35005,9 @@ static void bpgen_conv2d_bias_f32_part1(float *restrict grad_bias, const float *
                 float t_7 = bp_hsum_f(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -34920,9 +35112,6 @@ static void bpgen_conv2d_bias_f64_part0(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O1 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 16 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -34940,7 +35129,10 @@ static void bpgen_conv2d_bias_f64_part0(double *restrict grad_bias, const double
                 bp_vd v_13 = {0};
                 bp_vd v_14 = {0};
                 bp_vd v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -35034,6 +35226,7 @@ static void bpgen_conv2d_bias_f64_part0(double *restrict grad_bias, const double
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -35158,6 +35351,9 @@ static void bpgen_conv2d_bias_f64_part0(double *restrict grad_bias, const double
                 double t_15 = bp_hsum_d(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
@@ -35193,9 +35389,6 @@ static void bpgen_conv2d_bias_f64_part1(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O1 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 8 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -35205,7 +35398,10 @@ static void bpgen_conv2d_bias_f64_part1(double *restrict grad_bias, const double
                 bp_vd v_5 = {0};
                 bp_vd v_6 = {0};
                 bp_vd v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -35259,6 +35455,7 @@ static void bpgen_conv2d_bias_f64_part1(double *restrict grad_bias, const double
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -35327,6 +35524,9 @@ static void bpgen_conv2d_bias_f64_part1(double *restrict grad_bias, const double
                 double t_7 = bp_hsum_d(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O1 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};

@@ -441,14 +441,14 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = P2;
                     int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -538,6 +538,8 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -560,9 +562,9 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = P2;
                         int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0_0 = {0};
@@ -755,6 +757,8 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                             bp_vf v_0_1 = {0};
                             bp_vf v_0_2 = {0};
                             bp_vf v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -801,11 +805,11 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = P2;
                         int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -895,6 +899,10 @@ static void bpgen_conv3d_f32_part0(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -935,14 +943,14 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -1032,6 +1040,8 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -1054,9 +1064,9 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0_0 = {0};
@@ -1249,6 +1259,8 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                             bp_vf v_0_1 = {0};
                             bp_vf v_0_2 = {0};
                             bp_vf v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -1295,11 +1307,11 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -1389,6 +1401,10 @@ static void bpgen_conv3d_f32_part1(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -1429,14 +1445,14 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -1526,6 +1542,8 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -1548,9 +1566,9 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0_0 = {0};
@@ -1743,6 +1761,8 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                             bp_vf v_0_1 = {0};
                             bp_vf v_0_2 = {0};
                             bp_vf v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -1789,11 +1809,11 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -1883,6 +1903,10 @@ static void bpgen_conv3d_f32_part2(float *restrict output, const float *restrict
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -2302,11 +2326,11 @@ static void bpgen_conv3d_f32_part4(float *restrict output, const float *restrict
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -2891,6 +2915,10 @@ static void bpgen_conv3d_f32_part4(float *restrict output, const float *restrict
                                 bp_vf v_13 = {0};
                                 bp_vf v_14 = {0};
                                 bp_vf v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -3015,12 +3043,12 @@ static void bpgen_conv3d_f32_part4(float *restrict output, const float *restrict
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -3532,11 +3560,11 @@ static void bpgen_conv3d_f32_part6(float *restrict output, const float *restrict
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -4121,6 +4149,10 @@ static void bpgen_conv3d_f32_part6(float *restrict output, const float *restrict
                                 bp_vf v_13 = {0};
                                 bp_vf v_14 = {0};
                                 bp_vf v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -4245,12 +4277,12 @@ static void bpgen_conv3d_f32_part6(float *restrict output, const float *restrict
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -4762,11 +4794,11 @@ static void bpgen_conv3d_f32_part8(float *restrict output, const float *restrict
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -5351,6 +5383,10 @@ static void bpgen_conv3d_f32_part8(float *restrict output, const float *restrict
                                 bp_vf v_13 = {0};
                                 bp_vf v_14 = {0};
                                 bp_vf v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -5475,12 +5511,12 @@ static void bpgen_conv3d_f32_part8(float *restrict output, const float *restrict
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -5933,17 +5969,17 @@ static void bpgen_conv3d_f32_part10(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P2;
-                int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -6283,6 +6319,8 @@ static void bpgen_conv3d_f32_part10(float *restrict output, const float *restric
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -6386,16 +6424,18 @@ static void bpgen_conv3d_f32_part10(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_F) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -6476,6 +6516,8 @@ static void bpgen_conv3d_f32_part10(float *restrict output, const float *restric
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -6843,17 +6885,17 @@ static void bpgen_conv3d_f32_part12(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -7193,6 +7235,8 @@ static void bpgen_conv3d_f32_part12(float *restrict output, const float *restric
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -7296,16 +7340,18 @@ static void bpgen_conv3d_f32_part12(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_F) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -7386,6 +7432,8 @@ static void bpgen_conv3d_f32_part12(float *restrict output, const float *restric
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -7753,17 +7801,17 @@ static void bpgen_conv3d_f32_part14(float *restrict output, const float *restric
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -8103,6 +8151,8 @@ static void bpgen_conv3d_f32_part14(float *restrict output, const float *restric
                                     bp_vf v_5 = {0};
                                     bp_vf v_6 = {0};
                                     bp_vf v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -8206,16 +8256,18 @@ static void bpgen_conv3d_f32_part14(float *restrict output, const float *restric
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_F) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -8296,6 +8348,8 @@ static void bpgen_conv3d_f32_part14(float *restrict output, const float *restric
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -8591,15 +8645,14 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O2, 2*BP_LANES_F);
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O2; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0_0 = {0};
@@ -8867,11 +8920,8 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                         bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + BP_LANES_F + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O2, 2*BP_LANES_F);
                                 for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
@@ -8881,6 +8931,10 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -8955,6 +9009,10 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -9191,6 +9249,10 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -9259,12 +9321,13 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(O2, 2*BP_LANES_F);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -2*BP_LANES_F + O2; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                         if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -9324,12 +9387,12 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                         }
                                     }
                                     for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -9348,6 +9411,10 @@ static void bpgen_conv3d_f32_part16(float *restrict output, const float *restric
                                             bp_vstore_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -9458,11 +9525,11 @@ static void bpgen_conv3d_f32_part17(float *restrict output, const float *restric
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -9783,6 +9850,10 @@ static void bpgen_conv3d_f32_part17(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -9851,12 +9922,12 @@ static void bpgen_conv3d_f32_part17(float *restrict output, const float *restric
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -10240,11 +10311,11 @@ static void bpgen_conv3d_f32_part19(float *restrict output, const float *restric
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -10565,6 +10636,10 @@ static void bpgen_conv3d_f32_part19(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -10633,12 +10708,12 @@ static void bpgen_conv3d_f32_part19(float *restrict output, const float *restric
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -11022,11 +11097,11 @@ static void bpgen_conv3d_f32_part21(float *restrict output, const float *restric
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_F) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -11347,6 +11422,10 @@ static void bpgen_conv3d_f32_part21(float *restrict output, const float *restric
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -11415,12 +11494,12 @@ static void bpgen_conv3d_f32_part21(float *restrict output, const float *restric
                                 bp_vstore_masked_f(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_f(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O2; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -11600,7 +11679,6 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
     if (!(P1 >= 0)) return 15;
     if (!(P2 >= 0)) return 16;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1*K2, 6144));
     if (KG < 8) {
         if (S2 == 1) {
 #ifdef _OPENMP
@@ -11717,6 +11795,7 @@ int bpgen_conv3d_f32(float *restrict output, const float *restrict input, const 
             }
         } else {
             if (8*CG*K0*K1*K2 > 6144 && S2 <= 2) {
+                int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1*K2, 6144));
                 if (S2 == 1) {
                     if (O1*O2 >= BP_LANES_F && ((O2) % BP_LANES_F) != 0 && H2*S1 - O2 == 0) {
 #ifdef _OPENMP
@@ -11913,14 +11992,14 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = P2;
                     int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -12010,6 +12089,8 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12032,9 +12113,9 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = P2;
                         int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0_0 = {0};
@@ -12227,6 +12308,8 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                             bp_vd v_0_1 = {0};
                             bp_vd v_0_2 = {0};
                             bp_vd v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12273,11 +12356,11 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = P2;
                         int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -12367,6 +12450,10 @@ static void bpgen_conv3d_f64_part0(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12407,14 +12494,14 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -12504,6 +12591,8 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12526,9 +12615,9 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0_0 = {0};
@@ -12721,6 +12810,8 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                             bp_vd v_0_1 = {0};
                             bp_vd v_0_2 = {0};
                             bp_vd v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12767,11 +12858,11 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -12861,6 +12952,10 @@ static void bpgen_conv3d_f64_part1(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -12901,14 +12996,14 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                 int64_t o1_b_hi = bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) - 3;
                 int64_t urest = bp_max(0, bp_ceildiv(P1, S1)) + 4*bp_max(0, bp_floordiv(-bp_max(0, bp_ceildiv(P1, S1)) + bp_min(O1 - 1, bp_floordiv(-D1*K1 + D1 + H1 + P1 - 1, S1)) + 1, 4));
                 for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; ++k_b) {
+                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t o1 = 0; o1 <= o1_hi; ++o1) {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -12998,6 +13093,8 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -13020,9 +13117,9 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                     for (int64_t o1_b = o1_b_lo; o1_b <= o1_b_hi; o1_b += 4) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0_0 = {0};
@@ -13215,6 +13312,8 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                             bp_vd v_0_1 = {0};
                             bp_vd v_0_2 = {0};
                             bp_vd v_0_3 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -13261,11 +13360,11 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                     for (int64_t o1 = urest, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         if (O2 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -13355,6 +13454,10 @@ static void bpgen_conv3d_f64_part2(double *restrict output, const double *restri
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -13774,11 +13877,11 @@ static void bpgen_conv3d_f64_part4(double *restrict output, const double *restri
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -14363,6 +14466,10 @@ static void bpgen_conv3d_f64_part4(double *restrict output, const double *restri
                                 bp_vd v_13 = {0};
                                 bp_vd v_14 = {0};
                                 bp_vd v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -14487,12 +14594,12 @@ static void bpgen_conv3d_f64_part4(double *restrict output, const double *restri
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -15004,11 +15111,11 @@ static void bpgen_conv3d_f64_part6(double *restrict output, const double *restri
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -15593,6 +15700,10 @@ static void bpgen_conv3d_f64_part6(double *restrict output, const double *restri
                                 bp_vd v_13 = {0};
                                 bp_vd v_14 = {0};
                                 bp_vd v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -15717,12 +15828,12 @@ static void bpgen_conv3d_f64_part6(double *restrict output, const double *restri
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -16234,11 +16345,11 @@ static void bpgen_conv3d_f64_part8(double *restrict output, const double *restri
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 16) {
                         if (k_b + 16 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -16823,6 +16934,10 @@ static void bpgen_conv3d_f64_part8(double *restrict output, const double *restri
                                 bp_vd v_13 = {0};
                                 bp_vd v_14 = {0};
                                 bp_vd v_15 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16947,12 +17062,12 @@ static void bpgen_conv3d_f64_part8(double *restrict output, const double *restri
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 15*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_15);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -17405,17 +17520,17 @@ static void bpgen_conv3d_f64_part10(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = P2;
-                int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -17755,6 +17870,8 @@ static void bpgen_conv3d_f64_part10(double *restrict output, const double *restr
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17858,16 +17975,18 @@ static void bpgen_conv3d_f64_part10(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = P2;
+                    int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_D) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -17948,6 +18067,8 @@ static void bpgen_conv3d_f64_part10(double *restrict output, const double *restr
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -18315,17 +18436,17 @@ static void bpgen_conv3d_f64_part12(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -18665,6 +18786,8 @@ static void bpgen_conv3d_f64_part12(double *restrict output, const double *restr
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -18768,16 +18891,18 @@ static void bpgen_conv3d_f64_part12(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_D) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -18858,6 +18983,8 @@ static void bpgen_conv3d_f64_part12(double *restrict output, const double *restr
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -19225,17 +19352,17 @@ static void bpgen_conv3d_f64_part14(double *restrict output, const double *restr
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t g = 0; g <= G - 1; ++g) {
             for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
-                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-                int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                 if (k_b + 8 <= KG) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -19575,6 +19702,8 @@ static void bpgen_conv3d_f64_part14(double *restrict output, const double *restr
                                     bp_vd v_5 = {0};
                                     bp_vd v_6 = {0};
                                     bp_vd v_7 = {0};
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -19678,16 +19807,18 @@ static void bpgen_conv3d_f64_part14(double *restrict output, const double *restr
                         }
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                    int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
                     for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                         int64_t k_b = k_b1;
                         for (int64_t cb = 0, cb_end = CG - 1; cb <= cb_end; cb += cstep) {
                             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (O2 >= BP_LANES_D) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -19768,6 +19899,8 @@ static void bpgen_conv3d_f64_part14(double *restrict output, const double *restr
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20063,15 +20196,14 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O2, 2*BP_LANES_D);
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O2; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0_0 = {0};
@@ -20339,11 +20471,8 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                         bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + BP_LANES_D + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O2, 2*BP_LANES_D);
                                 for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
@@ -20353,6 +20482,10 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20427,6 +20560,10 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20663,6 +20800,10 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20731,12 +20872,13 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(O2, 2*BP_LANES_D);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -2*BP_LANES_D + O2; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                         if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -20796,12 +20938,12 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                         }
                                     }
                                     for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20820,6 +20962,10 @@ static void bpgen_conv3d_f64_part16(double *restrict output, const double *restr
                                             bp_vstore_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + O1*O2*o0 + O2*o1 + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -20930,11 +21076,11 @@ static void bpgen_conv3d_f64_part17(double *restrict output, const double *restr
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -21255,6 +21401,10 @@ static void bpgen_conv3d_f64_part17(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -21323,12 +21473,12 @@ static void bpgen_conv3d_f64_part17(double *restrict output, const double *restr
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -21712,11 +21862,11 @@ static void bpgen_conv3d_f64_part19(double *restrict output, const double *restr
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -22037,6 +22187,10 @@ static void bpgen_conv3d_f64_part19(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -22105,12 +22259,12 @@ static void bpgen_conv3d_f64_part19(double *restrict output, const double *restr
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -22494,11 +22648,11 @@ static void bpgen_conv3d_f64_part21(double *restrict output, const double *restr
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
                         if (k_b + 8 <= KG) {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             if (O2 >= BP_LANES_D) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -22819,6 +22973,10 @@ static void bpgen_conv3d_f64_part21(double *restrict output, const double *restr
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -22887,12 +23045,12 @@ static void bpgen_conv3d_f64_part21(double *restrict output, const double *restr
                                 bp_vstore_masked_d(output + (G*KG*O0*O1*O2*n + KG*O0*O1*O2*g + O0*O1*O2*k_b + 7*O0*O1*O2 + O1*O2*o0 + O2*o1 + v0), 1, bp_lane_mask_d(0, O2 - v0 - 1), t_7);
                             }
                         } else {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                             for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
                                 int64_t k_b = k_b1;
-                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 if (O2 >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O2; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -23072,7 +23230,6 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
     if (!(P1 >= 0)) return 15;
     if (!(P2 >= 0)) return 16;
 #ifdef BP_VECTOR
-    int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1*K2, 6144));
     if (KG < 8) {
         if (S2 == 1) {
 #ifdef _OPENMP
@@ -23189,6 +23346,7 @@ int bpgen_conv3d_f64(double *restrict output, const double *restrict input, cons
             }
         } else {
             if (8*CG*K0*K1*K2 > 6144 && S2 <= 2) {
+                int64_t cstep = bp_ceildiv(CG, bp_ceildiv(8*CG*K0*K1*K2, 6144));
                 if (S2 == 1) {
                     if (O1*O2 >= BP_LANES_D && ((O2) % BP_LANES_D) != 0 && H2*S1 - O2 == 0) {
 #ifdef _OPENMP
@@ -23385,14 +23543,14 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                             for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t i1q = 0, i1q_end = bp_min(H1 - i1r, bp_max(0, D1*K1 - D1 - P1)) - 1; i1q <= i1q_end; ++i1q) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                     if (H2 - i2r >= BP_LANES_F) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -23470,6 +23628,8 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -23489,9 +23649,9 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                                 for (int64_t i1q_b = bp_max(0, D1*K1 - D1 - P1), i1q_b_end = bp_min(H1 - 1, O1 - P1 - 1) - 3; i1q_b <= i1q_b_end; i1q_b += 4) {
                                     int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H2 - i2r >= BP_LANES_F) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0_0 = {0};
@@ -23636,6 +23796,8 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                                         bp_vf v_0_1 = {0};
                                         bp_vf v_0_2 = {0};
                                         bp_vf v_0_3 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -23670,11 +23832,11 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                                 for (int64_t i1q = urest, i1q_end = H1 - i1r - 1; i1q <= i1q_end; ++i1q) {
                                     int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                     if (H2 - i2r >= BP_LANES_F) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -23752,6 +23914,10 @@ static void bpgen_conv3d_input_f32_part0(float *restrict grad_input, const float
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -23990,14 +24156,13 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                             for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         if (H2 - i2r >= BP_LANES_F) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0_0 = {0};
@@ -24169,11 +24334,8 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                                     bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_7_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                                int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
                                                     bp_vf v_1 = {0};
@@ -24183,6 +24345,10 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                                     bp_vf v_5 = {0};
                                                     bp_vf v_6 = {0};
                                                     bp_vf v_7 = {0};
+                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24233,6 +24399,10 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                                     bp_vf v_5 = {0};
                                                     bp_vf v_6 = {0};
                                                     bp_vf v_7 = {0};
+                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24397,6 +24567,10 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24441,12 +24615,13 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             if (H2 - i2r >= BP_LANES_F) {
                                                 for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -24494,12 +24669,12 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                                     }
                                                 }
                                                 for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                         bp_vf v_0 = {0};
+                                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24515,6 +24690,10 @@ static void bpgen_conv3d_input_f32_part2(float *restrict grad_input, const float
                                                         bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                     } else {
                                                         bp_vf v_0 = {0};
+                                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24619,11 +24798,11 @@ static void bpgen_conv3d_input_f32_part3(float *restrict grad_input, const float
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         if (H2 - i2r >= BP_LANES_F) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -24848,6 +25027,10 @@ static void bpgen_conv3d_input_f32_part3(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -24892,12 +25075,12 @@ static void bpgen_conv3d_input_f32_part3(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             if (H2 - i2r >= BP_LANES_F) {
                                                 for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -25021,15 +25204,14 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                             for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         if (H2 - i2r >= BP_LANES_F) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0_0 = {0};
@@ -25201,12 +25383,8 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                                     bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_7_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                                int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                                int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
                                                     bp_vf v_1 = {0};
@@ -25216,6 +25394,11 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                                     bp_vf v_5 = {0};
                                                     bp_vf v_6 = {0};
                                                     bp_vf v_7 = {0};
+                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                             for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25266,6 +25449,11 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                                     bp_vf v_5 = {0};
                                                     bp_vf v_6 = {0};
                                                     bp_vf v_7 = {0};
+                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                             for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25431,6 +25619,11 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25475,13 +25668,14 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             if (H2 - i2r >= BP_LANES_F) {
                                                 for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -25529,13 +25723,13 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                                     }
                                                 }
                                                 for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                         bp_vf v_0 = {0};
+                                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                                 for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25551,6 +25745,11 @@ static void bpgen_conv3d_input_f32_part4(float *restrict grad_input, const float
                                                         bp_vstore_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                     } else {
                                                         bp_vf v_0 = {0};
+                                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                                 for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25658,12 +25857,12 @@ static void bpgen_conv3d_input_f32_part5(float *restrict grad_input, const float
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         if (H2 - i2r >= BP_LANES_F) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -25889,6 +26088,11 @@ static void bpgen_conv3d_input_f32_part5(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -25933,13 +26137,13 @@ static void bpgen_conv3d_input_f32_part5(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             if (H2 - i2r >= BP_LANES_F) {
                                                 for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -26064,16 +26268,15 @@ static void bpgen_conv3d_input_f32_part6(float *restrict grad_input, const float
                             for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                 int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, 2));
                                 int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), bp_floordiv(2*O2 - P2 - i2r - 2, 2));
-                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                         if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_F) {
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -26179,6 +26382,7 @@ static void bpgen_conv3d_input_f32_part6(float *restrict grad_input, const float
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -26300,6 +26504,11 @@ static void bpgen_conv3d_input_f32_part6(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -26344,13 +26553,13 @@ static void bpgen_conv3d_input_f32_part6(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + 2*v0), 2, bp_lane_mask_f(0, -v0 + bp_floordiv(H2 - i2r - 1, 2)), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_F) {
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -26388,6 +26597,7 @@ static void bpgen_conv3d_input_f32_part6(float *restrict grad_input, const float
                                                     }
                                                 }
                                                 if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                     int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -26477,16 +26687,15 @@ static void bpgen_conv3d_input_f32_part7(float *restrict grad_input, const float
                             for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                 int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
                                 int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
-                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                         if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -26592,6 +26801,7 @@ static void bpgen_conv3d_input_f32_part7(float *restrict grad_input, const float
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -26713,6 +26923,11 @@ static void bpgen_conv3d_input_f32_part7(float *restrict grad_input, const float
                                             bp_vf v_5 = {0};
                                             bp_vf v_6 = {0};
                                             bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -26757,13 +26972,13 @@ static void bpgen_conv3d_input_f32_part7(float *restrict grad_input, const float
                                             bp_vstore_masked_f(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, bp_lane_mask_f(0, -v0 + bp_floordiv(H2 - i2r - 1, S2)), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
@@ -26801,6 +27016,7 @@ static void bpgen_conv3d_input_f32_part7(float *restrict grad_input, const float
                                                     }
                                                 }
                                                 if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                     int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -27073,14 +27289,14 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                     for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                         for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                             for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; ++c__b) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t i1q = 0, i1q_end = bp_min(H1 - i1r, bp_max(0, D1*K1 - D1 - P1)) - 1; i1q <= i1q_end; ++i1q) {
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                     if (H2 - i2r >= BP_LANES_D) {
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -27158,6 +27374,8 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -27177,9 +27395,9 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                                 for (int64_t i1q_b = bp_max(0, D1*K1 - D1 - P1), i1q_b_end = bp_min(H1 - 1, O1 - P1 - 1) - 3; i1q_b <= i1q_b_end; i1q_b += 4) {
                                     int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     if (H2 - i2r >= BP_LANES_D) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0_0 = {0};
@@ -27324,6 +27542,8 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                                         bp_vd v_0_1 = {0};
                                         bp_vd v_0_2 = {0};
                                         bp_vd v_0_3 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -27358,11 +27578,11 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                                 for (int64_t i1q = urest, i1q_end = H1 - i1r - 1; i1q <= i1q_end; ++i1q) {
                                     int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                     if (H2 - i2r >= BP_LANES_D) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -27440,6 +27660,10 @@ static void bpgen_conv3d_input_f64_part0(double *restrict grad_input, const doub
                                     } else {
                                         int64_t v0 = 0;
                                         bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -27678,14 +27902,13 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                             for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         if (H2 - i2r >= BP_LANES_D) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0_0 = {0};
@@ -27857,11 +28080,8 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                                     bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_7_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                                int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
                                                     bp_vd v_1 = {0};
@@ -27871,6 +28091,10 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                                     bp_vd v_5 = {0};
                                                     bp_vd v_6 = {0};
                                                     bp_vd v_7 = {0};
+                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -27921,6 +28145,10 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                                     bp_vd v_5 = {0};
                                                     bp_vd v_6 = {0};
                                                     bp_vd v_7 = {0};
+                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -28085,6 +28313,10 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -28129,12 +28361,13 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             if (H2 - i2r >= BP_LANES_D) {
                                                 for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -28182,12 +28415,12 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                                     }
                                                 }
                                                 for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                                    int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                         bp_vd v_0 = {0};
+                                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -28203,6 +28436,10 @@ static void bpgen_conv3d_input_f64_part2(double *restrict grad_input, const doub
                                                         bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                     } else {
                                                         bp_vd v_0 = {0};
+                                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                                 for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -28307,11 +28544,11 @@ static void bpgen_conv3d_input_f64_part3(double *restrict grad_input, const doub
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         if (H2 - i2r >= BP_LANES_D) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -28536,6 +28773,10 @@ static void bpgen_conv3d_input_f64_part3(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                                     for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -28580,12 +28821,12 @@ static void bpgen_conv3d_input_f64_part3(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*i0q + H1*H2*i0r + H2*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
-                                            int64_t m1_lo = bp_max(0, bp_ceildiv(-O1 + P1 + i1q + i1r + 1, D1));
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + i1q + i1r, D1));
                                             if (H2 - i2r >= BP_LANES_D) {
                                                 for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -28709,15 +28950,14 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                             for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                 int64_t vlo = bp_max(0, D2*K2 - D2 - P2 - i2r);
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         if (H2 - i2r >= BP_LANES_D) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0_0 = {0};
@@ -28889,12 +29129,8 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                                     bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_7_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                                int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                                int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
                                                     bp_vd v_1 = {0};
@@ -28904,6 +29140,11 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                                     bp_vd v_5 = {0};
                                                     bp_vd v_6 = {0};
                                                     bp_vd v_7 = {0};
+                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                             for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -28954,6 +29195,11 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                                     bp_vd v_5 = {0};
                                                     bp_vd v_6 = {0};
                                                     bp_vd v_7 = {0};
+                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                             for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -29119,6 +29365,11 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -29163,13 +29414,14 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             if (H2 - i2r >= BP_LANES_D) {
                                                 for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -29217,13 +29469,13 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                                     }
                                                 }
                                                 for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                                    int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                                    int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                         bp_vd v_0 = {0};
+                                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                                 for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -29239,6 +29491,11 @@ static void bpgen_conv3d_input_f64_part4(double *restrict grad_input, const doub
                                                         bp_vstore_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                     } else {
                                                         bp_vd v_0 = {0};
+                                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                                         for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                             for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                                 for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -29346,12 +29603,12 @@ static void bpgen_conv3d_input_f64_part5(double *restrict grad_input, const doub
                                 int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         if (H2 - i2r >= BP_LANES_D) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -29577,6 +29834,11 @@ static void bpgen_conv3d_input_f64_part5(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -29621,13 +29883,13 @@ static void bpgen_conv3d_input_f64_part5(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 1);
                                             if (H2 - i2r >= BP_LANES_D) {
                                                 for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -29752,16 +30014,15 @@ static void bpgen_conv3d_input_f64_part6(double *restrict grad_input, const doub
                             for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                 int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, 2));
                                 int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), bp_floordiv(2*O2 - P2 - i2r - 2, 2));
-                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                         if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_D) {
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -29867,6 +30128,7 @@ static void bpgen_conv3d_input_f64_part6(double *restrict grad_input, const doub
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -29988,6 +30250,11 @@ static void bpgen_conv3d_input_f64_part6(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -30032,13 +30299,13 @@ static void bpgen_conv3d_input_f64_part6(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + 2*v0), 2, bp_lane_mask_d(0, -v0 + bp_floordiv(H2 - i2r - 1, 2)), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, 2);
                                             if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_D) {
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -30076,6 +30343,7 @@ static void bpgen_conv3d_input_f64_part6(double *restrict grad_input, const doub
                                                     }
                                                 }
                                                 if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                     int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -30165,16 +30433,15 @@ static void bpgen_conv3d_input_f64_part7(double *restrict grad_input, const doub
                             for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                 int64_t vlo = bp_max(0, bp_ceildiv(D2*K2 - D2 - P2 - i2r, S2));
                                 int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), bp_floordiv(O2*S2 - P2 - S2 - i2r, S2));
-                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                                     if (c__b + 8 <= CG) {
-                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                         if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -30280,6 +30547,7 @@ static void bpgen_conv3d_input_f64_part7(double *restrict grad_input, const doub
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                 int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -30401,6 +30669,11 @@ static void bpgen_conv3d_input_f64_part7(double *restrict grad_input, const doub
                                             bp_vd v_5 = {0};
                                             bp_vd v_6 = {0};
                                             bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
                                                 for (int64_t m1 = m1_lo; m1 <= m1_hi; m1 += step_m1) {
                                                     for (int64_t m2 = m2_lo, m2_end = K2 - 1; m2 <= m2_end; m2 += step_m2) {
@@ -30445,13 +30718,13 @@ static void bpgen_conv3d_input_f64_part7(double *restrict grad_input, const doub
                                             bp_vstore_masked_d(grad_input + (CG*G*H0*H1*H2*n_ + CG*H0*H1*H2*g_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + S2*v0 + i2r), S2, bp_lane_mask_d(0, -v0 + bp_floordiv(H2 - i2r - 1, S2)), t_7);
                                         }
                                     } else {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
+                                        int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
+                                        int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
-                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
-                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
-                                            int64_t m1_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O1*S1 + P1 + S1*i1q + S1 + i1r, D1)), -D1, P1 + i1r, S1);
-                                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(P1 + S1*i1q + i1r, D1));
-                                            int64_t m2_lo = bp_lattice_start(0, -D2, P2 + i2r, S2);
                                             if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
@@ -30489,6 +30762,7 @@ static void bpgen_conv3d_input_f64_part7(double *restrict grad_input, const doub
                                                     }
                                                 }
                                                 if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                     int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
                                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
@@ -30756,12 +31030,9 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
             for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
                     int64_t vlo = bp_max(0, -D2*m2_ + P2);
                     int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 8) {
                         if (k__b + 8 <= KG) {
                             for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
@@ -30783,6 +31054,9 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                     bp_vf v_7_0 = {0};
                                     bp_vf v_7_1 = {0};
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -30864,8 +31138,11 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                             }
                                         }
                                     } else {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -30974,8 +31251,11 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                     float t_7_1 = bp_hsum_f(v_7_1);
                                     grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
                                 } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                     int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                         int64_t c__b = c__b1;
                                         bp_vf v_0_0 = {0};
@@ -31061,6 +31341,8 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                 }
                             }
                         } else {
+                            int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                            int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
                             for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
@@ -31069,6 +31351,7 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                     if (c__b + 2 <= CG) {
                                         bp_vf v_0_0 = {0};
                                         bp_vf v_0_1 = {0};
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -31099,6 +31382,7 @@ static void bpgen_conv3d_weight_f32_part0(float *restrict grad_weight, const flo
                                         float t_0_1 = bp_hsum_f(v_0_1);
                                         grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
                                             bp_vf v_0_0 = {0};
@@ -31195,8 +31479,8 @@ static void bpgen_conv3d_weight_f32_part1(float *restrict grad_weight, const flo
                                         bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         if (vhi - vlo + 1 <= BP_LANES_F) {
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                                 int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
@@ -31278,6 +31562,7 @@ static void bpgen_conv3d_weight_f32_part1(float *restrict grad_weight, const flo
                                         } else {
                                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -31727,8 +32012,8 @@ static void bpgen_conv3d_weight_f32_part2(float *restrict grad_weight, const flo
                                     bp_vf v_7_1 = {0};
                                     int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                     int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -31812,6 +32097,7 @@ static void bpgen_conv3d_weight_f32_part2(float *restrict grad_weight, const flo
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -32176,8 +32462,8 @@ static void bpgen_conv3d_weight_f32_part3(float *restrict grad_weight, const flo
                                         bp_vf v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                         int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
                                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         if (vhi - vlo + 1 <= BP_LANES_F) {
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                                 int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
@@ -32259,6 +32545,7 @@ static void bpgen_conv3d_weight_f32_part3(float *restrict grad_weight, const flo
                                         } else {
                                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -32708,8 +32995,8 @@ static void bpgen_conv3d_weight_f32_part4(float *restrict grad_weight, const flo
                                     bp_vf v_7_1 = {0};
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
                                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -32793,6 +33080,7 @@ static void bpgen_conv3d_weight_f32_part4(float *restrict grad_weight, const flo
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -33133,8 +33421,8 @@ static void bpgen_conv3d_weight_f32_part5(float *restrict grad_weight, const flo
                                     bp_vf v_7_1 = {0};
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
                                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                     if (vhi - vlo + 1 <= BP_LANES_F) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -33218,6 +33506,7 @@ static void bpgen_conv3d_weight_f32_part5(float *restrict grad_weight, const flo
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -33681,12 +33970,9 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
             for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
-                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
-                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                 for (int64_t m2_ = 0, m2__end = K2 - 1; m2_ <= m2__end; ++m2_) {
                     int64_t vlo = bp_max(0, -D2*m2_ + P2);
                     int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 8) {
                         if (k__b + 8 <= KG) {
                             for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 2) {
@@ -33708,6 +33994,9 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                     bp_vd v_7_0 = {0};
                                     bp_vd v_7_1 = {0};
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -33789,8 +34078,11 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                             }
                                         }
                                     } else {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -33899,8 +34191,11 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                     double t_7_1 = bp_hsum_d(v_7_1);
                                     grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b + 7) + c__b + 1) + m0_) + m1_) + m2_] = t_7_1;
                                 } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                                     int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                     int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                         int64_t c__b = c__b1;
                                         bp_vd v_0_0 = {0};
@@ -33986,6 +34281,8 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                 }
                             }
                         } else {
+                            int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                            int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
                             for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
@@ -33994,6 +34291,7 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                     if (c__b + 2 <= CG) {
                                         bp_vd v_0_0 = {0};
                                         bp_vd v_0_1 = {0};
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -34024,6 +34322,7 @@ static void bpgen_conv3d_weight_f64_part0(double *restrict grad_weight, const do
                                         double t_0_1 = bp_hsum_d(v_0_1);
                                         grad_weight[K2*(K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_) + m2_] = t_0_1;
                                     } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
                                             int64_t c__b = c__b1;
                                             bp_vd v_0_0 = {0};
@@ -34120,8 +34419,8 @@ static void bpgen_conv3d_weight_f64_part1(double *restrict grad_weight, const do
                                         bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                         int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                         int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         if (vhi - vlo + 1 <= BP_LANES_D) {
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                                 int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
@@ -34203,6 +34502,7 @@ static void bpgen_conv3d_weight_f64_part1(double *restrict grad_weight, const do
                                         } else {
                                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -34652,8 +34952,8 @@ static void bpgen_conv3d_weight_f64_part2(double *restrict grad_weight, const do
                                     bp_vd v_7_1 = {0};
                                     int64_t vlo = bp_max(0, -D2*m2_ + P2);
                                     int64_t vhi = bp_min(O2 - 1, -D2*m2_ + H2 + P2 - 1);
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -34737,6 +35037,7 @@ static void bpgen_conv3d_weight_f64_part2(double *restrict grad_weight, const do
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -35101,8 +35402,8 @@ static void bpgen_conv3d_weight_f64_part3(double *restrict grad_weight, const do
                                         bp_vd v_7_1 = parked[16*K1*K2*m0_ + 16*K2*m1_ + 16*m2_ + 15];
                                         int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
                                         int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         if (vhi - vlo + 1 <= BP_LANES_D) {
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                                 int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
@@ -35184,6 +35485,7 @@ static void bpgen_conv3d_weight_f64_part3(double *restrict grad_weight, const do
                                         } else {
                                             int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                             int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
                                                     for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -35633,8 +35935,8 @@ static void bpgen_conv3d_weight_f64_part4(double *restrict grad_weight, const do
                                     bp_vd v_7_1 = {0};
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, 2));
                                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, 2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -35718,6 +36020,7 @@ static void bpgen_conv3d_weight_f64_part4(double *restrict grad_weight, const do
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -36058,8 +36361,8 @@ static void bpgen_conv3d_weight_f64_part5(double *restrict grad_weight, const do
                                     bp_vd v_7_1 = {0};
                                     int64_t vlo = bp_max(0, bp_ceildiv(-D2*m2_ + P2, S2));
                                     int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*m2_ + H2 + P2 - 1, S2));
-                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                     if (vhi - vlo + 1 <= BP_LANES_D) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
@@ -36143,6 +36446,7 @@ static void bpgen_conv3d_weight_f64_part5(double *restrict grad_weight, const do
                                     } else {
                                         int64_t o1_lo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
                                         int64_t o1_hi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                                         for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                                             for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
                                                 for (int64_t o1 = o1_lo; o1 <= o1_hi; ++o1) {
@@ -36605,9 +36909,6 @@ static void bpgen_conv3d_bias_f32_part0(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O2 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 16 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -36625,7 +36926,10 @@ static void bpgen_conv3d_bias_f32_part0(float *restrict grad_bias, const float *
                 bp_vf v_13 = {0};
                 bp_vf v_14 = {0};
                 bp_vf v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -36721,6 +37025,7 @@ static void bpgen_conv3d_bias_f32_part0(float *restrict grad_bias, const float *
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
@@ -36847,6 +37152,9 @@ static void bpgen_conv3d_bias_f32_part0(float *restrict grad_bias, const float *
                 float t_15 = bp_hsum_f(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -36884,9 +37192,6 @@ static void bpgen_conv3d_bias_f32_part1(float *restrict grad_bias, const float *
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O2 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
             if (k__b + 8 <= KG) {
                 bp_vf v_0 = {0};
                 bp_vf v_1 = {0};
@@ -36896,7 +37201,10 @@ static void bpgen_conv3d_bias_f32_part1(float *restrict grad_bias, const float *
                 bp_vf v_5 = {0};
                 bp_vf v_6 = {0};
                 bp_vf v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_F) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -36952,6 +37260,7 @@ static void bpgen_conv3d_bias_f32_part1(float *restrict grad_bias, const float *
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
@@ -37022,6 +37331,9 @@ static void bpgen_conv3d_bias_f32_part1(float *restrict grad_bias, const float *
                 float t_7 = bp_hsum_f(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vf v_0 = {0};
@@ -37131,9 +37443,6 @@ static void bpgen_conv3d_bias_f64_part0(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 16) {
-            int64_t vlo = 0;
-            int64_t vhi = O2 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 16 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -37151,7 +37460,10 @@ static void bpgen_conv3d_bias_f64_part0(double *restrict grad_bias, const double
                 bp_vd v_13 = {0};
                 bp_vd v_14 = {0};
                 bp_vd v_15 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -37247,6 +37559,7 @@ static void bpgen_conv3d_bias_f64_part0(double *restrict grad_bias, const double
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
@@ -37373,6 +37686,9 @@ static void bpgen_conv3d_bias_f64_part0(double *restrict grad_bias, const double
                 double t_15 = bp_hsum_d(v_15);
                 grad_bias[KG*g_ + k__b + 15] = t_15;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};
@@ -37410,9 +37726,6 @@ static void bpgen_conv3d_bias_f64_part1(double *restrict grad_bias, const double
 #endif
     for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
         for (int64_t k__b = 0; k__b <= KG - 1; k__b += 8) {
-            int64_t vlo = 0;
-            int64_t vhi = O2 - 1;
-            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
             if (k__b + 8 <= KG) {
                 bp_vd v_0 = {0};
                 bp_vd v_1 = {0};
@@ -37422,7 +37735,10 @@ static void bpgen_conv3d_bias_f64_part1(double *restrict grad_bias, const double
                 bp_vd v_5 = {0};
                 bp_vd v_6 = {0};
                 bp_vd v_7 = {0};
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
                 if (vhi - vlo + 1 <= BP_LANES_D) {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -37478,6 +37794,7 @@ static void bpgen_conv3d_bias_f64_part1(double *restrict grad_bias, const double
                         }
                     }
                 } else {
+                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                     for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
                         for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                             for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
@@ -37548,6 +37865,9 @@ static void bpgen_conv3d_bias_f64_part1(double *restrict grad_bias, const double
                 double t_7 = bp_hsum_d(v_7);
                 grad_bias[KG*g_ + k__b + 7] = t_7;
             } else {
+                int64_t vlo = 0;
+                int64_t vhi = O2 - 1;
+                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
                 for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
                     int64_t k__b = k__b1;
                     bp_vd v_0 = {0};

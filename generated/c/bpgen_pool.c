@@ -448,8 +448,8 @@ static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                     bp_vf best0 = bp_vsplat_f((-INFINITY));
                     bp_vfp position0 = bp_vtap_f(0);
@@ -486,10 +486,10 @@ static void bpgen_max_pool1d_f32_part0(float *restrict output, int64_t *restrict
                     bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
                     bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -BP_LANES_F - P0 + vhi + 1, 1);
                 } else {
-                    int64_t xb0 = C*H0*n + H0*c - BP_LANES_F - P0 + vhi + 1;
                     if (vhi - vrest + 1 > 0) {
                         bp_vf best0 = bp_vsplat_f((-INFINITY));
                         bp_vfp position0 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - BP_LANES_F - P0 + vhi + 1;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 1);
                             bp_vselect_max_f(&best0, &position0, x0, D0*m0);
@@ -548,8 +548,8 @@ static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                     bp_vf best0 = bp_vsplat_f((-INFINITY));
                     bp_vfp position0 = bp_vtap_f(0);
@@ -586,10 +586,10 @@ static void bpgen_max_pool1d_f32_part1(float *restrict output, int64_t *restrict
                     bp_vstore_f(output + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), 1, best1);
                     bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -2*BP_LANES_F - P0 + 2*vhi + 2, 2);
                 } else {
-                    int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2;
                     if (vhi - vrest + 1 > 0) {
                         bp_vf best0 = bp_vsplat_f((-INFINITY));
                         bp_vfp position0 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_F - P0 + 2*vhi + 2;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), 2);
                             bp_vselect_max_f(&best0, &position0, x0, D0*m0);
@@ -648,22 +648,20 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_F) {
+                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                    int64_t cols0_0 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
-                    int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F + P0 - S0*v0 - 1);
-                    int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*v0, H0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
-                    int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S0 + P0 - S0*v0, H0 - BP_LANES_F*S0 + P0 - S0*v0 - 1);
-                    int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0 - 1);
-                    int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
-                    int64_t xb1 = C*H0*n + H0*c + BP_LANES_F*S0 - P0 + S0*v0;
                     if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
                         bp_vf best0 = bp_vsplat_f((-INFINITY));
                         bp_vfp position0 = bp_vtap_f(0);
                         bp_vf best1 = bp_vsplat_f((-INFINITY));
                         bp_vfp position1 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*v0, H0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S0 + P0 - S0*v0, H0 - BP_LANES_F*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - BP_LANES_F + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0, H0 - BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*v0 - 1);
                         bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*v0, 1, cols0_0);
                         bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*v0, 1, cols1_0);
                         bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*v0, 1, cols2_0);
@@ -685,6 +683,8 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                         bp_vfp position0 = bp_vtap_f(0);
                         bp_vf best1 = bp_vsplat_f((-INFINITY));
                         bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c + BP_LANES_F*S0 - P0 + S0*v0;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
                             bp_vselect_max_f(&best0, &position0, x0, D0*m0);
@@ -698,19 +698,17 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                     }
                 }
                 if (vhi - vrest + 1 > BP_LANES_F) {
-                    int64_t cols0_0 = bp_lane_mask_f(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
-                    int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*vrest, H0 - BP_LANES_F + P0 - S0*vrest - 1);
-                    int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*vrest, H0 - 2*BP_LANES_F + P0 - S0*vrest - 1);
-                    int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
-                    int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
-                    int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
-                    int64_t xb1 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
                     if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
                         bp_vf best0 = bp_vsplat_f((-INFINITY));
                         bp_vfp position0 = bp_vtap_f(0);
                         bp_vf best1 = bp_vsplat_f((-INFINITY));
                         bp_vfp position1 = bp_vtap_f(0);
+                        int64_t cols0_0 = bp_lane_mask_f(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P0 - S0*vrest, H0 - BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P0 - S0*vrest, H0 - 2*BP_LANES_F + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
                         bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*vrest, 1, cols0_0);
                         bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*vrest, 1, cols1_0);
                         bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*vrest, 1, cols2_0);
@@ -732,6 +730,8 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                         bp_vfp position0 = bp_vtap_f(0);
                         bp_vf best1 = bp_vsplat_f((-INFINITY));
                         bp_vfp position1 = bp_vtap_f(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
                             bp_vselect_max_f(&best0, &position0, x0, D0*m0);
@@ -744,14 +744,13 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                         bp_vstore_index_f(indices + (C*O0*n - BP_LANES_F + O0*c + vhi + 1), &position1, -BP_LANES_F*S0 - P0 + S0*vhi + S0, S0);
                     }
                 } else {
-                    int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
-                    int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
-                    int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
                     if (vhi - vrest + 1 > 0) {
                         if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S0 >= 3 && BP_LANES_F >= 16) {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(0);
+                            int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - BP_LANES_F + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0, H0 + BP_LANES_F*S0 - 2*BP_LANES_F + P0 - S0*vhi - S0 - 1);
                             bp_vf r0_0 = bp_vload_masked_f(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols0_0);
                             bp_vf r1_0 = bp_vload_masked_f(input, C*H0*n + H0*c + BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols1_0);
                             bp_vf r2_0 = bp_vload_masked_f(input, C*H0*n + H0*c + 2*BP_LANES_F - P0 + S0*(-BP_LANES_F + vhi + 1), 1, cols2_0);
@@ -764,6 +763,7 @@ static void bpgen_max_pool1d_f32_part2(float *restrict output, int64_t *restrict
                         } else {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(0);
+                            int64_t xb0 = C*H0*n + H0*c - BP_LANES_F*S0 - P0 + S0*vhi + S0;
                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                 bp_vf x0 = bp_vload_f(input + (D0*m0 + xb0), S0);
                                 bp_vselect_max_f(&best0, &position0, x0, D0*m0);
@@ -947,8 +947,8 @@ static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restric
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                     bp_vd best0 = bp_vsplat_d((-INFINITY));
                     bp_vdp position0 = bp_vtap_d(0);
@@ -985,10 +985,10 @@ static void bpgen_max_pool1d_f64_part0(double *restrict output, int64_t *restric
                     bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
                     bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -BP_LANES_D - P0 + vhi + 1, 1);
                 } else {
-                    int64_t xb0 = C*H0*n + H0*c - BP_LANES_D - P0 + vhi + 1;
                     if (vhi - vrest + 1 > 0) {
                         bp_vd best0 = bp_vsplat_d((-INFINITY));
                         bp_vdp position0 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - BP_LANES_D - P0 + vhi + 1;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 1);
                             bp_vselect_max_d(&best0, &position0, x0, D0*m0);
@@ -1047,8 +1047,8 @@ static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restric
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                     bp_vd best0 = bp_vsplat_d((-INFINITY));
                     bp_vdp position0 = bp_vtap_d(0);
@@ -1085,10 +1085,10 @@ static void bpgen_max_pool1d_f64_part1(double *restrict output, int64_t *restric
                     bp_vstore_d(output + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), 1, best1);
                     bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -2*BP_LANES_D - P0 + 2*vhi + 2, 2);
                 } else {
-                    int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2;
                     if (vhi - vrest + 1 > 0) {
                         bp_vd best0 = bp_vsplat_d((-INFINITY));
                         bp_vdp position0 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - 2*BP_LANES_D - P0 + 2*vhi + 2;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), 2);
                             bp_vselect_max_d(&best0, &position0, x0, D0*m0);
@@ -1147,22 +1147,20 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                 output[O0*(C*n + c) + o0] = best;
                 indices[O0*(C*n + c) + o0] = position;
             }
-            int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
             if (vhi - vlo + 1 >= BP_LANES_D) {
+                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                    int64_t cols0_0 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
-                    int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D + P0 - S0*v0 - 1);
-                    int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*v0, H0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
-                    int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S0 + P0 - S0*v0, H0 - BP_LANES_D*S0 + P0 - S0*v0 - 1);
-                    int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0 - 1);
-                    int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
-                    int64_t xb1 = C*H0*n + H0*c + BP_LANES_D*S0 - P0 + S0*v0;
                     if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
                         bp_vd best0 = bp_vsplat_d((-INFINITY));
                         bp_vdp position0 = bp_vtap_d(0);
                         bp_vd best1 = bp_vsplat_d((-INFINITY));
                         bp_vdp position1 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*v0, H0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S0 + P0 - S0*v0, H0 - BP_LANES_D*S0 + P0 - S0*v0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - BP_LANES_D + P0 - S0*v0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0, H0 - BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*v0 - 1);
                         bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*v0, 1, cols0_0);
                         bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*v0, 1, cols1_0);
                         bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*v0, 1, cols2_0);
@@ -1184,6 +1182,8 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                         bp_vdp position0 = bp_vtap_d(0);
                         bp_vd best1 = bp_vsplat_d((-INFINITY));
                         bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*v0;
+                        int64_t xb1 = C*H0*n + H0*c + BP_LANES_D*S0 - P0 + S0*v0;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
                             bp_vselect_max_d(&best0, &position0, x0, D0*m0);
@@ -1197,19 +1197,17 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                     }
                 }
                 if (vhi - vrest + 1 > BP_LANES_D) {
-                    int64_t cols0_0 = bp_lane_mask_d(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
-                    int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*vrest, H0 - BP_LANES_D + P0 - S0*vrest - 1);
-                    int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*vrest, H0 - 2*BP_LANES_D + P0 - S0*vrest - 1);
-                    int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
-                    int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
-                    int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
-                    int64_t xb1 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
                     if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
                         bp_vd best0 = bp_vsplat_d((-INFINITY));
                         bp_vdp position0 = bp_vtap_d(0);
                         bp_vd best1 = bp_vsplat_d((-INFINITY));
                         bp_vdp position1 = bp_vtap_d(0);
+                        int64_t cols0_0 = bp_lane_mask_d(P0 - S0*vrest, H0 + P0 - S0*vrest - 1);
+                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P0 - S0*vrest, H0 - BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P0 - S0*vrest, H0 - 2*BP_LANES_D + P0 - S0*vrest - 1);
+                        int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                        int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                        int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
                         bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*vrest, 1, cols0_0);
                         bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*vrest, 1, cols1_0);
                         bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*vrest, 1, cols2_0);
@@ -1231,6 +1229,8 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                         bp_vdp position0 = bp_vtap_d(0);
                         bp_vd best1 = bp_vsplat_d((-INFINITY));
                         bp_vdp position1 = bp_vtap_d(0);
+                        int64_t xb0 = C*H0*n + H0*c - P0 + S0*vrest;
+                        int64_t xb1 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
                         for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                             bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
                             bp_vselect_max_d(&best0, &position0, x0, D0*m0);
@@ -1243,14 +1243,13 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                         bp_vstore_index_d(indices + (C*O0*n - BP_LANES_D + O0*c + vhi + 1), &position1, -BP_LANES_D*S0 - P0 + S0*vhi + S0, S0);
                     }
                 } else {
-                    int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
-                    int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
-                    int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
-                    int64_t xb0 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
                     if (vhi - vrest + 1 > 0) {
                         if (BP_VREGS >= 32 && S0 >= 2 && D0*(K0 - 1) + S0*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S0 >= 3 && BP_LANES_D >= 16) {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(0);
+                            int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S0 + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 + P0 - S0*vhi - S0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - BP_LANES_D + P0 - S0*vhi - S0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0, H0 + BP_LANES_D*S0 - 2*BP_LANES_D + P0 - S0*vhi - S0 - 1);
                             bp_vd r0_0 = bp_vload_masked_d(input, C*H0*n + H0*c - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols0_0);
                             bp_vd r1_0 = bp_vload_masked_d(input, C*H0*n + H0*c + BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols1_0);
                             bp_vd r2_0 = bp_vload_masked_d(input, C*H0*n + H0*c + 2*BP_LANES_D - P0 + S0*(-BP_LANES_D + vhi + 1), 1, cols2_0);
@@ -1263,6 +1262,7 @@ static void bpgen_max_pool1d_f64_part2(double *restrict output, int64_t *restric
                         } else {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(0);
+                            int64_t xb0 = C*H0*n + H0*c - BP_LANES_D*S0 - P0 + S0*vhi + S0;
                             for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
                                 bp_vd x0 = bp_vload_d(input + (D0*m0 + xb0), S0);
                                 bp_vselect_max_d(&best0, &position0, x0, D0*m0);
@@ -1495,9 +1495,9 @@ static void bpgen_avg_pool1d_f32_part0(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P0;
-            int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
             if (c_b + 2 <= C) {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                 if (O0 >= BP_LANES_F) {
                     for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1598,6 +1598,8 @@ static void bpgen_avg_pool1d_f32_part0(float *restrict output, const float *rest
                     bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                 }
             } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (O0 >= BP_LANES_F) {
@@ -1686,10 +1688,10 @@ static void bpgen_avg_pool1d_f32_part1(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
             if (c_b + 2 <= C) {
                 if (BP_VREGS >= 32 && K0 + 2*BP_LANES_F - 3 <= 3*BP_LANES_F - 1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             int64_t cols0 = bp_lane_mask_f(P0 - 2*v0, H0 + P0 - 2*v0 - 1);
@@ -1807,6 +1809,8 @@ static void bpgen_avg_pool1d_f32_part1(float *restrict output, const float *rest
                         bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -1908,6 +1912,8 @@ static void bpgen_avg_pool1d_f32_part1(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (BP_VREGS >= 32 && K0 + 2*BP_LANES_F - 3 <= 3*BP_LANES_F - 1) {
@@ -2081,10 +2087,10 @@ static void bpgen_avg_pool1d_f32_part2(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
             if (c_b + 2 <= C) {
                 if (BP_VREGS >= 32 && S0 >= 2 && K0 + S0*(BP_LANES_F - 1) - 1 <= 3*BP_LANES_F - 1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             int64_t cols0 = bp_lane_mask_f(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
@@ -2202,6 +2208,8 @@ static void bpgen_avg_pool1d_f32_part2(float *restrict output, const float *rest
                         bp_vstore_masked_f(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -2303,6 +2311,8 @@ static void bpgen_avg_pool1d_f32_part2(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (BP_VREGS >= 32 && S0 >= 2 && K0 + S0*(BP_LANES_F - 1) - 1 <= 3*BP_LANES_F - 1) {
@@ -2559,9 +2569,9 @@ static void bpgen_avg_pool1d_f64_part0(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P0;
-            int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
             if (c_b + 2 <= C) {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                 if (O0 >= BP_LANES_D) {
                     for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -2662,6 +2672,8 @@ static void bpgen_avg_pool1d_f64_part0(double *restrict output, const double *re
                     bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                 }
             } else {
+                int64_t vlo = P0;
+                int64_t vhi = bp_min(O0 - 1, H0 - K0 + P0);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (O0 >= BP_LANES_D) {
@@ -2750,10 +2762,10 @@ static void bpgen_avg_pool1d_f64_part1(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
             if (c_b + 2 <= C) {
                 if (BP_VREGS >= 32 && K0 + 2*BP_LANES_D - 3 <= 3*BP_LANES_D - 1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             int64_t cols0 = bp_lane_mask_d(P0 - 2*v0, H0 + P0 - 2*v0 - 1);
@@ -2871,6 +2883,8 @@ static void bpgen_avg_pool1d_f64_part1(double *restrict output, const double *re
                         bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -2972,6 +2986,8 @@ static void bpgen_avg_pool1d_f64_part1(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P0, 2));
+                int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (BP_VREGS >= 32 && K0 + 2*BP_LANES_D - 3 <= 3*BP_LANES_D - 1) {
@@ -3145,10 +3161,10 @@ static void bpgen_avg_pool1d_f64_part2(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
-            int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
             if (c_b + 2 <= C) {
                 if (BP_VREGS >= 32 && S0 >= 2 && K0 + S0*(BP_LANES_D - 1) - 1 <= 3*BP_LANES_D - 1) {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             int64_t cols0 = bp_lane_mask_d(P0 - S0*v0, H0 + P0 - S0*v0 - 1);
@@ -3266,6 +3282,8 @@ static void bpgen_avg_pool1d_f64_part2(double *restrict output, const double *re
                         bp_vstore_masked_d(output + (C*O0*n + O0*c_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
                     }
                 } else {
+                    int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                     if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -3367,6 +3385,8 @@ static void bpgen_avg_pool1d_f64_part2(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P0, S0));
+                int64_t vhi = bp_min(O0 - 1, bp_floordiv(H0 - K0 + P0, S0));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     if (BP_VREGS >= 32 && S0 >= 2 && K0 + S0*(BP_LANES_D - 1) - 1 <= 3*BP_LANES_D - 1) {
@@ -3627,7 +3647,6 @@ static void bpgen_avg_pool1d_backward_f32_part0(float *restrict grad_input, cons
                 for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                     int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                     int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                     if (H0 - i0r >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                             if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -3816,6 +3835,7 @@ static void bpgen_avg_pool1d_backward_f32_part0(float *restrict grad_input, cons
                                 bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + BP_LANES_F + i0r + v0), 1, t_7_1);
                             }
                         }
+                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                         for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -4077,7 +4097,6 @@ static void bpgen_avg_pool1d_backward_f32_part0(float *restrict grad_input, cons
                     for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                         int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                         int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                         if (H0 - i0r >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_F - i0r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -4112,6 +4131,7 @@ static void bpgen_avg_pool1d_backward_f32_part0(float *restrict grad_input, cons
                                     bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H0 - i0r, 2*BP_LANES_F);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -4531,11 +4551,10 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                 for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                     int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, 2));
                     int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), O0 + bp_ceildiv(-P0 - i0r, 2) - 1);
-                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
-                    int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
-                    int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                     if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_F) {
                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -4636,6 +4655,7 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                             }
                         }
                         if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                             int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
                             int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
@@ -4749,6 +4769,8 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                         bp_vf v_5 = {0};
                         bp_vf v_6 = {0};
                         bp_vf v_7 = {0};
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, 2)));
                             bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -4800,11 +4822,10 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                     for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                         int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, 2));
                         int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), O0 + bp_ceildiv(-P0 - i0r, 2) - 1);
-                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
-                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
-                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_F) {
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -4828,6 +4849,7 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
                                 int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
@@ -4857,6 +4879,8 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, 2)));
                                 bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -4886,11 +4910,10 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, S0));
                     int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), O0 + bp_ceildiv(-P0 - i0r, S0) - 1);
-                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
-                    int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
-                    int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                     if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -4991,6 +5014,7 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                             }
                         }
                         if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                             int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
                             int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
@@ -5104,6 +5128,8 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                         bp_vf v_5 = {0};
                         bp_vf v_6 = {0};
                         bp_vf v_7 = {0};
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, S0)));
                             bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -5155,11 +5181,10 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), O0 + bp_ceildiv(-P0 - i0r, S0) - 1);
-                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
-                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
-                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_F) {
                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -5183,6 +5208,7 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_F) != 0) {
+                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
                                 int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
@@ -5212,6 +5238,8 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
                         } else {
                             int64_t v0 = 0;
                             bp_vf v_0 = {0};
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                 int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, S0)));
                                 bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -5686,7 +5714,6 @@ static void bpgen_avg_pool1d_backward_f64_part0(double *restrict grad_input, con
                 for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                     int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                     int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                     if (H0 - i0r >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                             if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -5875,6 +5902,7 @@ static void bpgen_avg_pool1d_backward_f64_part0(double *restrict grad_input, con
                                 bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + BP_LANES_D + i0r + v0), 1, t_7_1);
                             }
                         }
+                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                         for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -6136,7 +6164,6 @@ static void bpgen_avg_pool1d_backward_f64_part0(double *restrict grad_input, con
                     for (int64_t i0r = 0; i0r <= 0; ++i0r) {
                         int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                         int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
-                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                         if (H0 - i0r >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = H0 - 2*BP_LANES_D - i0r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -6171,6 +6198,7 @@ static void bpgen_avg_pool1d_backward_f64_part0(double *restrict grad_input, con
                                     bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
                                 }
                             }
+                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H0 - i0r, 2*BP_LANES_D);
                             for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -6590,11 +6618,10 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                 for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                     int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, 2));
                     int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), O0 + bp_ceildiv(-P0 - i0r, 2) - 1);
-                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
-                    int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
-                    int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                     if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_D) {
                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -6695,6 +6722,7 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                             }
                         }
                         if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                             int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
                             int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
@@ -6808,6 +6836,8 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                         bp_vd v_5 = {0};
                         bp_vd v_6 = {0};
                         bp_vd v_7 = {0};
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, 2)));
                             bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -6859,11 +6889,10 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                     for (int64_t i0r = 0; i0r <= 1; ++i0r) {
                         int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, 2));
                         int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, 2), O0 + bp_ceildiv(-P0 - i0r, 2) - 1);
-                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
-                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
-                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                         if (bp_floordiv(H0 - i0r - 1, 2) + 1 >= BP_LANES_D) {
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -6887,6 +6916,7 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, 2) + 1;
                                 int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
                                 int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
@@ -6916,6 +6946,8 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, 2);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, 2);
                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, 2)));
                                 bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -6945,11 +6977,10 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, S0));
                     int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), O0 + bp_ceildiv(-P0 - i0r, S0) - 1);
-                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
-                    int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
-                    int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                     if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -7050,6 +7081,7 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                             }
                         }
                         if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                             int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
                             int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
@@ -7163,6 +7195,8 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                         bp_vd v_5 = {0};
                         bp_vd v_6 = {0};
                         bp_vd v_7 = {0};
+                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, S0)));
                             bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -7214,11 +7248,10 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t vlo = bp_max(0, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         int64_t vhi = bp_min(bp_floordiv(H0 - i0r - 1, S0), O0 + bp_ceildiv(-P0 - i0r, S0) - 1);
-                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
-                        int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
-                        int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                         if (bp_floordiv(H0 - i0r - 1, S0) + 1 >= BP_LANES_D) {
                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -7242,6 +7275,7 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                                 }
                             }
                             if (((bp_floordiv(H0 - i0r - 1, S0) + 1) % BP_LANES_D) != 0) {
+                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H0 - i0r - 1, S0) + 1;
                                 int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
                                 int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
@@ -7271,6 +7305,8 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
                         } else {
                             int64_t v0 = 0;
                             bp_vd v_0 = {0};
+                            int64_t m0k_lo = bp_ceildiv(-P0 - i0r, S0);
+                            int64_t m0k_hi = bp_floordiv(K0 - P0 - i0r - 1, S0);
                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                 int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, bp_floordiv(H0 - i0r - 1, S0)));
                                 bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
@@ -7759,8 +7795,8 @@ static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
@@ -7805,12 +7841,12 @@ static void bpgen_max_pool2d_f32_part0(float *restrict output, int64_t *restrict
                         bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
                         bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1, 1);
                     } else {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1;
                         if (vhi - vrest + 1 > 0) {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F - P1 + vhi + 1;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 1);
@@ -7885,8 +7921,8 @@ static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
@@ -7931,12 +7967,12 @@ static void bpgen_max_pool2d_f32_part1(float *restrict output, int64_t *restrict
                         bp_vstore_f(output + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
                         bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2, 2);
                     } else {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
                         if (vhi - vrest + 1 > 0) {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_F - P1 + 2*vhi + 2;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), 2);
@@ -8011,24 +8047,22 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_F) {
+                    int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                        int64_t cols0_0 = bp_lane_mask_f(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
-                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F + P1 - S1*v0 - 1);
-                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*v0, H1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
-                        int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S1 + P1 - S1*v0, H1 - BP_LANES_F*S1 + P1 - S1*v0 - 1);
-                        int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0 - 1);
-                        int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
-                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0;
                         if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vf best1 = bp_vsplat_f((-INFINITY));
                             bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*v0, H1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S1 + P1 - S1*v0, H1 - BP_LANES_F*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - BP_LANES_F + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0, H1 - BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*v0 - 1);
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, 1, cols0_0);
                                 bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*v0, 1, cols1_0);
@@ -8052,6 +8086,8 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vf best1 = bp_vsplat_f((-INFINITY));
                             bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F*S1 - P1 + S1*v0;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -8067,21 +8103,19 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                         }
                     }
                     if (vhi - vrest + 1 > BP_LANES_F) {
-                        int64_t cols0_0 = bp_lane_mask_f(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
-                        int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*vrest, H1 - BP_LANES_F + P1 - S1*vrest - 1);
-                        int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*vrest, H1 - 2*BP_LANES_F + P1 - S1*vrest - 1);
-                        int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
-                        int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
-                        int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
-                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
                         if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
                             bp_vf best0 = bp_vsplat_f((-INFINITY));
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vf best1 = bp_vsplat_f((-INFINITY));
                             bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_f(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P1 - S1*vrest, H1 - BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P1 - S1*vrest, H1 - 2*BP_LANES_F + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest, 1, cols0_0);
                                 bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*vrest, 1, cols1_0);
@@ -8105,6 +8139,10 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                             bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vf best1 = bp_vsplat_f((-INFINITY));
                             bp_vfp position1 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -8119,16 +8157,15 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                             bp_vstore_index_f(indices + (C*O0*O1*n - BP_LANES_F + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1, S1);
                         }
                     } else {
-                        int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
-                        int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
-                        int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
                         if (vhi - vrest + 1 > 0) {
                             if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S1 >= 3 && BP_LANES_F >= 16) {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1, H1 + BP_LANES_F*S1 - 2*BP_LANES_F + P1 - S1*vhi - S1 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols0_0);
                                     bp_vf r1_0 = bp_vload_masked_f(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + S1*(-BP_LANES_F + vhi + 1), 1, cols1_0);
@@ -8143,6 +8180,9 @@ static void bpgen_max_pool2d_f32_part2(float *restrict output, int64_t *restrict
                             } else {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_F*S1 - P1 + S1*vhi + S1;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         bp_vf x0 = bp_vload_f(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -8360,8 +8400,8 @@ static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restric
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
@@ -8406,12 +8446,12 @@ static void bpgen_max_pool2d_f64_part0(double *restrict output, int64_t *restric
                         bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
                         bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1, 1);
                     } else {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1;
                         if (vhi - vrest + 1 > 0) {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D - P1 + vhi + 1;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 1);
@@ -8486,8 +8526,8 @@ static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restric
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
@@ -8532,12 +8572,12 @@ static void bpgen_max_pool2d_f64_part1(double *restrict output, int64_t *restric
                         bp_vstore_d(output + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), 1, best1);
                         bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2, 2);
                     } else {
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
                         if (vhi - vrest + 1 > 0) {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - 2*BP_LANES_D - P1 + 2*vhi + 2;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), 2);
@@ -8612,24 +8652,22 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                     output[O1*(O0*(C*n + c) + o0) + o1] = best;
                     indices[O1*(O0*(C*n + c) + o0) + o1] = position;
                 }
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 if (vhi - vlo + 1 >= BP_LANES_D) {
+                    int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                     for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                        int64_t cols0_0 = bp_lane_mask_d(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
-                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D + P1 - S1*v0 - 1);
-                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*v0, H1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
-                        int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S1 + P1 - S1*v0, H1 - BP_LANES_D*S1 + P1 - S1*v0 - 1);
-                        int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0 - 1);
-                        int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
-                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0;
                         if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vd best1 = bp_vsplat_d((-INFINITY));
                             bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*v0, H1 + P1 - S1*v0 - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*v0, H1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S1 + P1 - S1*v0, H1 - BP_LANES_D*S1 + P1 - S1*v0 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - BP_LANES_D + P1 - S1*v0 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0, H1 - BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*v0 - 1);
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0, 1, cols0_0);
                                 bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*v0, 1, cols1_0);
@@ -8653,6 +8691,8 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vd best1 = bp_vsplat_d((-INFINITY));
                             bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*v0;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D*S1 - P1 + S1*v0;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -8668,21 +8708,19 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                         }
                     }
                     if (vhi - vrest + 1 > BP_LANES_D) {
-                        int64_t cols0_0 = bp_lane_mask_d(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
-                        int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*vrest, H1 - BP_LANES_D + P1 - S1*vrest - 1);
-                        int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*vrest, H1 - 2*BP_LANES_D + P1 - S1*vrest - 1);
-                        int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
-                        int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
-                        int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
-                        int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
                         if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
                             bp_vd best0 = bp_vsplat_d((-INFINITY));
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vd best1 = bp_vsplat_d((-INFINITY));
                             bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t cols0_0 = bp_lane_mask_d(P1 - S1*vrest, H1 + P1 - S1*vrest - 1);
+                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P1 - S1*vrest, H1 - BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P1 - S1*vrest, H1 - 2*BP_LANES_D + P1 - S1*vrest - 1);
+                            int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                            int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest, 1, cols0_0);
                                 bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*vrest, 1, cols1_0);
@@ -8706,6 +8744,10 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                             bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
                             bp_vd best1 = bp_vsplat_d((-INFINITY));
                             bp_vdp position1 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*vrest;
+                            int64_t xb1 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
                             for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                 for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                     bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -8720,16 +8762,15 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                             bp_vstore_index_d(indices + (C*O0*O1*n - BP_LANES_D + O0*O1*c + O1*o0 + vhi + 1), &position1, -H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1, S1);
                         }
                     } else {
-                        int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
-                        int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
-                        int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
-                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                        int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
                         if (vhi - vrest + 1 > 0) {
                             if (BP_VREGS >= 32 && S1 >= 2 && D1*(K1 - 1) + S1*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S1 >= 3 && BP_LANES_D >= 16) {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S1 + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 + P1 - S1*vhi - S1 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1, H1 + BP_LANES_D*S1 - 2*BP_LANES_D + P1 - S1*vhi - S1 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols0_0);
                                     bp_vd r1_0 = bp_vload_masked_d(input, C*H0*H1*n + D0*H1*m0 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + S1*(-BP_LANES_D + vhi + 1), 1, cols1_0);
@@ -8744,6 +8785,9 @@ static void bpgen_max_pool2d_f64_part2(double *restrict output, int64_t *restric
                             } else {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t xb0 = C*H0*H1*n + H0*H1*c - H1*P0 + H1*S0*o0 - BP_LANES_D*S1 - P1 + S1*vhi + S1;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                                         bp_vd x0 = bp_vload_d(input + (D0*H1*m0 + D1*m1 + xb0), S1);
@@ -9013,9 +9057,9 @@ static void bpgen_avg_pool2d_f32_part0(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P1;
-            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
             if (c_b + 2 <= C) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (O1 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -9128,6 +9172,8 @@ static void bpgen_avg_pool2d_f32_part0(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -9228,9 +9274,9 @@ static void bpgen_avg_pool2d_f32_part1(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (BP_VREGS >= 32 && K1 + 2*BP_LANES_F - 3 <= 3*BP_LANES_F - 1) {
                         if (O1 >= BP_LANES_F) {
@@ -9468,6 +9514,8 @@ static void bpgen_avg_pool2d_f32_part1(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -9659,9 +9707,9 @@ static void bpgen_avg_pool2d_f32_part2(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (BP_VREGS >= 32 && S1 >= 2 && K1 + S1*(BP_LANES_F - 1) - 1 <= 3*BP_LANES_F - 1) {
                         if (O1 >= BP_LANES_F) {
@@ -9899,6 +9947,8 @@ static void bpgen_avg_pool2d_f32_part2(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -10183,9 +10233,9 @@ static void bpgen_avg_pool2d_f64_part0(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P1;
-            int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
             if (c_b + 2 <= C) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (O1 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -10298,6 +10348,8 @@ static void bpgen_avg_pool2d_f64_part0(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, H1 - K1 + P1);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -10398,9 +10450,9 @@ static void bpgen_avg_pool2d_f64_part1(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
-            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (BP_VREGS >= 32 && K1 + 2*BP_LANES_D - 3 <= 3*BP_LANES_D - 1) {
                         if (O1 >= BP_LANES_D) {
@@ -10638,6 +10690,8 @@ static void bpgen_avg_pool2d_f64_part1(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, 2));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -10829,9 +10883,9 @@ static void bpgen_avg_pool2d_f64_part2(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
-            int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     if (BP_VREGS >= 32 && S1 >= 2 && K1 + S1*(BP_LANES_D - 1) - 1 <= 3*BP_LANES_D - 1) {
                         if (O1 >= BP_LANES_D) {
@@ -11069,6 +11123,8 @@ static void bpgen_avg_pool2d_f64_part2(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P1, S1));
+                int64_t vhi = bp_min(O1 - 1, bp_floordiv(H1 - K1 + P1, S1));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -11357,12 +11413,11 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             if (H1 - i1r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                     if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -11555,9 +11610,8 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                                         bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                                 for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
                                         bp_vf v_1 = {0};
@@ -11567,6 +11621,8 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                 bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
@@ -11613,6 +11669,8 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                 int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
@@ -11832,12 +11890,11 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                                 int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                                 int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                                int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                 if (H1 - i1r >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_F - i1r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                         if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -11876,11 +11933,12 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                                             bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H1 - i1r, 2*BP_LANES_F);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                     bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
@@ -11892,6 +11950,8 @@ static void bpgen_avg_pool2d_backward_f32_part0(float *restrict grad_input, cons
                                             bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                         } else {
                                             bp_vf v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                     int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
@@ -11970,11 +12030,11 @@ static void bpgen_avg_pool2d_backward_f32_part1(float *restrict grad_input, cons
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             if (H1 - i1r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -12251,11 +12311,11 @@ static void bpgen_avg_pool2d_backward_f32_part1(float *restrict grad_input, cons
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                                 int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                                 int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                 if (H1 - i1r >= BP_LANES_F) {
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -12349,16 +12409,15 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                             int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, 2));
                             int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), O1 + bp_ceildiv(-P1 - i1r, 2) - 1);
-                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                            int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
-                            int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                             if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_F) {
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -12463,6 +12522,7 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                                     }
                                 }
                                 if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                     int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                     int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -12582,6 +12642,8 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                         int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, 2)));
@@ -12637,16 +12699,15 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                                 int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, 2));
                                 int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), O1 + bp_ceildiv(-P1 - i1r, 2) - 1);
-                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
-                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_F) {
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -12674,6 +12735,7 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                         int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -12709,6 +12771,8 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vf v_0 = {0};
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, 2)));
@@ -12742,16 +12806,15 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, S1));
                             int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), O1 + bp_ceildiv(-P1 - i1r, S1) - 1);
-                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                            int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
-                            int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                             if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -12856,6 +12919,7 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                                     }
                                 }
                                 if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                     int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                     int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -12975,6 +13039,8 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                                 bp_vf v_5 = {0};
                                 bp_vf v_6 = {0};
                                 bp_vf v_7 = {0};
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                         int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, S1)));
@@ -13030,16 +13096,15 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), O1 + bp_ceildiv(-P1 - i1r, S1) - 1);
-                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
-                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_F) {
                                     int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -13067,6 +13132,7 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_F) != 0) {
+                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                         int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -13102,6 +13168,8 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vf v_0 = {0};
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                             int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, S1)));
@@ -13298,7 +13366,6 @@ static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, cons
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
@@ -13318,6 +13385,7 @@ static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, cons
                     }
                 } else {
                     float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -13397,7 +13465,6 @@ static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, cons
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
@@ -13417,6 +13484,7 @@ static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, cons
                     }
                 } else {
                     float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -13496,7 +13564,6 @@ static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, con
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         float share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((float)(1)/(float)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
@@ -13516,6 +13583,7 @@ static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, con
                     }
                 } else {
                     float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : (count_include_pad != 0 ? ((float)(1)/(float)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((float)(1)/(float)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_F*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_F));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_F + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
@@ -13769,12 +13837,11 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             if (H1 - i1r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                     if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -13967,9 +14034,8 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                                         bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_7_1);
                                     }
                                 }
+                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                                 for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
                                         bp_vd v_1 = {0};
@@ -13979,6 +14045,8 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                 bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
@@ -14025,6 +14093,8 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                 int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
@@ -14244,12 +14314,11 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                                 int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                                 int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                                int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                 if (H1 - i1r >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = H1 - 2*BP_LANES_D - i1r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                         if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -14288,11 +14357,12 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                                             bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
                                         }
                                     }
+                                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H1 - i1r, 2*BP_LANES_D);
                                     for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                     bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
@@ -14304,6 +14374,8 @@ static void bpgen_avg_pool2d_backward_f64_part0(double *restrict grad_input, con
                                             bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
                                         } else {
                                             bp_vd v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
                                                     int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
@@ -14382,11 +14454,11 @@ static void bpgen_avg_pool2d_backward_f64_part1(double *restrict grad_input, con
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             if (H1 - i1r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14663,11 +14735,11 @@ static void bpgen_avg_pool2d_backward_f64_part1(double *restrict grad_input, con
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 0; ++i1r) {
                                 int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                                 int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                                 if (H1 - i1r >= BP_LANES_D) {
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -14761,16 +14833,15 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                             int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, 2));
                             int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), O1 + bp_ceildiv(-P1 - i1r, 2) - 1);
-                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                            int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
-                            int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                             if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_D) {
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -14875,6 +14946,7 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                                     }
                                 }
                                 if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                     int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                     int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -14994,6 +15066,8 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                         int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, 2)));
@@ -15049,16 +15123,15 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0; i1r <= 1; ++i1r) {
                                 int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, 2));
                                 int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, 2), O1 + bp_ceildiv(-P1 - i1r, 2) - 1);
-                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
-                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                 if (bp_floordiv(H1 - i1r - 1, 2) + 1 >= BP_LANES_D) {
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -15086,6 +15159,7 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, 2) + 1;
                                         int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                         int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -15121,6 +15195,8 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vd v_0 = {0};
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, 2);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, 2);
                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, 2)));
@@ -15154,16 +15230,15 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                 for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                     int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                     for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, S1));
                             int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), O1 + bp_ceildiv(-P1 - i1r, S1) - 1);
-                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
-                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                            int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
-                            int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                             if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -15268,6 +15343,7 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                                     }
                                 }
                                 if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                     int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                     int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -15387,6 +15463,8 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                                 bp_vd v_5 = {0};
                                 bp_vd v_6 = {0};
                                 bp_vd v_7 = {0};
+                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                         int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, S1)));
@@ -15442,16 +15520,15 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                     for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
                         int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
                         for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t vlo = bp_max(0, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 int64_t vhi = bp_min(bp_floordiv(H1 - i1r - 1, S1), O1 + bp_ceildiv(-P1 - i1r, S1) - 1);
-                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
-                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
-                                int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                 if (bp_floordiv(H1 - i1r - 1, S1) + 1 >= BP_LANES_D) {
                                     int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                     for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -15479,6 +15556,7 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                                         }
                                     }
                                     if (((bp_floordiv(H1 - i1r - 1, S1) + 1) % BP_LANES_D) != 0) {
+                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H1 - i1r - 1, S1) + 1;
                                         int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                         int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -15514,6 +15592,8 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
                                 } else {
                                     int64_t v0 = 0;
                                     bp_vd v_0 = {0};
+                                    int64_t m1k_lo = bp_ceildiv(-P1 - i1r, S1);
+                                    int64_t m1k_hi = bp_floordiv(K1 - P1 - i1r - 1, S1);
                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                             int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, bp_floordiv(H1 - i1r - 1, S1)));
@@ -15710,7 +15790,6 @@ static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, con
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - o1) + bp_min(K1 - 1, H1 + P1 - o1 - 1) + 1)))));
@@ -15730,6 +15809,7 @@ static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, con
                     }
                 } else {
                     double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -15809,7 +15889,6 @@ static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, con
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - 2*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - 2*o1) + bp_min(K1 - 1, H1 + P1 - 2*o1 - 1) + 1)))));
@@ -15829,6 +15908,7 @@ static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, con
                     }
                 } else {
                     double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -15908,7 +15988,6 @@ static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, co
                 }
             }
             for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
-                int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                 if (o0 >= o0_lo && o0 <= o0_hi) {
                     for (int64_t o1 = 0, o1_end = bp_min(O1, o1_lo) - 1; o1 <= o1_end; ++o1) {
                         double share = grad_output[O1*(O0*(C*n_ + c_) + o0) + o1]*(divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)((bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1)*(bp_min(K1 - 1, H1 + 2*P1 - S1*o1 - 1) + 1))) : ((double)(1)/(double)((-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)*(-bp_max(0, P1 - S1*o1) + bp_min(K1 - 1, H1 + P1 - S1*o1 - 1) + 1)))));
@@ -15928,6 +16007,7 @@ static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, co
                     }
                 } else {
                     double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : (count_include_pad != 0 ? ((double)(1)/(double)(K1*(bp_min(K0 - 1, H0 + 2*P0 - S0*o0 - 1) + 1))) : ((double)(1)/(double)(K1*(-bp_max(0, P0 - S0*o0) + bp_min(K0 - 1, H0 + P0 - S0*o0 - 1) + 1)))));
+                    int64_t vend = o1_lo + bp_max(0, BP_LANES_D*bp_floordiv(o1_hi - o1_lo + 1, BP_LANES_D));
                     for (int64_t m0 = bp_max(0, P0 - S0*o0), m0_end = bp_min(K0 - 1, H0 + P0 - S0*o0 - 1); m0 <= m0_end; ++m0) {
                         for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
                             for (int64_t v0 = o1_lo, v0_end = -BP_LANES_D + o1_hi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
@@ -16180,7 +16260,6 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -16202,6 +16281,7 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -16254,14 +16334,14 @@ static void bpgen_max_pool3d_f32_part0(float *restrict output, int64_t *restrict
                             bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
                             bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1, 1);
                         } else {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1;
                             if (vhi - vrest + 1 > 0) {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F - P2 + vhi + 1;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16332,7 +16412,6 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -16354,6 +16433,7 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -16406,14 +16486,14 @@ static void bpgen_max_pool3d_f32_part1(float *restrict output, int64_t *restrict
                             bp_vstore_f(output + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
                             bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2, 2);
                         } else {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
                             if (vhi - vrest + 1 > 0) {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_F - P2 + 2*vhi + 2;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16484,7 +16564,6 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -16506,24 +16585,23 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_F) {
+                        int64_t vrest = 2*BP_LANES_F*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_F) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t v0 = vlo, v0_end = -2*BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_F) {
-                            int64_t cols0_0 = bp_lane_mask_f(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
-                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F + P2 - S2*v0 - 1);
-                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*v0, H2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
-                            int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S2 + P2 - S2*v0, H2 - BP_LANES_F*S2 + P2 - S2*v0 - 1);
-                            int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0 - 1);
-                            int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
-                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0;
                             if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vf best1 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*v0, H2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(-BP_LANES_F*S2 + P2 - S2*v0, H2 - BP_LANES_F*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(-BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - BP_LANES_F + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(-BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0, H2 - BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*v0 - 1);
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, 1, cols0_0);
@@ -16549,6 +16627,8 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vf best1 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_F*S2 - P2 + S2*v0;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16566,23 +16646,21 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                             }
                         }
                         if (vhi - vrest + 1 > BP_LANES_F) {
-                            int64_t cols0_0 = bp_lane_mask_f(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
-                            int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*vrest, H2 - BP_LANES_F + P2 - S2*vrest - 1);
-                            int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*vrest, H2 - 2*BP_LANES_F + P2 - S2*vrest - 1);
-                            int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
-                            int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
-                            int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
-                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
                             if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
                                 bp_vf best0 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vf best1 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_f(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_f(-BP_LANES_F + P2 - S2*vrest, H2 - BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_f(-2*BP_LANES_F + P2 - S2*vrest, H2 - 2*BP_LANES_F + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, 1, cols0_0);
@@ -16608,6 +16686,12 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                                 bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vf best1 = bp_vsplat_f((-INFINITY));
                                 bp_vfp position1 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16624,18 +16708,17 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                                 bp_vstore_index_f(indices + (C*O0*O1*O2*n - BP_LANES_F + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2, S2);
                             }
                         } else {
-                            int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
-                            int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
-                            int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
                             if (vhi - vrest + 1 > 0) {
                                 if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_F - 1) <= 3*BP_LANES_F - 1 && S2 >= 3 && BP_LANES_F >= 16) {
                                     bp_vf best0 = bp_vsplat_f((-INFINITY));
                                     bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t cols0_0 = bp_lane_mask_f(BP_LANES_F*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_f(BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_f(BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2, H2 + BP_LANES_F*S2 - 2*BP_LANES_F + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             bp_vf r0_0 = bp_vload_masked_f(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_F + vhi + 1), 1, cols0_0);
@@ -16652,6 +16735,11 @@ static void bpgen_max_pool3d_f32_part2(float *restrict output, int64_t *restrict
                                 } else {
                                     bp_vf best0 = bp_vsplat_f((-INFINITY));
                                     bp_vfp position0 = bp_vtap_f(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_F*S2 - P2 + S2*vhi + S2;
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -16883,7 +16971,6 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = P2;
                 int64_t vhi = bp_min(O2 - 1, -D2*K2 + D2 + H2 + P2 - 1);
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -16905,6 +16992,7 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -16957,14 +17045,14 @@ static void bpgen_max_pool3d_f64_part0(double *restrict output, int64_t *restric
                             bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
                             bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1, 1);
                         } else {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1;
                             if (vhi - vrest + 1 > 0) {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D - P2 + vhi + 1;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17035,7 +17123,6 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, 2));
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -17057,6 +17144,7 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
@@ -17109,14 +17197,14 @@ static void bpgen_max_pool3d_f64_part1(double *restrict output, int64_t *restric
                             bp_vstore_d(output + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), 1, best1);
                             bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2, 2);
                         } else {
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
                             if (vhi - vrest + 1 > 0) {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - 2*BP_LANES_D - P2 + 2*vhi + 2;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17187,7 +17275,6 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
             for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
                 int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
                 int64_t vhi = bp_min(O2 - 1, bp_floordiv(-D2*K2 + D2 + H2 + P2 - 1, S2));
-                int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                 for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                     int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
@@ -17209,24 +17296,23 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                         indices[O2*(O1*(O0*(C*n + c) + o0) + o1) + o2] = position;
                     }
                     if (vhi - vlo + 1 >= BP_LANES_D) {
+                        int64_t vrest = 2*BP_LANES_D*bp_floordiv(vhi - vlo + 1, 2*BP_LANES_D) + vlo;
                         int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                         int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                         int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
                         int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                         for (int64_t v0 = vlo, v0_end = -2*BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += 2*BP_LANES_D) {
-                            int64_t cols0_0 = bp_lane_mask_d(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
-                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D + P2 - S2*v0 - 1);
-                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*v0, H2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
-                            int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S2 + P2 - S2*v0, H2 - BP_LANES_D*S2 + P2 - S2*v0 - 1);
-                            int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0 - 1);
-                            int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
-                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0;
                             if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vd best1 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*v0, H2 + P2 - S2*v0 - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*v0, H2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(-BP_LANES_D*S2 + P2 - S2*v0, H2 - BP_LANES_D*S2 + P2 - S2*v0 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(-BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - BP_LANES_D + P2 - S2*v0 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(-BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0, H2 - BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*v0 - 1);
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0, 1, cols0_0);
@@ -17252,6 +17338,8 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vd best1 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*v0;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 + BP_LANES_D*S2 - P2 + S2*v0;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17269,23 +17357,21 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                             }
                         }
                         if (vhi - vrest + 1 > BP_LANES_D) {
-                            int64_t cols0_0 = bp_lane_mask_d(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
-                            int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*vrest, H2 - BP_LANES_D + P2 - S2*vrest - 1);
-                            int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*vrest, H2 - 2*BP_LANES_D + P2 - S2*vrest - 1);
-                            int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
-                            int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
-                            int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
-                            int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
                             if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
                                 bp_vd best0 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vd best1 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t cols0_0 = bp_lane_mask_d(P2 - S2*vrest, H2 + P2 - S2*vrest - 1);
+                                int64_t cols1_0 = bp_lane_mask_d(-BP_LANES_D + P2 - S2*vrest, H2 - BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols2_0 = bp_lane_mask_d(-2*BP_LANES_D + P2 - S2*vrest, H2 - 2*BP_LANES_D + P2 - S2*vrest - 1);
+                                int64_t cols0_1 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                int64_t cols1_1 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t cols2_1 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest, 1, cols0_0);
@@ -17311,6 +17397,12 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                                 bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
                                 bp_vd best1 = bp_vsplat_d((-INFINITY));
                                 bp_vdp position1 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*vrest;
+                                int64_t xb1 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
                                 for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                     for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                         for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17327,18 +17419,17 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                                 bp_vstore_index_d(indices + (C*O0*O1*O2*n - BP_LANES_D + O0*O1*O2*c + O1*O2*o0 + O2*o1 + vhi + 1), &position1, -H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2, S2);
                             }
                         } else {
-                            int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
-                            int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
-                            int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
-                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
-                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
-                            int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
-                            int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
-                            int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
                             if (vhi - vrest + 1 > 0) {
                                 if (BP_VREGS >= 32 && S2 >= 2 && D2*(K2 - 1) + S2*(BP_LANES_D - 1) <= 3*BP_LANES_D - 1 && S2 >= 3 && BP_LANES_D >= 16) {
                                     bp_vd best0 = bp_vsplat_d((-INFINITY));
                                     bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t cols0_0 = bp_lane_mask_d(BP_LANES_D*S2 + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols1_0 = bp_lane_mask_d(BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t cols2_0 = bp_lane_mask_d(BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2, H2 + BP_LANES_D*S2 - 2*BP_LANES_D + P2 - S2*vhi - S2 - 1);
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             bp_vd r0_0 = bp_vload_masked_d(input, C*H0*H1*H2*n + D0*H1*H2*m0 + D1*H2*m1 + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - P2 + S2*(-BP_LANES_D + vhi + 1), 1, cols0_0);
@@ -17355,6 +17446,11 @@ static void bpgen_max_pool3d_f64_part2(double *restrict output, int64_t *restric
                                 } else {
                                     bp_vd best0 = bp_vsplat_d((-INFINITY));
                                     bp_vdp position0 = bp_vtap_d(D0*H1*H2*bp_max(0, bp_ceildiv(P0 - S0*o0, D0)) + D1*H2*bp_max(0, bp_ceildiv(P1 - S1*o1, D1)));
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    int64_t m1_lo = bp_max(0, bp_ceildiv(P1 - S1*o1, D1));
+                                    int64_t m1_hi = bp_min(K1 - 1, bp_floordiv(H1 + P1 - S1*o1 - 1, D1));
+                                    int64_t xb0 = C*H0*H1*H2*n + H0*H1*H2*c - H1*H2*P0 + H1*H2*S0*o0 - H2*P1 + H2*S1*o1 - BP_LANES_D*S2 - P2 + S2*vhi + S2;
                                     for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
                                         for (int64_t m1 = m1_lo; m1 <= m1_hi; ++m1) {
                                             for (int64_t m2 = 0, m2_end = K2 - 1; m2 <= m2_end; ++m2) {
@@ -17661,9 +17757,9 @@ static void bpgen_avg_pool3d_f32_part0(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P2;
-            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
             if (c_b + 2 <= C) {
+                int64_t vlo = P2;
+                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (O2 >= BP_LANES_F) {
@@ -17788,6 +17884,8 @@ static void bpgen_avg_pool3d_f32_part0(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = P2;
+                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -17900,9 +17998,9 @@ static void bpgen_avg_pool3d_f32_part1(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (BP_VREGS >= 32 && K2 + 2*BP_LANES_F - 3 <= 3*BP_LANES_F - 1) {
@@ -18158,6 +18256,8 @@ static void bpgen_avg_pool3d_f32_part1(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -18367,9 +18467,9 @@ static void bpgen_avg_pool3d_f32_part2(float *restrict output, const float *rest
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (BP_VREGS >= 32 && S2 >= 2 && K2 + S2*(BP_LANES_F - 1) - 1 <= 3*BP_LANES_F - 1) {
@@ -18625,6 +18725,8 @@ static void bpgen_avg_pool3d_f32_part2(float *restrict output, const float *rest
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -18937,9 +19039,9 @@ static void bpgen_avg_pool3d_f64_part0(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = P2;
-            int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
             if (c_b + 2 <= C) {
+                int64_t vlo = P2;
+                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (O2 >= BP_LANES_D) {
@@ -19064,6 +19166,8 @@ static void bpgen_avg_pool3d_f64_part0(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = P2;
+                int64_t vhi = bp_min(O2 - 1, H2 - K2 + P2);
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -19176,9 +19280,9 @@ static void bpgen_avg_pool3d_f64_part1(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
-            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (BP_VREGS >= 32 && K2 + 2*BP_LANES_D - 3 <= 3*BP_LANES_D - 1) {
@@ -19434,6 +19538,8 @@ static void bpgen_avg_pool3d_f64_part1(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, 2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, 2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -19643,9 +19749,9 @@ static void bpgen_avg_pool3d_f64_part2(double *restrict output, const double *re
 #endif
     for (int64_t n = 0; n <= N - 1; ++n) {
         for (int64_t c_b = 0; c_b <= C - 1; c_b += 2) {
-            int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
-            int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
             if (c_b + 2 <= C) {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                 for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
                     for (int64_t o1 = 0, o1_end = O1 - 1; o1 <= o1_end; ++o1) {
                         if (BP_VREGS >= 32 && S2 >= 2 && K2 + S2*(BP_LANES_D - 1) - 1 <= 3*BP_LANES_D - 1) {
@@ -19901,6 +20007,8 @@ static void bpgen_avg_pool3d_f64_part2(double *restrict output, const double *re
                     }
                 }
             } else {
+                int64_t vlo = bp_max(0, bp_ceildiv(P2, S2));
+                int64_t vhi = bp_min(O2 - 1, bp_floordiv(H2 - K2 + P2, S2));
                 for (int64_t c_b1 = c_b, c_b1_end = C - 1; c_b1 <= c_b1_end; ++c_b1) {
                     int64_t c_b = c_b1;
                     for (int64_t o0 = 0, o0_end = O0 - 1; o0 <= o0_end; ++o0) {
@@ -20220,14 +20328,13 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     if (H2 - i2r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                             if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -20424,11 +20531,8 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                                                 bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_7_1);
                                             }
                                         }
+                                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                         for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                            int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                            int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
                                                 bp_vf v_1 = {0};
@@ -20438,6 +20542,10 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                                                 bp_vf v_5 = {0};
                                                 bp_vf v_6 = {0};
                                                 bp_vf v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                         for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -20486,6 +20594,10 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                                                 bp_vf v_5 = {0};
                                                 bp_vf v_6 = {0};
                                                 bp_vf v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                         for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -20720,14 +20832,13 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                         int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                         int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                        int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                         if (H2 - i2r >= BP_LANES_F) {
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_F - i2r; v0 <= v0_end; v0 += 2*BP_LANES_F) {
                                                 if (v0 >= vlo && 2*BP_LANES_F + v0 - 1 <= vhi) {
@@ -20770,13 +20881,14 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                                                     bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_0_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_F*bp_floordiv(H2 - i2r, 2*BP_LANES_F);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
-                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                             for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -20790,6 +20902,10 @@ static void bpgen_avg_pool3d_backward_f32_part0(float *restrict grad_input, cons
                                                     bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                 } else {
                                                     bp_vf v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                             for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -20883,13 +20999,13 @@ static void bpgen_avg_pool3d_backward_f32_part1(float *restrict grad_input, cons
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     if (H2 - i2r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -21183,13 +21299,13 @@ static void bpgen_avg_pool3d_backward_f32_part1(float *restrict grad_input, cons
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                         int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                         int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                         if (H2 - i2r >= BP_LANES_F) {
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
@@ -21300,18 +21416,17 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                     int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, 2));
                                     int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), O2 + bp_ceildiv(-P2 - i2r, 2) - 1);
-                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                    int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
-                                    int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                     if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_F) {
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -21420,6 +21535,7 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                                             }
                                         }
                                         if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                             int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                             int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -21545,6 +21661,8 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                 for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -21607,18 +21725,17 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                         int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, 2));
                                         int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), O2 + bp_ceildiv(-P2 - i2r, 2) - 1);
-                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
-                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_F) {
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -21650,6 +21767,7 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_F) != 0) {
+                                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                                 int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -21691,6 +21809,8 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
                                         } else {
                                             int64_t v0 = 0;
                                             bp_vf v_0 = {0};
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                     for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -21731,18 +21851,17 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                     int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, S2));
                                     int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), O2 + bp_ceildiv(-P2 - i2r, S2) - 1);
-                                    int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                    int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
-                                    int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                     if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
                                         int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -21851,6 +21970,7 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                                             }
                                         }
                                         if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                            int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                             int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                             int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -21976,6 +22096,8 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                                         bp_vf v_5 = {0};
                                         bp_vf v_6 = {0};
                                         bp_vf v_7 = {0};
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                 for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -22038,18 +22160,17 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                         int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, S2));
                                         int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), O2 + bp_ceildiv(-P2 - i2r, S2) - 1);
-                                        int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
-                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_F) {
                                             int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_F) {
                                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                     bp_vf v_0 = {0};
@@ -22081,6 +22202,7 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_F) != 0) {
+                                                int64_t v0_lo = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t v0_hi = -BP_LANES_F + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                                 int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -22122,6 +22244,8 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
                                         } else {
                                             int64_t v0 = 0;
                                             bp_vf v_0 = {0};
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                     for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -22889,14 +23013,13 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     if (H2 - i2r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                             if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -23093,11 +23216,8 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                                                 bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_7_1);
                                             }
                                         }
+                                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                         for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                            int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                            int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
                                                 bp_vd v_1 = {0};
@@ -23107,6 +23227,10 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                                                 bp_vd v_5 = {0};
                                                 bp_vd v_6 = {0};
                                                 bp_vd v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                         for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -23155,6 +23279,10 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                                                 bp_vd v_5 = {0};
                                                 bp_vd v_6 = {0};
                                                 bp_vd v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                     for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                         for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -23389,14 +23517,13 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                         int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                         int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                        int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                         if (H2 - i2r >= BP_LANES_D) {
                                             for (int64_t v0 = 0, v0_end = H2 - 2*BP_LANES_D - i2r; v0 <= v0_end; v0 += 2*BP_LANES_D) {
                                                 if (v0 >= vlo && 2*BP_LANES_D + v0 - 1 <= vhi) {
@@ -23439,13 +23566,14 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                                                     bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_0_1);
                                                 }
                                             }
+                                            int64_t v0_lo = 2*BP_LANES_D*bp_floordiv(H2 - i2r, 2*BP_LANES_D);
                                             for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
-                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                             for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -23459,6 +23587,10 @@ static void bpgen_avg_pool3d_backward_f64_part0(double *restrict grad_input, con
                                                     bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
                                                 } else {
                                                     bp_vd v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                                     for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                         for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                             for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
@@ -23552,13 +23684,13 @@ static void bpgen_avg_pool3d_backward_f64_part1(double *restrict grad_input, con
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     if (H2 - i2r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -23852,13 +23984,13 @@ static void bpgen_avg_pool3d_backward_f64_part1(double *restrict grad_input, con
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 0; ++i2r) {
                                         int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                         int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                         if (H2 - i2r >= BP_LANES_D) {
                                             for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
@@ -23969,18 +24101,17 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                     int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, 2));
                                     int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), O2 + bp_ceildiv(-P2 - i2r, 2) - 1);
-                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                    int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
-                                    int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                     if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_D) {
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -24089,6 +24220,7 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                                             }
                                         }
                                         if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                             int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                             int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -24214,6 +24346,8 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                 for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -24276,18 +24410,17 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0; i2r <= 1; ++i2r) {
                                         int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, 2));
                                         int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, 2), O2 + bp_ceildiv(-P2 - i2r, 2) - 1);
-                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
-                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                         if (bp_floordiv(H2 - i2r - 1, 2) + 1 >= BP_LANES_D) {
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -24319,6 +24452,7 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, 2) + 1) % BP_LANES_D) != 0) {
+                                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, 2) + 1;
                                                 int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                                 int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -24360,6 +24494,8 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
                                         } else {
                                             int64_t v0 = 0;
                                             bp_vd v_0 = {0};
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, 2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, 2);
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                     for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -24400,18 +24536,17 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                         for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                             int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                             for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                 for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                     int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, S2));
                                     int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), O2 + bp_ceildiv(-P2 - i2r, S2) - 1);
-                                    int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
-                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                    int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
-                                    int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                     if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
                                         int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -24520,6 +24655,7 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                                             }
                                         }
                                         if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                            int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                             int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                             int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -24645,6 +24781,8 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                                         bp_vd v_5 = {0};
                                         bp_vd v_6 = {0};
                                         bp_vd v_7 = {0};
+                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                             for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                 for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
@@ -24707,18 +24845,17 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                             for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
                                 int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
                                 for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
                                     for (int64_t i2r = 0, i2r_end = S2 - 1; i2r <= i2r_end; ++i2r) {
                                         int64_t vlo = bp_max(0, bp_floordiv(K2 - P2 - i2r - 1, S2));
                                         int64_t vhi = bp_min(bp_floordiv(H2 - i2r - 1, S2), O2 + bp_ceildiv(-P2 - i2r, S2) - 1);
-                                        int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
-                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
-                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
-                                        int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
-                                        int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
-                                        int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
-                                        int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                         if (bp_floordiv(H2 - i2r - 1, S2) + 1 >= BP_LANES_D) {
                                             int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                             for (int64_t v0 = 0; v0 <= v0_hi; v0 += BP_LANES_D) {
                                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                     bp_vd v_0 = {0};
@@ -24750,6 +24887,7 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                                                 }
                                             }
                                             if (((bp_floordiv(H2 - i2r - 1, S2) + 1) % BP_LANES_D) != 0) {
+                                                int64_t v0_lo = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t v0_hi = -BP_LANES_D + bp_floordiv(H2 - i2r - 1, S2) + 1;
                                                 int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
                                                 int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
@@ -24791,6 +24929,8 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
                                         } else {
                                             int64_t v0 = 0;
                                             bp_vd v_0 = {0};
+                                            int64_t m2k_lo = bp_ceildiv(-P2 - i2r, S2);
+                                            int64_t m2k_hi = bp_floordiv(K2 - P2 - i2r - 1, S2);
                                             for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
                                                 for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
                                                     for (int64_t m2k = m2k_lo; m2k <= m2k_hi; ++m2k) {
