@@ -169,6 +169,11 @@ def test_hoisting_moves_loop_bounds_with_divisions_out_of_branches_and_loops():
     # a bound without a division stays in the loop header
     plain = hoist_invariants((Loop(v, 0, n, (Loop(m, r + 1, n, add),)),))
     assert plain[0].body[0].lower == r + 1
+    # a bound that depends on the enclosing loop stays in its arm: out of it, the other arm would pay for it
+    inner = Loop(m, FloorDiv(v, s), n, add)
+    out = hoist_invariants((Loop(v, 0, n, (Branch((v >= 1,), (inner,), add),)),))
+    branch = out[0].body[0]
+    assert isinstance(branch, Branch) and branch.then[0] == Declare('m_lo', 'index', FloorDiv(v, s))
 
 
 def test_residue_split_leaves_rules_without_strided_gathers_alone():
