@@ -21,15 +21,16 @@ TINY = {'tiny.c': '#include "tiny.h"\nint bp_tiny(int a) { return a + 40; }\n', 
 EXT = sysconfig.get_config_var('EXT_SUFFIX')
 
 
-MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-march=native', '-fopenmp']}
+MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-march=native', '-fopenmp'],
+         'avx2': ['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx512': ['-mavx512f', '-mavx512bw', '-mbmi2']}
 
 
 @needs_cc
 @pytest.mark.parametrize('mode', sorted(MODES))
 @pytest.mark.parametrize('source', sorted(p.name for p in GENERATED_C.glob('*.c')))
 def test_generated_c_file_compiles_alone_with_warnings_as_errors(tmp_path, source, mode):
-    """C99 next to its own header only: default target, the portable scalar path (-DBPGEN_NO_VECTOR), and
-    the build's own target and OpenMP."""
+    """C99 next to its own header only: default target, the portable scalar path (-DBPGEN_NO_VECTOR), the
+    build's own target and OpenMP, and the AVX2 and AVX-512 paths whatever this CPU runs (compiled only)."""
     header = re.search(r'#include "(\w+\.h)"', (GENERATED_C / source).read_text())[1]
     for name in (source, header):
         shutil.copy(GENERATED_C / name, tmp_path / name)

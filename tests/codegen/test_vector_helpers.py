@@ -1,0 +1,92 @@
+"""The SIMD helpers of the generated C (loads, stores and adds, masked and strided), lane by lane against
+their definition, for every mask of lanes and the strides 1, 2 (AVX-512 permutes, AVX2's vmaskmov and
+shuffles) and 3 (the portable lane loop), on every path this CPU runs: the baseline target's GCC
+vectors, AVX2 and the machine's own (-march=native).  A masked access must leave every other element
+alone: the harness checks a whole buffer around it."""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
+
+HARNESS = r"""
+#include <stdio.h>
+#define CHECK(c) do { if (!(c)) { printf("FAIL %s: mask %d stride %d\n", #c, mask, s); ++bad; } } while (0)
+{% for x, real in (('f', 'float'), ('d', 'double')) %}
+static int check_{{ x }}(void)
+{
+    int bad = 0;
+    {{ real }} src[64], dst[64], ref[64];
+    for (int i = 0; i < 64; ++i) src[i] = i + 1;
+    for (int s = 1; s <= 3; ++s) for (int mask = 0; mask < (1 << BP_LANES_{{ X }}); ++mask) {
+        bp_v{{ x }} v = bp_vload_masked_{{ x }}(src, 3, s, mask);
+        for (int l = 0; l < BP_LANES_{{ X }}; ++l) CHECK(v[l] == ((mask >> l & 1) ? src[3 + l * s] : 0));
+        for (int add = 0; add < 2; ++add) {
+            for (int i = 0; i < 64; ++i) dst[i] = ref[i] = -i;
+            if (add) bp_vadd_{{ x }}(dst, 2, s, mask, v);
+            else bp_vstore_masked_{{ x }}(dst + 2, s, mask, v);
+            for (int l = 0; l < BP_LANES_{{ X }}; ++l)
+                if (mask >> l & 1) ref[2 + l * s] = add ? ref[2 + l * s] + v[l] : v[l];
+            for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
+        }
+    }
+    for (int s = 1; s <= 3; ++s) {
+        const int mask = -1;
+        bp_v{{ x }} v = bp_vload_{{ x }}(src + 1, s);
+        for (int l = 0; l < BP_LANES_{{ X }}; ++l) CHECK(v[l] == src[1 + l * s]);
+        for (int i = 0; i < 64; ++i) dst[i] = ref[i] = -i;
+        bp_vstore_{{ x }}(dst + 1, s, v);
+        for (int l = 0; l < BP_LANES_{{ X }}; ++l) ref[1 + l * s] = v[l];
+        for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
+    }
+    return bad;
+}
+{% endfor %}
+int main(void)
+{
+    const int bad = check_f() + check_d();
+    printf("lanes %d: %d failures\n", BP_LANES_F, bad);
+    return bad != 0;
+}
+"""
+
+
+def cpu_flags() -> set:
+    """The CPU's feature flags (Linux), or an empty set."""
+    try:
+        text = Path('/proc/cpuinfo').read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(':', 1)[1].split() for line in text.splitlines() if line.startswith('flags')), []))
+
+
+def prelude() -> str:
+    """The generated pooling file's helpers: everything before the first kernel-independent function that
+    follows them (bp_lattice_start), its own header left out."""
+    text = (REPO / 'generated' / 'c' / 'bpgen_pool.c').read_text()
+    end = text.index('static inline int64_t bp_lattice_start')
+    return '#include <stdint.h>\n' + re.sub(r'#include "\w+\.h"', '', text[:end])
+
+
+PATHS = {'vector': ([], 'sse2'), 'avx2': (['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx2'),
+         'native': (['-march=native'], 'sse2')}
+
+
+@needs_cc
+@pytest.mark.parametrize('path', sorted(PATHS))
+def test_vector_helpers_match_their_lane_by_lane_definition(tmp_path, path):
+    flags, needs = PATHS[path]
+    if needs not in cpu_flags():
+        pytest.skip(f'the CPU has no {needs}')
+    source = prelude() + jinja2.Template(HARNESS.replace('{{ X }}', '{{ x | upper }}')).render()
+    (tmp_path / 'helpers.c').write_text(source)
+    build = subprocess.run(['cc', '-O2', '-std=c99', *flags, 'helpers.c', '-o', 'helpers'], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-4000:]
+    run = subprocess.run([str(tmp_path / 'helpers')], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and ': 0 failures' in run.stdout, run.stdout[-4000:]
