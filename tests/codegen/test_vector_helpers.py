@@ -1,8 +1,8 @@
 """The SIMD helpers of the generated C (loads, stores and adds, masked and strided), lane by lane against
-their definition, for every mask of lanes and the strides 1, 2 (AVX-512 permutes, AVX2's vmaskmov and
-shuffles) and 3 (the portable lane loop), on every path this CPU runs: the baseline target's GCC
-vectors, AVX2 and the machine's own (-march=native).  A masked access must leave every other element
-alone: the harness checks a whole buffer around it."""
+their definition, for every mask of lanes and the strides 1, 2 (AVX-512's permutes and masked moves) and 3
+(the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC vectors, AVX2's 32-byte
+ones and the machine's own (-march=native).  A masked access must leave every other element alone: the
+harness checks a whole buffer around it."""
 import re
 import shutil
 import subprocess
