@@ -592,6 +592,20 @@ def cpu_model() -> str:
     return models[0] if models else platform.processor() or 'unknown'
 
 
+SIMD_LEVELS = (('avx512f', 'AVX-512'), ('avx2', 'AVX2'), ('avx', 'AVX'), ('sse2', 'SSE2'))
+
+
+def simd() -> str:
+    """The widest SIMD of the CPU (what the C kernels' -march=native build uses), from /proc/cpuinfo: the
+    kernels take other paths on AVX2 and on AVX-512, so timings from the two are not comparable."""
+    try:
+        with open('/proc/cpuinfo') as fh:
+            flags = set(next((line.split(':', 1)[1].split() for line in fh if line.startswith('flags')), []))
+    except OSError:
+        flags = set()
+    return next((name for flag, name in SIMD_LEVELS if flag in flags), 'unknown')
+
+
 def numpy_threads() -> dict:
     """How NumPy's BLAS threads (used by numpy.matmul, the reference and generated.numpy) are set."""
     if importlib.util.find_spec('threadpoolctl') is None:
@@ -604,7 +618,7 @@ def numpy_threads() -> dict:
 
 def machine_info() -> dict:
     usable = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
-    return dict(cpu_model=cpu_model(), logical_cpus=os.cpu_count(), usable_cpus=usable,
+    return dict(cpu_model=cpu_model(), simd=simd(), logical_cpus=os.cpu_count(), usable_cpus=usable,
                 platform=platform.platform(), python=platform.python_version(), numpy=np.__version__,
                 numpy_threads=numpy_threads(), loadavg_before=list(os.getloadavg()))
 
@@ -630,7 +644,7 @@ def row_texts(values: dict) -> list:
 def table(report: dict) -> str:
     machine = report['machine']
     others = machine['others_cpu_percent']
-    lines = [f"{machine['cpu_model']}, {machine['usable_cpus']} CPUs; load average "
+    lines = [f"{machine['cpu_model']} ({machine.get('simd', '?')}), {machine['usable_cpus']} CPUs; load average "
              f"{machine['loadavg_before'][0]:.2f} before, {machine['loadavg_after'][0]:.2f} after; other processes "
              f"used {'?' if others is None else f'{others:.0f}'} % of the CPUs (column others%: during each case)",
              f"oracle: {report['oracle']} in float64; {machine['numpy_threads']['note']}"]

@@ -8,8 +8,10 @@ import importlib.util
 import io
 import json
 import os
+from pathlib import Path
 
 import numpy as np
+
 import pytest
 
 from codegen import bench
@@ -188,6 +190,10 @@ def test_quick_run_records_the_machine_the_ceilings_and_the_ratios(quick_run):
     _, report, _ = quick_run
     machine = report['machine']
     assert machine['cpu_model'] and machine['logical_cpus'] >= 1
+    flags = Path('/proc/cpuinfo').read_text() if Path('/proc/cpuinfo').exists() else ''
+    assert machine['simd'] in {name for _, name in bench.SIMD_LEVELS} | {'unknown'}
+    if ' avx2' in flags:   # the ISA the kernels ran: AVX2 and AVX-512 take different paths
+        assert machine['simd'] == ('AVX-512' if ' avx512f' in flags else 'AVX2')
     assert len(machine['loadavg_before']) == len(machine['loadavg_after']) == 3
     assert [(c['name'], c['threads']) for c in report['ceilings']] == [('sgemm', 1), ('copy', 1)]
     assert all(c['rate'] > 0 and c['samples_s'] for c in report['ceilings'])
