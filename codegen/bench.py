@@ -583,26 +583,30 @@ def benchmark(chosen: list, backends: dict, impls: list, plan: Plan) -> tuple:
 
 # ----------------------------------------------------------------------------- report
 
-def cpu_model() -> str:
+def cpuinfo(key: str) -> str:
+    """The value of the first ``key`` line of /proc/cpuinfo (Linux), or ''."""
     try:
         with open('/proc/cpuinfo') as fh:
-            models = [line.split(':', 1)[1].strip() for line in fh if line.startswith('model name')]
+            return next((line.split(':', 1)[1].strip() for line in fh if line.split(':', 1)[0].strip() == key), '')
     except OSError:
-        models = []
-    return models[0] if models else platform.processor() or 'unknown'
+        return ''
+
+
+def cpu_model() -> str:
+    return cpuinfo('model name') or platform.processor() or 'unknown'
+
+
+def cpu_flags() -> set:
+    return set(cpuinfo('flags').split())
 
 
 SIMD_LEVELS = (('avx512f', 'AVX-512'), ('avx2', 'AVX2'), ('avx', 'AVX'), ('sse2', 'SSE2'))
 
 
 def simd() -> str:
-    """The widest SIMD of the CPU (what the C kernels' -march=native build uses), from /proc/cpuinfo: the
-    kernels take other paths on AVX2 and on AVX-512, so timings from the two are not comparable."""
-    try:
-        with open('/proc/cpuinfo') as fh:
-            flags = set(next((line.split(':', 1)[1].split() for line in fh if line.startswith('flags')), []))
-    except OSError:
-        flags = set()
+    """The widest SIMD of the CPU (what the C kernels' -march=native build uses): the kernels take other
+    paths on AVX2 and on AVX-512, so timings from the two are not comparable."""
+    flags = cpu_flags()
     return next((name for flag, name in SIMD_LEVELS if flag in flags), 'unknown')
 
 

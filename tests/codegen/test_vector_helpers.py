@@ -11,6 +11,8 @@ from pathlib import Path
 import jinja2
 import pytest
 
+from codegen.bench import cpu_flags
+
 REPO = Path(__file__).resolve().parents[2]
 needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 
@@ -23,14 +25,14 @@ static int check_{{ x }}(void)
     int bad = 0;
     {{ real }} src[64], dst[64], ref[64];
     for (int i = 0; i < 64; ++i) src[i] = i + 1;
-    for (int s = 1; s <= 3; ++s) for (int mask = 0; mask < (1 << BP_LANES_{{ X }}); ++mask) {
+    for (int s = 1; s <= 3; ++s) for (int mask = 0; mask < (1 << BP_LANES_{{ x | upper }}); ++mask) {
         bp_v{{ x }} v = bp_vload_masked_{{ x }}(src, 3, s, mask);
-        for (int l = 0; l < BP_LANES_{{ X }}; ++l) CHECK(v[l] == ((mask >> l & 1) ? src[3 + l * s] : 0));
+        for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) CHECK(v[l] == ((mask >> l & 1) ? src[3 + l * s] : 0));
         for (int add = 0; add < 2; ++add) {
             for (int i = 0; i < 64; ++i) dst[i] = ref[i] = -i;
             if (add) bp_vadd_{{ x }}(dst, 2, s, mask, v);
             else bp_vstore_masked_{{ x }}(dst + 2, s, mask, v);
-            for (int l = 0; l < BP_LANES_{{ X }}; ++l)
+            for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l)
                 if (mask >> l & 1) ref[2 + l * s] = add ? ref[2 + l * s] + v[l] : v[l];
             for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
         }
@@ -38,10 +40,10 @@ static int check_{{ x }}(void)
     for (int s = 1; s <= 3; ++s) {
         const int mask = -1;
         bp_v{{ x }} v = bp_vload_{{ x }}(src + 1, s);
-        for (int l = 0; l < BP_LANES_{{ X }}; ++l) CHECK(v[l] == src[1 + l * s]);
+        for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) CHECK(v[l] == src[1 + l * s]);
         for (int i = 0; i < 64; ++i) dst[i] = ref[i] = -i;
         bp_vstore_{{ x }}(dst + 1, s, v);
-        for (int l = 0; l < BP_LANES_{{ X }}; ++l) ref[1 + l * s] = v[l];
+        for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l) ref[1 + l * s] = v[l];
         for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
     }
     return bad;
@@ -54,15 +56,6 @@ int main(void)
     return bad != 0;
 }
 """
-
-
-def cpu_flags() -> set:
-    """The CPU's feature flags (Linux), or an empty set."""
-    try:
-        text = Path('/proc/cpuinfo').read_text()
-    except OSError:
-        return set()
-    return set(next((line.split(':', 1)[1].split() for line in text.splitlines() if line.startswith('flags')), []))
 
 
 def prelude() -> str:
@@ -83,7 +76,7 @@ def test_vector_helpers_match_their_lane_by_lane_definition(tmp_path, path):
     flags, needs = PATHS[path]
     if needs not in cpu_flags():
         pytest.skip(f'the CPU has no {needs}')
-    source = prelude() + jinja2.Template(HARNESS.replace('{{ X }}', '{{ x | upper }}')).render()
+    source = prelude() + jinja2.Template(HARNESS).render()
     (tmp_path / 'helpers.c').write_text(source)
     build = subprocess.run(['cc', '-O2', '-std=c99', *flags, 'helpers.c', '-o', 'helpers'], cwd=tmp_path,
                            capture_output=True, text=True)
