@@ -31,8 +31,9 @@ from its proven Z-sum:
   parked in a stack buffer between the passes and summed into the output
   once: one image's rows stay in cache across the nine taps (resnet weight
   gradient in float64 61 -> 49 ms, s2 in float32 1.49 -> 1.17 ms); where
-  a row's interior holds at most one vector, its rows loop inside the chunk
-  columns (s2 weight gradient 1.64 -> 1.48 ms);
+  a row's interior holds at most SHORT_ROW positions, its rows loop inside
+  the chunk columns (s2 weight gradient 1.64 -> 1.48 ms on AVX-512, 7.1 ->
+  6.0 ms on AVX2);
 * a free-vector tile whose every array varies with its register block (average
   pooling) loops the rows inside the block: planes in memory order;
 * where a block's broadcast weights (8 channels x taps x summed channels) pass
@@ -111,6 +112,7 @@ PARK_MAX_TAPS = 64   # taps whose parked accumulators a pass per batch value kee
 PARKED = Symbol('parked')   # the stack buffer of parked accumulators
 CB, CSTEP = Symbol('cb', integer=True), Symbol('cstep', integer=True)   # a block of summed channels, its length
 ROW_BLOCK = 4   # rows of a one-channel tile: independent accumulator chains (_row_blocks)
+SHORT_ROW = 16   # positions of a reduction tile's row up to which its chunk columns walk the rows (_tile)
 WIDE_BLOCK_ELEMENTS = 6144   # weights of a 16-channel block that stay in a 32 KiB L1 (24 KiB of floats)
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
 
@@ -595,9 +597,9 @@ def _inner_free(rule, tile) -> list:
 
 def _stride_versions(nodes: tuple) -> tuple:
     """When the lanes of a vector access are a parameter apart (a stride), emit copies specialized to
-    that parameter being 1 (contiguous loads and stores) and 2 (AVX-512 permutes, no run-time branch
-    per access: s2 forward 1.50 -> 1.18 ms, s2 weight gradient 3.2 -> 1.8 ms) and keep the general
-    one for the rest."""
+    that parameter being 1 (contiguous loads and stores) and 2 (AVX-512 permutes, AVX2 shuffles; no
+    run-time branch per access: s2 forward 1.50 -> 1.18 ms, s2 weight gradient 3.2 -> 1.8 ms) and keep
+    the general one for the rest."""
     params = _stride_params(nodes)
     if not params:
         return nodes
@@ -733,9 +735,11 @@ def _tile(rule, tile, sizes, steps) -> tuple:
                  _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
     row = summed[-1] if len(summed) > (tile.batch is None) else None   # a row, not the batch of a 1-d kernel
     if row is not None and all(r > 1 for _, r in tile.blocks) and not any(row in e.free_symbols for e, _ in divs):
-        # Rows of at most one chunk (s2: 16 positions): the rows loop inside the chunks, so a chunk column
-        # walks them with constant strides, its pointers advanced, not recomputed per row (s2 weight
-        # gradient 1.64 -> 1.48 ms; wider rows lose: resnet 25 -> 52 ms, lenet's 24 0.20 -> 0.245 ms).
+        # Rows of at most SHORT_ROW positions (s2: 16): the rows loop inside the chunks, so a chunk column
+        # walks them with constant strides, its pointers advanced, not recomputed per row.  s2 weight
+        # gradient: AVX-512 (one chunk a row) 1.64 -> 1.48 ms; Zen 2 AVX2, two chunks a row in float32
+        # 7.1 -> 6.0 ms, four in float64 9.2 -> 8.0 ms.  Wider rows lose: resnet 25 -> 52 ms, lenet's
+        # 24 positions 0.20 -> 0.245 ms (AVX-512).
         mine = [c for c in conds if row in c.free_symbols]
 
         def column(guard):
@@ -743,7 +747,7 @@ def _tile(rule, tile, sizes, steps) -> tuple:
                                _accumulate(rule, tile, combos, guard), steps))
         swapped = _nest(tile.term, summed[:-1], known, [c for c in conds if c not in mine], divs, [],
                         _chunks_to(VLO, VHI, column), steps)
-        nest = (Branch((VHI - VLO + 1 <= LANES,), tuple(swapped), tuple(nest)),)
+        nest = (Branch((VHI - VLO + 1 <= SHORT_ROW,), tuple(swapped), tuple(nest)),)
     if tile.batch is not None:   # a pass of _parked_passes: the accumulators come from and go back to the buffer
         slot = _slot(rule, tile, sizes)
         load = tuple(Declare(_name('v', c), 'vec', ArrayRef(PARKED, slot + j)) for j, c in enumerate(combos))

@@ -2,7 +2,9 @@
 their definition, for every mask of lanes and the strides 1, 2 (AVX-512's permutes and masked moves) and 3
 (the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC vectors, AVX2's 32-byte
 ones and the machine's own (-march=native).  A masked access must leave every other element alone: the
-harness checks a whole buffer around it."""
+harness checks a whole buffer around it.  Built again under AddressSanitizer and UBSan, it checks that no
+access reads or writes past its lanes' elements (the kernel tests' sanitizer run builds without
+-march=native, so it never runs the AVX2 and AVX-512 helpers)."""
 import re
 import shutil
 import subprocess
@@ -18,6 +20,7 @@ needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler'
 
 HARNESS = r"""
 #include <stdio.h>
+#include <stdlib.h>
 #define CHECK(c) do { if (!(c)) { printf("FAIL %s: mask %d stride %d\n", #c, mask, s); ++bad; } } while (0)
 {% for x, real in (('f', 'float'), ('d', 'double')) %}
 static int check_{{ x }}(void)
@@ -48,10 +51,30 @@ static int check_{{ x }}(void)
     }
     return bad;
 }
+static int bounds_{{ x }}(void)
+{   /* each access on a heap block that holds exactly the elements from its first lane to its last: under
+       AddressSanitizer, a read or write past either end stops the run */
+    int bad = 0;
+    for (int s = 1; s <= 3; ++s) for (int mask = 1; mask < (1 << BP_LANES_{{ x | upper }}); ++mask) {
+        const int first = __builtin_ctz(mask), last = 31 - __builtin_clz(mask), n = (last - first) * s + 1;
+        {{ real }} *block = malloc(n * sizeof *block);
+        for (int i = 0; i < n; ++i) block[i] = i + 1;
+        const int offset = -first * s;
+        const bp_v{{ x }} v = bp_vload_masked_{{ x }}(block, offset, s, mask);
+        for (int l = first; l <= last; ++l) CHECK(v[l] == ((mask >> l & 1) ? block[offset + l * s] : 0));
+        bp_vadd_{{ x }}(block, offset, s, mask, v);
+        if (first == 0) {
+            bp_vstore_masked_{{ x }}(block, s, mask, v);
+            if (last == BP_LANES_{{ x | upper }} - 1) bp_vstore_{{ x }}(block, s, bp_vload_{{ x }}(block, s));
+        }
+        free(block);
+    }
+    return bad;
+}
 {% endfor %}
 int main(void)
 {
-    const int bad = check_f() + check_d();
+    const int bad = check_f() + check_d() + bounds_f() + bounds_d();
     printf("lanes %d: %d failures\n", BP_LANES_F, bad);
     return bad != 0;
 }
@@ -66,6 +89,7 @@ def prelude() -> str:
     return '#include <stdint.h>\n' + re.sub(r'#include "\w+\.h"', '', text[:end])
 
 
+SANITIZE = ['-O1', '-g', '-fsanitize=address,undefined', '-fno-sanitize-recover=all']   # the bounds checks
 PATHS = {'vector': ([], 'sse2'), 'avx2': (['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx2'),
          'native': (['-march=native'], 'sse2')}
 
@@ -78,8 +102,10 @@ def test_vector_helpers_match_their_lane_by_lane_definition(tmp_path, path):
         pytest.skip(f'the CPU has no {needs}')
     source = prelude() + jinja2.Template(HARNESS).render()
     (tmp_path / 'helpers.c').write_text(source)
-    build = subprocess.run(['cc', '-O2', '-std=c99', *flags, 'helpers.c', '-o', 'helpers'], cwd=tmp_path,
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr[-4000:]
-    run = subprocess.run([str(tmp_path / 'helpers')], capture_output=True, text=True, timeout=60)
-    assert run.returncode == 0 and ': 0 failures' in run.stdout, run.stdout[-4000:]
+    for build_flags in (['-O2'], SANITIZE):
+        build = subprocess.run(['cc', *build_flags, '-std=c99', *flags, 'helpers.c', '-o', 'helpers'],
+                               cwd=tmp_path, capture_output=True, text=True)
+        assert build.returncode == 0, build.stderr[-4000:]
+        run = subprocess.run([str(tmp_path / 'helpers')], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and ': 0 failures' in run.stdout, (build_flags, run.stdout[-4000:],
+                                                                       run.stderr[-4000:])
