@@ -73,6 +73,11 @@ class VLoadMasked(Function):
     and their memory is not touched."""
 
 
+class VKeep(Function):
+    """A vector with the lanes whose bits are not set in ``mask`` cleared to +0 (bit patterns: whatever
+    they held, a NaN too)."""
+
+
 class VTaps(Function):
     """Lane j: element ``offset + stride * j`` of the concatenation of three vectors (a window tap taken
     from a row's registers; offset + stride * (LANES - 1) < 3 LANES)."""

@@ -98,7 +98,7 @@ from sympy import (Add, And, Eq, Expr, Indexed, KroneckerDelta, Le, Mod, Mul, Ne
 from derive.zsum import exact_cover, holds, within, zero_padded
 
 from .ir import (ArrayRef, Assign, Branch, CeilDiv, Declare, ExactDiv, FloorDiv, Guard, HSum, LaneMask, Lanes, Loop,
-                 VAdd, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VTaps, substitute)
+                 VAdd, VKeep, VLoad, VLoadMasked, VSelectMax, VSplat, VStore, VStoreIndex, VTaps, substitute)
 from .ir import fold, walk
 from .lower import (BEST, POSITION, LoweringError, Present, _bounds, _box_loops, _max, _min, _nest, _tensors, access,
                     check_accesses, first_visit, loop_order, max_parts, parallel, scatter_targets, without_output_box)
@@ -115,6 +115,13 @@ ROW_BLOCK = 4   # rows of a one-channel tile: independent accumulator chains (_r
 SHORT_ROW = 16   # positions of a reduction tile's row up to which its chunk columns walk the rows (_tile)
 WIDE_BLOCK_ELEMENTS = 6144   # weights of a 16-channel block that stay in a 32 KiB L1 (24 KiB of floats)
 VLO, VHI, VEND, V0 = (Symbol(n, integer=True) for n in ('vlo', 'vhi', 'vend', 'v0'))
+
+
+@dataclass(frozen=True)
+class Overlapped:
+    """The guard of a chunk that overlaps the one before it, inside the range the loads may read: plain
+    loads, the lanes before ``first`` cleared (VKeep), so that only lanes first..LANES - 1 count."""
+    first: Expr
 
 
 @dataclass(frozen=True)
@@ -294,7 +301,10 @@ def _name(prefix, combo) -> str:
 
 def _products(rule, tile, combos, vector: bool, guard=None):
     """Load declarations and the product to accumulate for each block combination.  With a
-    ``guard`` = (first, last) lane, the other lanes read 0 and touch no memory."""
+    ``guard`` = (first, last) lane, the other lanes read 0 and touch no memory; with an Overlapped
+    guard, the other lanes are read and cleared."""
+    if isinstance(guard, Overlapped) and tile.chunks > 1:
+        raise LoweringError('an overlapped chunk of a tile of several chunks')
     tensors = _tensors(rule)
     decls, seen, products = [], {}, []
     for combo in combos:
@@ -313,8 +323,9 @@ def _products(rule, tile, combos, vector: bool, guard=None):
 
 
 def _load(tensor, at: Indexed, vec, name, lanes) -> list:
-    """The loaded value: a scalar, a vector, or a vector of the lanes in ``lanes`` = (first, last)
-    (the others 0, their memory untouched)."""
+    """The loaded value: a scalar, a vector, a vector of the lanes in ``lanes`` = (first, last)
+    (the others 0, their memory untouched), or with ``lanes`` Overlapped, a vector whose lanes before
+    its first are cleared."""
     ref = access(tensor, at.indices)
     if vec is None or vec not in at.free_symbols:
         return [Declare(name.name, 'acc', ref)]
@@ -327,9 +338,12 @@ def _load(tensor, at: Indexed, vec, name, lanes) -> list:
     start = expand(flat.xreplace({vec: V0}))
     if lanes is None:
         return [Declare(name.name, 'vec', VLoad(ref.args[0], start, stride))]
+    mask = Symbol(f'{name.name}_lanes', integer=True)   # an index: hoisted out of the loops it does not depend on
+    if isinstance(lanes, Overlapped):
+        return [Declare(mask.name, 'index', LaneMask(lanes.first, LANES - 1)),
+                Declare(name.name, 'vec', VKeep(VLoad(ref.args[0], start, stride), mask))]
     if isinstance(lanes, Symbol):   # a lane mask
         return [Declare(name.name, 'vec', VLoadMasked(ref.args[0], start, stride, lanes))]
-    mask = Symbol(f'{name.name}_lanes', integer=True)   # an index: hoisted out of the loops it does not depend on
     return [Declare(mask.name, 'index', LaneMask(*lanes)), Declare(name.name, 'vec', VLoadMasked(ref.args[0], start,
                                                                                                   stride, mask))]
 
@@ -628,8 +642,8 @@ def _stride_params(nodes: tuple) -> list:
     for n in walk(nodes):
         if isinstance(n, (VStore, VAdd)):
             strides.add(n.stride)
-        elif isinstance(n, Declare) and isinstance(n.value, VLoad):
-            strides.add(n.value.args[2])
+        elif isinstance(n, Declare) and isinstance(n.value, (VLoad, VKeep)):
+            strides.add((n.value.args[0] if isinstance(n.value, VKeep) else n.value).args[2])
     return sorted({s for s in strides if s.is_Symbol}, key=str)
 
 
@@ -732,7 +746,7 @@ def _tile(rule, tile, sizes, steps) -> tuple:
         known.add(tile.batch)
     divs = list(tile.term.divs)
     nest = _nest(tile.term, summed, known, conds, divs, [],
-                 _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard)), steps)
+                 _chunks_to(VLO, VHI, lambda guard: _accumulate(rule, tile, combos, guard), overlap=True), steps)
     row = summed[-1] if len(summed) > (tile.batch is None) else None   # a row, not the batch of a 1-d kernel
     if row is not None and all(r > 1 for _, r in tile.blocks) and not any(row in e.free_symbols for e, _ in divs):
         # Rows of at most SHORT_ROW positions (s2: 16): the rows loop inside the chunks, so a chunk column
@@ -746,7 +760,7 @@ def _tile(rule, tile, sizes, steps) -> tuple:
             return tuple(_nest(tile.term, [row], known | set(summed[:-1]), mine, [], [],
                                _accumulate(rule, tile, combos, guard), steps))
         swapped = _nest(tile.term, summed[:-1], known, [c for c in conds if c not in mine], divs, [],
-                        _chunks_to(VLO, VHI, column), steps)
+                        _chunks_to(VLO, VHI, column, overlap=True), steps)
         nest = (Branch((VHI - VLO + 1 <= SHORT_ROW,), tuple(swapped), tuple(nest)),)
     if tile.batch is not None:   # a pass of _parked_passes: the accumulators come from and go back to the buffer
         slot = _slot(rule, tile, sizes)
@@ -878,12 +892,20 @@ def _masks_outside(summed: list, guard: tuple) -> list:
     return [v for v in summed if v in lane] + [v for v in summed if v not in lane]
 
 
-def _chunks_to(lo, hi, chunk) -> tuple:
-    """Chunks of LANES positions covering [lo, hi] exactly, none overlapping (each position counted
-    once): ``chunk(None)`` for the full ones, ``chunk((0, hi - v0))`` for the last, partial one."""
+def _chunks_to(lo, hi, chunk, overlap: bool = False) -> tuple:
+    """Chunks of LANES positions covering [lo, hi] exactly, each position counted once: ``chunk(None)``
+    for the full ones, ``chunk((0, hi - v0))`` for the last, partial one.  With ``overlap`` (a reduction,
+    whose loads may read any position in [lo, hi]), the partial chunk of a range of at least LANES
+    positions is the last LANES of them, ``chunk(Overlapped(vend - v0))``: plain loads, the lanes the
+    chunk before counted cleared (s2 weight gradient, Zen 2: a lane loop of branches per masked load
+    cost its partial chunks 3.3x a full one)."""
+    partial = (Loop(V0, VEND, VEND, chunk((S.Zero, hi - V0))),)
+    if overlap:
+        back = hi - LANES + 1
+        partial = (Branch((hi - lo + 1 >= LANES,), (Loop(V0, back, back, chunk(Overlapped(VEND - V0))),), partial),)
     return (Declare(VEND.name, 'index', lo + _max([S.Zero, LANES * FloorDiv(hi - lo + 1, LANES)])),
             Loop(V0, lo, hi - LANES + 1, chunk(None), LANES),
-            Guard((VEND <= hi,), (Loop(V0, VEND, VEND, chunk((S.Zero, hi - V0))),)))
+            Guard((VEND <= hi,), partial))
 
 
 def _accumulate(rule, tile, combos, guard) -> tuple:

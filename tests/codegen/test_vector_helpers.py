@@ -1,4 +1,4 @@
-"""The SIMD helpers of the generated C (loads, stores and adds, masked and strided), lane by lane against
+"""The SIMD helpers of the generated C (loads, stores and adds, masked and strided; lane clearing), lane by lane against
 their definition, for every mask of lanes and the strides 1, 2 (AVX-512's permutes and masked moves) and 3
 (the lane loop), on every path this CPU runs: the baseline target's 16-byte GCC vectors, AVX2's 32-byte
 ones and the machine's own (-march=native).  A masked access must leave every other element alone: the
@@ -39,6 +39,16 @@ static int check_{{ x }}(void)
                 if (mask >> l & 1) ref[2 + l * s] = add ? ref[2 + l * s] + v[l] : v[l];
             for (int i = 0; i < 64; ++i) CHECK(dst[i] == ref[i]);
         }
+    }
+    {{ real }} zero = 0;
+    for (int mask = 0; mask < (1 << BP_LANES_{{ x | upper }}); ++mask) {   /* kept lanes as they were, the others +0 */
+        const int s = 1;
+        bp_v{{ x }} v = bp_vload_{{ x }}(src, 1);
+        v[mask % BP_LANES_{{ x | upper }}] = zero / zero;
+        v[(mask + 1) % BP_LANES_{{ x | upper }}] = -zero;
+        const bp_v{{ x }} k = bp_vkeep_{{ x }}(v, mask);
+        for (int l = 0; l < BP_LANES_{{ x | upper }}; ++l)
+            CHECK((mask >> l & 1) ? k[l] == v[l] || (k[l] != k[l] && v[l] != v[l]) : k[l] == 0 && 1 / k[l] > 0);
     }
     for (int s = 1; s <= 3; ++s) {
         const int mask = -1;
