@@ -11,18 +11,17 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import TARGETS, needs_cc
 
 from codegen.runtime import cbuild
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATED_C = REPO / 'generated' / 'c'
-needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 TINY = {'tiny.c': '#include "tiny.h"\nint bp_tiny(int a) { return a + 40; }\n', 'tiny.h': 'int bp_tiny(int a);\n'}
 EXT = sysconfig.get_config_var('EXT_SUFFIX')
 
 
-MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-march=native', '-fopenmp'],
-         'avx2': ['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx512': ['-mavx512f', '-mavx512bw', '-mbmi2']}
+MODES = {'vector': [], 'scalar': ['-DBPGEN_NO_VECTOR'], 'native-openmp': ['-march=native', '-fopenmp'], **TARGETS}
 
 
 @needs_cc

@@ -4,12 +4,10 @@ run (NumPy module executed, C compiled with cc and called through ctypes) and co
 evaluated point by point, and with np.convolve."""
 import ctypes
 import dataclasses
-import shutil
 import subprocess
 
 import numpy as np
-import pytest
-from conftest import RULE_TOLERANCE, assert_close, evaluate_rule
+from conftest import RULE_TOLERANCE, assert_close, evaluate_rule, needs_cc
 from sympy import Indexed
 
 from codegen.generate import numpy_kernels_file
@@ -84,9 +82,6 @@ def run(kernel_rule, kernel, out_shape, arrays):
     out = np.zeros(out_shape)
     kernel(SIZES, **{kernel_rule.outputs[0].name: out}, **inputs(kernel_rule, arrays))
     return out
-
-
-needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 
 
 def printed(view: dict) -> tuple:

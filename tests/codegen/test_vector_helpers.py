@@ -6,7 +6,6 @@ harness checks a whole buffer around it.  Built again under AddressSanitizer and
 access reads or writes past its lanes' elements (the kernel tests' sanitizer run builds without
 -march=native, so it never runs the AVX2 and AVX-512 helpers)."""
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -14,9 +13,10 @@ import jinja2
 import pytest
 
 from codegen.bench import cpu_flags
+from conftest import TARGETS, needs_cc
+from generated.c._build import SANITIZE
 
 REPO = Path(__file__).resolve().parents[2]
-needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 
 HARNESS = r"""
 #include <stdio.h>
@@ -99,8 +99,7 @@ def prelude() -> str:
     return '#include <stdint.h>\n' + re.sub(r'#include "\w+\.h"', '', text[:end])
 
 
-SANITIZE = ['-O1', '-g', '-fsanitize=address,undefined', '-fno-sanitize-recover=all']   # the bounds checks
-PATHS = {'vector': ([], 'sse2'), 'avx2': (['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx2'),
+PATHS = {'vector': ([], 'sse2'), 'avx2': (TARGETS['avx2'], 'avx2'),
          'native': (['-march=native'], 'sse2')}
 
 
@@ -112,7 +111,7 @@ def test_vector_helpers_match_their_lane_by_lane_definition(tmp_path, path):
         pytest.skip(f'the CPU has no {needs}')
     source = prelude() + jinja2.Template(HARNESS).render()
     (tmp_path / 'helpers.c').write_text(source)
-    for build_flags in (['-O2'], SANITIZE):
+    for build_flags in (['-O2'], list(SANITIZE)):   # the kernels' sanitizer flags: the bounds checks
         build = subprocess.run(['cc', *build_flags, '-std=c99', *flags, 'helpers.c', '-o', 'helpers'],
                                cwd=tmp_path, capture_output=True, text=True)
         assert build.returncode == 0, build.stderr[-4000:]
