@@ -5256,6 +5256,751 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_F) {
+                        for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                    int64_t k_b = k_bg;
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                    bp_vf t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vf t_1_2 = v_1_2;
+                                    if ((bias != NULL)) {
+                                        t_1_2 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_2);
+                                    bp_vf t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vf t_2_2 = v_2_2;
+                                    if ((bias != NULL)) {
+                                        t_2_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                    bp_vf t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vf t_3_2 = v_3_2;
+                                    if ((bias != NULL)) {
+                                        t_3_2 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
+                                }
+                            } else {
+                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                    int64_t k_b = k_bg;
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                        int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                    bp_vf t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vf t_1_2 = v_1_2;
+                                    if ((bias != NULL)) {
+                                        t_1_2 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + O0 + v0), 1, t_1_2);
+                                    bp_vf t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vf t_2_2 = v_2_2;
+                                    if ((bias != NULL)) {
+                                        t_2_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                    bp_vf t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vf t_3_2 = v_3_2;
+                                    if ((bias != NULL)) {
+                                        t_3_2 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + 3*O0 + v0), 1, t_3_2);
+                                }
+                            }
+                        }
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
+                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vf t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vf t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vf t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vf t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vf t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vf t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vf t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            } else {
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vf t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vf t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vf t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vf t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vf t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vf t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vf t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            }
+                        }
+                        if (((O0) % BP_LANES_F) != 0) {
+                            for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t v0 = 0;
+                        bp_vf v_0 = {0};
+                        bp_vf v_1 = {0};
+                        bp_vf v_2 = {0};
+                        bp_vf v_3 = {0};
+                        bp_vf v_4 = {0};
+                        bp_vf v_5 = {0};
+                        bp_vf v_6 = {0};
+                        bp_vf v_7 = {0};
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                float x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                float x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                float x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                float x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                float x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                float x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                float x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                v_0 += x0*x1;
+                                v_1 += x1*x2;
+                                v_2 += x1*x3;
+                                v_3 += x1*x4;
+                                v_4 += x1*x5;
+                                v_5 += x1*x6;
+                                v_6 += x1*x7;
+                                v_7 += x1*x8;
+                            }
+                        }
+                        bp_vf t_0 = v_0;
+                        if ((bias != NULL)) {
+                            t_0 += bias[KG*g + k_b];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                        bp_vf t_1 = v_1;
+                        if ((bias != NULL)) {
+                            t_1 += bias[KG*g + k_b + 1];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_1);
+                        bp_vf t_2 = v_2;
+                        if ((bias != NULL)) {
+                            t_2 += bias[KG*g + k_b + 2];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_2);
+                        bp_vf t_3 = v_3;
+                        if ((bias != NULL)) {
+                            t_3 += bias[KG*g + k_b + 3];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_3);
+                        bp_vf t_4 = v_4;
+                        if ((bias != NULL)) {
+                            t_4 += bias[KG*g + k_b + 4];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_4);
+                        bp_vf t_5 = v_5;
+                        if ((bias != NULL)) {
+                            t_5 += bias[KG*g + k_b + 5];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_5);
+                        bp_vf t_6 = v_6;
+                        if ((bias != NULL)) {
+                            t_6 += bias[KG*g + k_b + 6];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_6);
+                        bp_vf t_7 = v_7;
+                        if ((bias != NULL)) {
+                            t_7 += bias[KG*g + k_b + 7];
+                        }
+                        bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_7);
+                    }
+                } else {
+                    int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O0, 3*BP_LANES_F);
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                        int64_t k_b = k_b1;
+                        if (O0 >= BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O0; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0), 1);
+                                            bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                } else {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        int64_t x2_lanes = bp_lane_mask_f(-D0*m0 - BP_LANES_F + P0 - v0, -D0*m0 + H0 - BP_LANES_F + P0 - v0 - 1);
+                                        int64_t x3_lanes = bp_lane_mask_f(-D0*m0 - 2*BP_LANES_F + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_F + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_F - P0 + v0, 1, x2_lanes);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_F - P0 + v0, 1, x3_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                        }
+                                    }
+                                    bp_vf t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + BP_LANES_F + O0*k_b + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_F + O0*k_b + v0), 1, t_0_2);
+                                }
+                            }
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                            }
+                            if (((O0) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = -BP_LANES_F + O0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    float x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    v_0 += x0*x1;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_f(0, O0 - v0 - 1), t_0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_f32_part8(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n = 0; n <= N - 1; ++n) {
+        for (int64_t g = 0; g <= G - 1; ++g) {
+            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                    if (O0 >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_F + O0; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -5717,7 +6462,7 @@ static void bpgen_conv1d_f32_part7(float *restrict output, const float *restrict
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_f32_part8(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_conv1d_f32_part9(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -6190,7 +6935,7 @@ static void bpgen_conv1d_f32_part8(float *restrict output, const float *restrict
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_f32_part9(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_f32_part10(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -6663,7 +7408,7 @@ static void bpgen_conv1d_f32_part9(float *restrict output, const float *restrict
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_f32_part10(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_f32_part11(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -6793,39 +7538,52 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
                     bpgen_conv1d_f32_part6(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
                 } else {
+                    if (BP_VREGS < 32 && O0 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
-                        #pragma omp parallel
-                        bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
-                    } else {
-                        bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
-                    }
+                        if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        } else {
+                            bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        }
 #else
-                    bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f32_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                    } else {
+#ifdef _OPENMP
+                        if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        } else {
+                            bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        }
+#else
+                        bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                    }
                 }
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
                         #pragma omp parallel
-                        bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
                     } else {
-                        bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
                     }
 #else
-                    bpgen_conv1d_f32_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
                         #pragma omp parallel
-                        bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                        bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                     } else {
-                        bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                        bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                     }
 #else
-                    bpgen_conv1d_f32_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                    bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
                 }
             }
@@ -6835,12 +7593,12 @@ int bpgen_conv1d_f32(float *restrict output, const float *restrict input, const 
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_f32_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     } else {
-        bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_f32_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     }
 #else
-    bpgen_conv1d_f32_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+    bpgen_conv1d_f32_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
 #endif
     return 0;
@@ -11614,6 +12372,751 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
                     int64_t vlo = P0;
                     int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
                     if (O0 >= BP_LANES_D) {
+                        for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                    int64_t k_b = k_bg;
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                    bp_vd t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vd t_1_2 = v_1_2;
+                                    if ((bias != NULL)) {
+                                        t_1_2 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_2);
+                                    bp_vd t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vd t_2_2 = v_2_2;
+                                    if ((bias != NULL)) {
+                                        t_2_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                    bp_vd t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vd t_3_2 = v_3_2;
+                                    if ((bias != NULL)) {
+                                        t_3_2 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
+                                }
+                            } else {
+                                for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                    int64_t k_b = k_bg;
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                        int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                    bp_vd t_1_0 = v_1_0;
+                                    if ((bias != NULL)) {
+                                        t_1_0 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = v_1_1;
+                                    if ((bias != NULL)) {
+                                        t_1_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_1);
+                                    bp_vd t_1_2 = v_1_2;
+                                    if ((bias != NULL)) {
+                                        t_1_2 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + O0 + v0), 1, t_1_2);
+                                    bp_vd t_2_0 = v_2_0;
+                                    if ((bias != NULL)) {
+                                        t_2_0 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = v_2_1;
+                                    if ((bias != NULL)) {
+                                        t_2_1 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_1);
+                                    bp_vd t_2_2 = v_2_2;
+                                    if ((bias != NULL)) {
+                                        t_2_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 2*O0 + v0), 1, t_2_2);
+                                    bp_vd t_3_0 = v_3_0;
+                                    if ((bias != NULL)) {
+                                        t_3_0 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = v_3_1;
+                                    if ((bias != NULL)) {
+                                        t_3_1 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_1);
+                                    bp_vd t_3_2 = v_3_2;
+                                    if ((bias != NULL)) {
+                                        t_3_2 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + 3*O0 + v0), 1, t_3_2);
+                                }
+                            }
+                        }
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
+                        for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vd t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vd t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vd t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vd t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vd t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vd t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vd t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            } else {
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                        double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                        double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                        double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                        double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                        double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                        double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                        double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                bp_vd t_1 = v_1;
+                                if ((bias != NULL)) {
+                                    t_1 += bias[KG*g + k_b + 1];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                bp_vd t_2 = v_2;
+                                if ((bias != NULL)) {
+                                    t_2 += bias[KG*g + k_b + 2];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                bp_vd t_3 = v_3;
+                                if ((bias != NULL)) {
+                                    t_3 += bias[KG*g + k_b + 3];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                bp_vd t_4 = v_4;
+                                if ((bias != NULL)) {
+                                    t_4 += bias[KG*g + k_b + 4];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                bp_vd t_5 = v_5;
+                                if ((bias != NULL)) {
+                                    t_5 += bias[KG*g + k_b + 5];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                bp_vd t_6 = v_6;
+                                if ((bias != NULL)) {
+                                    t_6 += bias[KG*g + k_b + 6];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                bp_vd t_7 = v_7;
+                                if ((bias != NULL)) {
+                                    t_7 += bias[KG*g + k_b + 7];
+                                }
+                                bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                            }
+                        }
+                        if (((O0) % BP_LANES_D) != 0) {
+                            for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x1*x2;
+                                            v_2 += x1*x3;
+                                            v_3 += x1*x4;
+                                            v_4 += x1*x5;
+                                            v_5 += x1*x6;
+                                            v_6 += x1*x7;
+                                            v_7 += x1*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, t_7);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t v0 = 0;
+                        bp_vd v_0 = {0};
+                        bp_vd v_1 = {0};
+                        bp_vd v_2 = {0};
+                        bp_vd v_3 = {0};
+                        bp_vd v_4 = {0};
+                        bp_vd v_5 = {0};
+                        bp_vd v_6 = {0};
+                        bp_vd v_7 = {0};
+                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                double x2 = weight[K0*(CG*(KG*g + k_b + 1) + c) + m0];
+                                double x3 = weight[K0*(CG*(KG*g + k_b + 2) + c) + m0];
+                                double x4 = weight[K0*(CG*(KG*g + k_b + 3) + c) + m0];
+                                double x5 = weight[K0*(CG*(KG*g + k_b + 4) + c) + m0];
+                                double x6 = weight[K0*(CG*(KG*g + k_b + 5) + c) + m0];
+                                double x7 = weight[K0*(CG*(KG*g + k_b + 6) + c) + m0];
+                                double x8 = weight[K0*(CG*(KG*g + k_b + 7) + c) + m0];
+                                v_0 += x0*x1;
+                                v_1 += x1*x2;
+                                v_2 += x1*x3;
+                                v_3 += x1*x4;
+                                v_4 += x1*x5;
+                                v_5 += x1*x6;
+                                v_6 += x1*x7;
+                                v_7 += x1*x8;
+                            }
+                        }
+                        bp_vd t_0 = v_0;
+                        if ((bias != NULL)) {
+                            t_0 += bias[KG*g + k_b];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                        bp_vd t_1 = v_1;
+                        if ((bias != NULL)) {
+                            t_1 += bias[KG*g + k_b + 1];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_1);
+                        bp_vd t_2 = v_2;
+                        if ((bias != NULL)) {
+                            t_2 += bias[KG*g + k_b + 2];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 2*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_2);
+                        bp_vd t_3 = v_3;
+                        if ((bias != NULL)) {
+                            t_3 += bias[KG*g + k_b + 3];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 3*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_3);
+                        bp_vd t_4 = v_4;
+                        if ((bias != NULL)) {
+                            t_4 += bias[KG*g + k_b + 4];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 4*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_4);
+                        bp_vd t_5 = v_5;
+                        if ((bias != NULL)) {
+                            t_5 += bias[KG*g + k_b + 5];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 5*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_5);
+                        bp_vd t_6 = v_6;
+                        if ((bias != NULL)) {
+                            t_6 += bias[KG*g + k_b + 6];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 6*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_6);
+                        bp_vd t_7 = v_7;
+                        if ((bias != NULL)) {
+                            t_7 += bias[KG*g + k_b + 7];
+                        }
+                        bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + 7*O0 + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_7);
+                    }
+                } else {
+                    int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O0, 3*BP_LANES_D);
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                    for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                        int64_t k_b = k_b1;
+                        if (O0 >= BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O0; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0), 1);
+                                            bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                } else {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        int64_t x2_lanes = bp_lane_mask_d(-D0*m0 - BP_LANES_D + P0 - v0, -D0*m0 + H0 - BP_LANES_D + P0 - v0 - 1);
+                                        int64_t x3_lanes = bp_lane_mask_d(-D0*m0 - 2*BP_LANES_D + P0 - v0, -D0*m0 + H0 - 2*BP_LANES_D + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + BP_LANES_D - P0 + v0, 1, x2_lanes);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c + 2*BP_LANES_D - P0 + v0, 1, x3_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                        }
+                                    }
+                                    bp_vd t_0_0 = v_0_0;
+                                    if ((bias != NULL)) {
+                                        t_0_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = v_0_1;
+                                    if ((bias != NULL)) {
+                                        t_0_1 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + BP_LANES_D + O0*k_b + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = v_0_2;
+                                    if ((bias != NULL)) {
+                                        t_0_2 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + 2*BP_LANES_D + O0*k_b + v0), 1, t_0_2);
+                                }
+                            }
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                }
+                            }
+                            if (((O0) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = -BP_LANES_D + O0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0), 1);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D0*m0 + P0 - v0, -D0*m0 + H0 + P0 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D0*m0 + P0), -v0 + bp_min(O0 - 1, -D0*m0 + H0 + P0 - 1));
+                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                    double x0 = weight[K0*(CG*(KG*g + k_b) + c) + m0];
+                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g + D0*m0 + H0*c - P0 + v0, 1, x1_lanes);
+                                    v_0 += x0*x1;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*n + KG*O0*g + O0*k_b + v0), 1, bp_lane_mask_d(0, O0 - v0 - 1), t_0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_f64_part8(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n = 0; n <= N - 1; ++n) {
+        for (int64_t g = 0; g <= G - 1; ++g) {
+            for (int64_t k_b = 0; k_b <= KG - 1; k_b += 8) {
+                if (k_b + 8 <= KG) {
+                    int64_t vlo = P0;
+                    int64_t vhi = bp_min(O0 - 1, -D0*K0 + D0 + H0 + P0 - 1);
+                    if (O0 >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = -BP_LANES_D + O0; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -12075,7 +13578,7 @@ static void bpgen_conv1d_f64_part7(double *restrict output, const double *restri
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_f64_part8(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+static void bpgen_conv1d_f64_part9(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -12548,7 +14051,7 @@ static void bpgen_conv1d_f64_part8(double *restrict output, const double *restri
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_f64_part9(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_f64_part10(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -13021,7 +14524,7 @@ static void bpgen_conv1d_f64_part9(double *restrict output, const double *restri
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_f64_part10(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_f64_part11(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -13151,39 +14654,52 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
                     bpgen_conv1d_f64_part6(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
                 } else {
+                    if (BP_VREGS < 32 && O0 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
-                        #pragma omp parallel
-                        bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
-                    } else {
-                        bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
-                    }
+                        if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        } else {
+                            bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        }
 #else
-                    bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f64_part7(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                    } else {
+#ifdef _OPENMP
+                        if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        } else {
+                            bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        }
+#else
+                        bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                    }
                 }
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
                         #pragma omp parallel
-                        bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
                     } else {
-                        bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                        bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
                     }
 #else
-                    bpgen_conv1d_f64_part8(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
                         #pragma omp parallel
-                        bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                        bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                     } else {
-                        bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                        bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                     }
 #else
-                    bpgen_conv1d_f64_part9(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                    bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
                 }
             }
@@ -13193,12 +14709,12 @@ int bpgen_conv1d_f64(double *restrict output, const double *restrict input, cons
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 + G*KG >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_f64_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     } else {
-        bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_f64_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     }
 #else
-    bpgen_conv1d_f64_part10(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+    bpgen_conv1d_f64_part11(output, input, weight, bias, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
 #endif
     return 0;
@@ -13758,6 +15274,526 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
                         if (H0 - i0r >= BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            if (H0 - i0r >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                                if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                    if (c__b + 8 <= CG) {
+                        if (H0 - i0r >= BP_LANES_F) {
                             for (int64_t v0 = 0, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -14083,7 +16119,7 @@ static void bpgen_conv1d_input_f32_part1(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -14632,7 +16668,536 @@ static void bpgen_conv1d_input_f32_part2(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                    if (c__b + 8 <= CG) {
+                        if (H0 - i0r >= BP_LANES_F) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                        int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                    float x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                    float x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                    float x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                    float x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                    float x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                    float x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                    float x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            if (H0 - i0r >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_f(D0*m0 - BP_LANES_F - P0 - i0r - v0, D0*m0 - BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_f(D0*m0 - 2*BP_LANES_F - P0 - i0r - v0, D0*m0 - 2*BP_LANES_F + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_F + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_F + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                                if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        float x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                bp_vstore_masked_f(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -14975,7 +17540,7 @@ static void bpgen_conv1d_input_f32_part3(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f32_part6(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -15324,7 +17889,7 @@ static void bpgen_conv1d_input_f32_part4(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
+static void bpgen_conv1d_input_f32_part7(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -15673,7 +18238,7 @@ static void bpgen_conv1d_input_f32_part5(float *restrict grad_input, const float
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_input_f32_part6(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
+static void bpgen_conv1d_input_f32_part8(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -15727,31 +18292,33 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
             bpgen_conv1d_input_f32_part0(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
         } else {
+            if (BP_VREGS < 32 && H0 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
-            } else {
-                bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
-            }
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
 #else
-            bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_input_f32_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
+#else
+                bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+            }
         }
     } else {
         if (S0 == 1) {
             if (BP_VREGS >= 32 && H0 >= 2*BP_LANES_F) {
-#ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-                } else {
-                    bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-                }
-#else
-                bpgen_conv1d_input_f32_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-#endif
-            } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
@@ -15762,29 +18329,53 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
 #else
                 bpgen_conv1d_input_f32_part3(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
 #endif
+            } else {
+                if (BP_VREGS < 32 && H0 >= 3*BP_LANES_F) {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    } else {
+                        bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    }
+#else
+                    bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    } else {
+                        bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    }
+#else
+                    bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+#endif
+                }
             }
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
                 } else {
-                    bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
                 }
 #else
-                bpgen_conv1d_input_f32_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
 #endif
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                    bpgen_conv1d_input_f32_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
                 } else {
-                    bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                    bpgen_conv1d_input_f32_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
                 }
 #else
-                bpgen_conv1d_input_f32_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                bpgen_conv1d_input_f32_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
 #endif
             }
         }
@@ -15793,12 +18384,12 @@ int bpgen_conv1d_input_f32(float *restrict grad_input, const float *restrict gra
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+        bpgen_conv1d_input_f32_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
     } else {
-        bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+        bpgen_conv1d_input_f32_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
     }
 #else
-    bpgen_conv1d_input_f32_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+    bpgen_conv1d_input_f32_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
 #endif
 #endif
     return 0;
@@ -16358,6 +18949,526 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
                 for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
                     if (c__b + 8 <= CG) {
                         if (H0 - i0r >= BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            if (H0 - i0r >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                                if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                    for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                for (int64_t m0 = 0, m0_end = K0 - 1; m0 <= m0_end; ++m0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                    if (c__b + 8 <= CG) {
+                        if (H0 - i0r >= BP_LANES_D) {
                             for (int64_t v0 = 0, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -16683,7 +19794,7 @@ static void bpgen_conv1d_input_f64_part1(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -17232,7 +20343,536 @@ static void bpgen_conv1d_input_f64_part2(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                int64_t vlo = bp_max(0, D0*K0 - D0 - P0 - i0r);
+                int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                    if (c__b + 8 <= CG) {
+                        if (H0 - i0r >= BP_LANES_D) {
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                        int64_t c__b = c__bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                                v_1_0 += x0*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x0*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x0*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                        int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                            double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                            double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                            double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                            double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                            double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                            double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                            double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                            double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                            v_0 += x0*x1;
+                                            v_1 += x0*x2;
+                                            v_2 += x0*x3;
+                                            v_3 += x0*x4;
+                                            v_4 += x0*x5;
+                                            v_5 += x0*x6;
+                                            v_6 += x0*x7;
+                                            v_7 += x0*x8;
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                                double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                                double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                                double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                                double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                                double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                                double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                    double x2 = weight[K0*(CG*(KG*g_ + k) + c__b + 1) + m0];
+                                    double x3 = weight[K0*(CG*(KG*g_ + k) + c__b + 2) + m0];
+                                    double x4 = weight[K0*(CG*(KG*g_ + k) + c__b + 3) + m0];
+                                    double x5 = weight[K0*(CG*(KG*g_ + k) + c__b + 4) + m0];
+                                    double x6 = weight[K0*(CG*(KG*g_ + k) + c__b + 5) + m0];
+                                    double x7 = weight[K0*(CG*(KG*g_ + k) + c__b + 6) + m0];
+                                    double x8 = weight[K0*(CG*(KG*g_ + k) + c__b + 7) + m0];
+                                    v_0 += x0*x1;
+                                    v_1 += x0*x2;
+                                    v_2 += x0*x3;
+                                    v_3 += x0*x4;
+                                    v_4 += x0*x5;
+                                    v_5 += x0*x6;
+                                    v_6 += x0*x7;
+                                    v_7 += x0*x8;
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            if (H0 - i0r >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x2_lanes = bp_lane_mask_d(D0*m0 - BP_LANES_D - P0 - i0r - v0, D0*m0 - BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            int64_t x3_lanes = bp_lane_mask_d(D0*m0 - 2*BP_LANES_D - P0 - i0r - v0, D0*m0 - 2*BP_LANES_D + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + BP_LANES_D + O0*k + P0 + i0r + v0, 1, x2_lanes);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + 2*BP_LANES_D + O0*k + P0 + i0r + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x1*x2;
+                                                v_0_2 += x1*x3;
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                        for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                v_0 += x0*x1;
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                                if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                    int64_t m0_lo = bp_lattice_start(0, -D0, P0 + i0r, 1);
+                                    for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (-D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0), 1);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(D0*m0 - P0 - i0r - v0, D0*m0 + O0 - P0 - i0r - v0 - 1);
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                for (int64_t m0 = m0_lo, m0_end = K0 - 1; m0 <= m0_end; m0 += step_m0) {
+                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D0*m0 - P0 - i0r), -v0 + bp_min(H0 - i0r - 1, D0*m0 + O0 - P0 - i0r - 1));
+                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*m0 + G*KG*O0*n_ + KG*O0*g_ + O0*k + P0 + i0r + v0, 1, x0_lanes);
+                                        double x1 = weight[K0*(CG*(KG*g_ + k) + c__b) + m0];
+                                        v_0 += x0*x1;
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                bp_vstore_masked_d(grad_input + (CG*G*H0*n_ + CG*H0*g_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -17575,7 +21215,7 @@ static void bpgen_conv1d_input_f64_part3(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
+static void bpgen_conv1d_input_f64_part6(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -17924,7 +21564,7 @@ static void bpgen_conv1d_input_f64_part4(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
+static void bpgen_conv1d_input_f64_part7(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -18273,7 +21913,7 @@ static void bpgen_conv1d_input_f64_part5(double *restrict grad_input, const doub
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_input_f64_part6(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
+static void bpgen_conv1d_input_f64_part8(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t step_m0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -18327,31 +21967,33 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
             bpgen_conv1d_input_f64_part0(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
         } else {
+            if (BP_VREGS < 32 && H0 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
-            } else {
-                bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
-            }
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
 #else
-            bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_input_f64_part1(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
+#else
+                bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+            }
         }
     } else {
         if (S0 == 1) {
             if (BP_VREGS >= 32 && H0 >= 2*BP_LANES_D) {
-#ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-                } else {
-                    bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-                }
-#else
-                bpgen_conv1d_input_f64_part2(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
-#endif
-            } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
@@ -18362,29 +22004,53 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
 #else
                 bpgen_conv1d_input_f64_part3(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
 #endif
+            } else {
+                if (BP_VREGS < 32 && H0 >= 3*BP_LANES_D) {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    } else {
+                        bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    }
+#else
+                    bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    } else {
+                        bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    }
+#else
+                    bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+#endif
+                }
             }
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
                 } else {
-                    bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                    bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
                 }
 #else
-                bpgen_conv1d_input_f64_part4(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
+                bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, step_m0);
 #endif
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                    bpgen_conv1d_input_f64_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
                 } else {
-                    bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                    bpgen_conv1d_input_f64_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
                 }
 #else
-                bpgen_conv1d_input_f64_part5(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+                bpgen_conv1d_input_f64_part7(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
 #endif
             }
         }
@@ -18393,12 +22059,12 @@ int bpgen_conv1d_input_f64(double *restrict grad_input, const double *restrict g
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+        bpgen_conv1d_input_f64_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
     } else {
-        bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+        bpgen_conv1d_input_f64_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
     }
 #else
-    bpgen_conv1d_input_f64_part6(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
+    bpgen_conv1d_input_f64_part8(grad_input, grad_output, weight, CG, D0, G, H0, K0, KG, N, O0, P0, S0, step_m0);
 #endif
 #endif
     return 0;
@@ -20930,8 +24596,2060 @@ static void bpgen_conv1d_weight_f32_part5(float *restrict grad_weight, const flo
 }
 #endif
 
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part6(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                if (k__b + 4 <= KG) {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vf v_0_0 = {0};
+                            bp_vf v_0_1 = {0};
+                            bp_vf v_0_2 = {0};
+                            bp_vf v_1_0 = {0};
+                            bp_vf v_1_1 = {0};
+                            bp_vf v_1_2 = {0};
+                            bp_vf v_2_0 = {0};
+                            bp_vf v_2_1 = {0};
+                            bp_vf v_2_2 = {0};
+                            bp_vf v_3_0 = {0};
+                            bp_vf v_3_1 = {0};
+                            bp_vf v_3_2 = {0};
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        } else {
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_3_0 = {0};
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                    for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                            if (c__b + 3 <= CG) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            } else {
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    bp_vf v_0_0 = {0};
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part7(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vf parked[12*K0];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            parked[12*m0_] = bp_vsplat_f(0);
+                            parked[12*m0_ + 1] = bp_vsplat_f(0);
+                            parked[12*m0_ + 2] = bp_vsplat_f(0);
+                            parked[12*m0_ + 3] = bp_vsplat_f(0);
+                            parked[12*m0_ + 4] = bp_vsplat_f(0);
+                            parked[12*m0_ + 5] = bp_vsplat_f(0);
+                            parked[12*m0_ + 6] = bp_vsplat_f(0);
+                            parked[12*m0_ + 7] = bp_vsplat_f(0);
+                            parked[12*m0_ + 8] = bp_vsplat_f(0);
+                            parked[12*m0_ + 9] = bp_vsplat_f(0);
+                            parked[12*m0_ + 10] = bp_vsplat_f(0);
+                            parked[12*m0_ + 11] = bp_vsplat_f(0);
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[12*m0_];
+                                bp_vf v_0_1 = parked[12*m0_ + 1];
+                                bp_vf v_0_2 = parked[12*m0_ + 2];
+                                bp_vf v_1_0 = parked[12*m0_ + 3];
+                                bp_vf v_1_1 = parked[12*m0_ + 4];
+                                bp_vf v_1_2 = parked[12*m0_ + 5];
+                                bp_vf v_2_0 = parked[12*m0_ + 6];
+                                bp_vf v_2_1 = parked[12*m0_ + 7];
+                                bp_vf v_2_2 = parked[12*m0_ + 8];
+                                bp_vf v_3_0 = parked[12*m0_ + 9];
+                                bp_vf v_3_1 = parked[12*m0_ + 10];
+                                bp_vf v_3_2 = parked[12*m0_ + 11];
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                                parked[12*m0_] = v_0_0;
+                                parked[12*m0_ + 1] = v_0_1;
+                                parked[12*m0_ + 2] = v_0_2;
+                                parked[12*m0_ + 3] = v_1_0;
+                                parked[12*m0_ + 4] = v_1_1;
+                                parked[12*m0_ + 5] = v_1_2;
+                                parked[12*m0_ + 6] = v_2_0;
+                                parked[12*m0_ + 7] = v_2_1;
+                                parked[12*m0_ + 8] = v_2_2;
+                                parked[12*m0_ + 9] = v_3_0;
+                                parked[12*m0_ + 10] = v_3_1;
+                                parked[12*m0_ + 11] = v_3_2;
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vf v_0_0 = parked[12*m0_];
+                            bp_vf v_0_1 = parked[12*m0_ + 1];
+                            bp_vf v_0_2 = parked[12*m0_ + 2];
+                            bp_vf v_1_0 = parked[12*m0_ + 3];
+                            bp_vf v_1_1 = parked[12*m0_ + 4];
+                            bp_vf v_1_2 = parked[12*m0_ + 5];
+                            bp_vf v_2_0 = parked[12*m0_ + 6];
+                            bp_vf v_2_1 = parked[12*m0_ + 7];
+                            bp_vf v_2_2 = parked[12*m0_ + 8];
+                            bp_vf v_3_0 = parked[12*m0_ + 9];
+                            bp_vf v_3_1 = parked[12*m0_ + 10];
+                            bp_vf v_3_2 = parked[12*m0_ + 11];
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vf parked[4*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[4*m0_] = bp_vsplat_f(0);
+                                parked[4*m0_ + 1] = bp_vsplat_f(0);
+                                parked[4*m0_ + 2] = bp_vsplat_f(0);
+                                parked[4*m0_ + 3] = bp_vsplat_f(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[4*m0_];
+                                    bp_vf v_1_0 = parked[4*m0_ + 1];
+                                    bp_vf v_2_0 = parked[4*m0_ + 2];
+                                    bp_vf v_3_0 = parked[4*m0_ + 3];
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    parked[4*m0_] = v_0_0;
+                                    parked[4*m0_ + 1] = v_1_0;
+                                    parked[4*m0_ + 2] = v_2_0;
+                                    parked[4*m0_ + 3] = v_3_0;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[4*m0_];
+                                bp_vf v_1_0 = parked[4*m0_ + 1];
+                                bp_vf v_2_0 = parked[4*m0_ + 2];
+                                bp_vf v_3_0 = parked[4*m0_ + 3];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vf parked[3*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[3*m0_] = bp_vsplat_f(0);
+                                parked[3*m0_ + 1] = bp_vsplat_f(0);
+                                parked[3*m0_ + 2] = bp_vsplat_f(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[3*m0_];
+                                    bp_vf v_0_1 = parked[3*m0_ + 1];
+                                    bp_vf v_0_2 = parked[3*m0_ + 2];
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                    parked[3*m0_] = v_0_0;
+                                    parked[3*m0_ + 1] = v_0_1;
+                                    parked[3*m0_ + 2] = v_0_2;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[3*m0_];
+                                bp_vf v_0_1 = parked[3*m0_ + 1];
+                                bp_vf v_0_2 = parked[3*m0_ + 2];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vf parked[K0];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    parked[m0_] = bp_vsplat_f(0);
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vf v_0_0 = parked[m0_];
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        parked[m0_] = v_0_0;
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[m0_];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part8(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vf v_0_0 = {0};
+                            bp_vf v_0_1 = {0};
+                            bp_vf v_0_2 = {0};
+                            bp_vf v_1_0 = {0};
+                            bp_vf v_1_1 = {0};
+                            bp_vf v_1_2 = {0};
+                            bp_vf v_2_0 = {0};
+                            bp_vf v_2_1 = {0};
+                            bp_vf v_2_2 = {0};
+                            bp_vf v_3_0 = {0};
+                            bp_vf v_3_1 = {0};
+                            bp_vf v_3_2 = {0};
+                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_3_0 = {0};
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part9(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vf parked[12*K0];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            parked[12*m0_] = bp_vsplat_f(0);
+                            parked[12*m0_ + 1] = bp_vsplat_f(0);
+                            parked[12*m0_ + 2] = bp_vsplat_f(0);
+                            parked[12*m0_ + 3] = bp_vsplat_f(0);
+                            parked[12*m0_ + 4] = bp_vsplat_f(0);
+                            parked[12*m0_ + 5] = bp_vsplat_f(0);
+                            parked[12*m0_ + 6] = bp_vsplat_f(0);
+                            parked[12*m0_ + 7] = bp_vsplat_f(0);
+                            parked[12*m0_ + 8] = bp_vsplat_f(0);
+                            parked[12*m0_ + 9] = bp_vsplat_f(0);
+                            parked[12*m0_ + 10] = bp_vsplat_f(0);
+                            parked[12*m0_ + 11] = bp_vsplat_f(0);
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[12*m0_];
+                                bp_vf v_0_1 = parked[12*m0_ + 1];
+                                bp_vf v_0_2 = parked[12*m0_ + 2];
+                                bp_vf v_1_0 = parked[12*m0_ + 3];
+                                bp_vf v_1_1 = parked[12*m0_ + 4];
+                                bp_vf v_1_2 = parked[12*m0_ + 5];
+                                bp_vf v_2_0 = parked[12*m0_ + 6];
+                                bp_vf v_2_1 = parked[12*m0_ + 7];
+                                bp_vf v_2_2 = parked[12*m0_ + 8];
+                                bp_vf v_3_0 = parked[12*m0_ + 9];
+                                bp_vf v_3_1 = parked[12*m0_ + 10];
+                                bp_vf v_3_2 = parked[12*m0_ + 11];
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                                parked[12*m0_] = v_0_0;
+                                parked[12*m0_ + 1] = v_0_1;
+                                parked[12*m0_ + 2] = v_0_2;
+                                parked[12*m0_ + 3] = v_1_0;
+                                parked[12*m0_ + 4] = v_1_1;
+                                parked[12*m0_ + 5] = v_1_2;
+                                parked[12*m0_ + 6] = v_2_0;
+                                parked[12*m0_ + 7] = v_2_1;
+                                parked[12*m0_ + 8] = v_2_2;
+                                parked[12*m0_ + 9] = v_3_0;
+                                parked[12*m0_ + 10] = v_3_1;
+                                parked[12*m0_ + 11] = v_3_2;
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vf v_0_0 = parked[12*m0_];
+                            bp_vf v_0_1 = parked[12*m0_ + 1];
+                            bp_vf v_0_2 = parked[12*m0_ + 2];
+                            bp_vf v_1_0 = parked[12*m0_ + 3];
+                            bp_vf v_1_1 = parked[12*m0_ + 4];
+                            bp_vf v_1_2 = parked[12*m0_ + 5];
+                            bp_vf v_2_0 = parked[12*m0_ + 6];
+                            bp_vf v_2_1 = parked[12*m0_ + 7];
+                            bp_vf v_2_2 = parked[12*m0_ + 8];
+                            bp_vf v_3_0 = parked[12*m0_ + 9];
+                            bp_vf v_3_1 = parked[12*m0_ + 10];
+                            bp_vf v_3_2 = parked[12*m0_ + 11];
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vf parked[4*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[4*m0_] = bp_vsplat_f(0);
+                                parked[4*m0_ + 1] = bp_vsplat_f(0);
+                                parked[4*m0_ + 2] = bp_vsplat_f(0);
+                                parked[4*m0_ + 3] = bp_vsplat_f(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[4*m0_];
+                                    bp_vf v_1_0 = parked[4*m0_ + 1];
+                                    bp_vf v_2_0 = parked[4*m0_ + 2];
+                                    bp_vf v_3_0 = parked[4*m0_ + 3];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    parked[4*m0_] = v_0_0;
+                                    parked[4*m0_ + 1] = v_1_0;
+                                    parked[4*m0_ + 2] = v_2_0;
+                                    parked[4*m0_ + 3] = v_3_0;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[4*m0_];
+                                bp_vf v_1_0 = parked[4*m0_ + 1];
+                                bp_vf v_2_0 = parked[4*m0_ + 2];
+                                bp_vf v_3_0 = parked[4*m0_ + 3];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vf parked[3*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[3*m0_] = bp_vsplat_f(0);
+                                parked[3*m0_ + 1] = bp_vsplat_f(0);
+                                parked[3*m0_ + 2] = bp_vsplat_f(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[3*m0_];
+                                    bp_vf v_0_1 = parked[3*m0_ + 1];
+                                    bp_vf v_0_2 = parked[3*m0_ + 2];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                    parked[3*m0_] = v_0_0;
+                                    parked[3*m0_ + 1] = v_0_1;
+                                    parked[3*m0_ + 2] = v_0_2;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = parked[3*m0_];
+                                bp_vf v_0_1 = parked[3*m0_ + 1];
+                                bp_vf v_0_2 = parked[3*m0_ + 2];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vf parked[K0];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    parked[m0_] = bp_vsplat_f(0);
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vf v_0_0 = parked[m0_];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        parked[m0_] = v_0_0;
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = parked[m0_];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part10(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vf v_0_0 = {0};
+                            bp_vf v_0_1 = {0};
+                            bp_vf v_0_2 = {0};
+                            bp_vf v_1_0 = {0};
+                            bp_vf v_1_1 = {0};
+                            bp_vf v_1_2 = {0};
+                            bp_vf v_2_0 = {0};
+                            bp_vf v_2_1 = {0};
+                            bp_vf v_2_2 = {0};
+                            bp_vf v_3_0 = {0};
+                            bp_vf v_3_1 = {0};
+                            bp_vf v_3_2 = {0};
+                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_3_0 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f32_part11(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vf v_0_0 = {0};
+                            bp_vf v_0_1 = {0};
+                            bp_vf v_0_2 = {0};
+                            bp_vf v_1_0 = {0};
+                            bp_vf v_1_1 = {0};
+                            bp_vf v_1_2 = {0};
+                            bp_vf v_2_0 = {0};
+                            bp_vf v_2_1 = {0};
+                            bp_vf v_2_2 = {0};
+                            bp_vf v_3_0 = {0};
+                            bp_vf v_3_1 = {0};
+                            bp_vf v_3_2 = {0};
+                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                    bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                            bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                            bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            float t_0_0 = bp_hsum_f(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            float t_0_1 = bp_hsum_f(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            float t_0_2 = bp_hsum_f(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            float t_1_0 = bp_hsum_f(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            float t_1_1 = bp_hsum_f(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            float t_1_2 = bp_hsum_f(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            float t_2_0 = bp_hsum_f(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            float t_2_1 = bp_hsum_f(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            float t_2_2 = bp_hsum_f(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            float t_3_0 = bp_hsum_f(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            float t_3_1 = bp_hsum_f(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            float t_3_2 = bp_hsum_f(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_3_0 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                        bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                        bp_vf x2 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                        bp_vf x3 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_F) {
+                                            for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vf v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vf x1 = bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_weight_f32_part6(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_weight_f32_part12(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -20968,91 +26686,169 @@ int bpgen_conv1d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (BP_VREGS >= 32) {
+        if (S0 == 1) {
+            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
+#else
                 bpgen_conv1d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
             } else {
-                bpgen_conv1d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                if (O0 >= 256 && K0 <= 64) {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             }
-#else
-            bpgen_conv1d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-#endif
         } else {
-            if (O0 >= 256 && K0 <= 64) {
+            if (S0 == 2) {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                } else {
-                    bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-                bpgen_conv1d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                 } else {
-                    bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                 }
 #else
-                bpgen_conv1d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
             }
         }
     } else {
-        if (S0 == 2) {
-            if (O0 >= 256 && K0 <= 64) {
+        if (S0 == 1) {
+            if (G*bp_floordiv(CG + 2, 3)*bp_floordiv(KG + 3, 4) < bp_threads()) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
                 } else {
-                    bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
                 }
 #else
-                bpgen_conv1d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
             } else {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                } else {
-                    bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-                bpgen_conv1d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             }
         } else {
+            if (S0 == 2) {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
-            } else {
-                bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
-            }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-            bpgen_conv1d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                    bpgen_conv1d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                } else {
+                    bpgen_conv1d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                }
+#else
+                bpgen_conv1d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+#endif
+            }
         }
     }
 #else
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     } else {
-        bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     }
 #else
-    bpgen_conv1d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+    bpgen_conv1d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
 #endif
     return 0;
@@ -23584,8 +29380,2060 @@ static void bpgen_conv1d_weight_f64_part5(double *restrict grad_weight, const do
 }
 #endif
 
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part6(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+            for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+                if (k__b + 4 <= KG) {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vd v_0_0 = {0};
+                            bp_vd v_0_1 = {0};
+                            bp_vd v_0_2 = {0};
+                            bp_vd v_1_0 = {0};
+                            bp_vd v_1_1 = {0};
+                            bp_vd v_1_2 = {0};
+                            bp_vd v_2_0 = {0};
+                            bp_vd v_2_1 = {0};
+                            bp_vd v_2_2 = {0};
+                            bp_vd v_3_0 = {0};
+                            bp_vd v_3_1 = {0};
+                            bp_vd v_3_2 = {0};
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        } else {
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_3_0 = {0};
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                } else {
+                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                    for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                        int64_t k__b = k__b1;
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                            if (c__b + 3 <= CG) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            } else {
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    bp_vd v_0_0 = {0};
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part7(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vd parked[12*K0];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            parked[12*m0_] = bp_vsplat_d(0);
+                            parked[12*m0_ + 1] = bp_vsplat_d(0);
+                            parked[12*m0_ + 2] = bp_vsplat_d(0);
+                            parked[12*m0_ + 3] = bp_vsplat_d(0);
+                            parked[12*m0_ + 4] = bp_vsplat_d(0);
+                            parked[12*m0_ + 5] = bp_vsplat_d(0);
+                            parked[12*m0_ + 6] = bp_vsplat_d(0);
+                            parked[12*m0_ + 7] = bp_vsplat_d(0);
+                            parked[12*m0_ + 8] = bp_vsplat_d(0);
+                            parked[12*m0_ + 9] = bp_vsplat_d(0);
+                            parked[12*m0_ + 10] = bp_vsplat_d(0);
+                            parked[12*m0_ + 11] = bp_vsplat_d(0);
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[12*m0_];
+                                bp_vd v_0_1 = parked[12*m0_ + 1];
+                                bp_vd v_0_2 = parked[12*m0_ + 2];
+                                bp_vd v_1_0 = parked[12*m0_ + 3];
+                                bp_vd v_1_1 = parked[12*m0_ + 4];
+                                bp_vd v_1_2 = parked[12*m0_ + 5];
+                                bp_vd v_2_0 = parked[12*m0_ + 6];
+                                bp_vd v_2_1 = parked[12*m0_ + 7];
+                                bp_vd v_2_2 = parked[12*m0_ + 8];
+                                bp_vd v_3_0 = parked[12*m0_ + 9];
+                                bp_vd v_3_1 = parked[12*m0_ + 10];
+                                bp_vd v_3_2 = parked[12*m0_ + 11];
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                                parked[12*m0_] = v_0_0;
+                                parked[12*m0_ + 1] = v_0_1;
+                                parked[12*m0_ + 2] = v_0_2;
+                                parked[12*m0_ + 3] = v_1_0;
+                                parked[12*m0_ + 4] = v_1_1;
+                                parked[12*m0_ + 5] = v_1_2;
+                                parked[12*m0_ + 6] = v_2_0;
+                                parked[12*m0_ + 7] = v_2_1;
+                                parked[12*m0_ + 8] = v_2_2;
+                                parked[12*m0_ + 9] = v_3_0;
+                                parked[12*m0_ + 10] = v_3_1;
+                                parked[12*m0_ + 11] = v_3_2;
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vd v_0_0 = parked[12*m0_];
+                            bp_vd v_0_1 = parked[12*m0_ + 1];
+                            bp_vd v_0_2 = parked[12*m0_ + 2];
+                            bp_vd v_1_0 = parked[12*m0_ + 3];
+                            bp_vd v_1_1 = parked[12*m0_ + 4];
+                            bp_vd v_1_2 = parked[12*m0_ + 5];
+                            bp_vd v_2_0 = parked[12*m0_ + 6];
+                            bp_vd v_2_1 = parked[12*m0_ + 7];
+                            bp_vd v_2_2 = parked[12*m0_ + 8];
+                            bp_vd v_3_0 = parked[12*m0_ + 9];
+                            bp_vd v_3_1 = parked[12*m0_ + 10];
+                            bp_vd v_3_2 = parked[12*m0_ + 11];
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vd parked[4*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[4*m0_] = bp_vsplat_d(0);
+                                parked[4*m0_ + 1] = bp_vsplat_d(0);
+                                parked[4*m0_ + 2] = bp_vsplat_d(0);
+                                parked[4*m0_ + 3] = bp_vsplat_d(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[4*m0_];
+                                    bp_vd v_1_0 = parked[4*m0_ + 1];
+                                    bp_vd v_2_0 = parked[4*m0_ + 2];
+                                    bp_vd v_3_0 = parked[4*m0_ + 3];
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    parked[4*m0_] = v_0_0;
+                                    parked[4*m0_ + 1] = v_1_0;
+                                    parked[4*m0_ + 2] = v_2_0;
+                                    parked[4*m0_ + 3] = v_3_0;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[4*m0_];
+                                bp_vd v_1_0 = parked[4*m0_ + 1];
+                                bp_vd v_2_0 = parked[4*m0_ + 2];
+                                bp_vd v_3_0 = parked[4*m0_ + 3];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vd parked[3*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[3*m0_] = bp_vsplat_d(0);
+                                parked[3*m0_ + 1] = bp_vsplat_d(0);
+                                parked[3*m0_ + 2] = bp_vsplat_d(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[3*m0_];
+                                    bp_vd v_0_1 = parked[3*m0_ + 1];
+                                    bp_vd v_0_2 = parked[3*m0_ + 2];
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                    parked[3*m0_] = v_0_0;
+                                    parked[3*m0_ + 1] = v_0_1;
+                                    parked[3*m0_ + 2] = v_0_2;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[3*m0_];
+                                bp_vd v_0_1 = parked[3*m0_ + 1];
+                                bp_vd v_0_2 = parked[3*m0_ + 2];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vd parked[K0];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    parked[m0_] = bp_vsplat_d(0);
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vd v_0_0 = parked[m0_];
+                                        int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                        int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        parked[m0_] = v_0_0;
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[m0_];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part8(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vd v_0_0 = {0};
+                            bp_vd v_0_1 = {0};
+                            bp_vd v_0_2 = {0};
+                            bp_vd v_1_0 = {0};
+                            bp_vd v_1_1 = {0};
+                            bp_vd v_1_2 = {0};
+                            bp_vd v_2_0 = {0};
+                            bp_vd v_2_1 = {0};
+                            bp_vd v_2_2 = {0};
+                            bp_vd v_3_0 = {0};
+                            bp_vd v_3_1 = {0};
+                            bp_vd v_3_2 = {0};
+                            int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                            int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_3_0 = {0};
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0), 1), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + v0, 1, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, -D0*m0_ + P0);
+                                    int64_t vhi = bp_min(O0 - 1, -D0*m0_ + H0 + P0 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0), 1), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + v0, 1, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part9(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vd parked[12*K0];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            parked[12*m0_] = bp_vsplat_d(0);
+                            parked[12*m0_ + 1] = bp_vsplat_d(0);
+                            parked[12*m0_ + 2] = bp_vsplat_d(0);
+                            parked[12*m0_ + 3] = bp_vsplat_d(0);
+                            parked[12*m0_ + 4] = bp_vsplat_d(0);
+                            parked[12*m0_ + 5] = bp_vsplat_d(0);
+                            parked[12*m0_ + 6] = bp_vsplat_d(0);
+                            parked[12*m0_ + 7] = bp_vsplat_d(0);
+                            parked[12*m0_ + 8] = bp_vsplat_d(0);
+                            parked[12*m0_ + 9] = bp_vsplat_d(0);
+                            parked[12*m0_ + 10] = bp_vsplat_d(0);
+                            parked[12*m0_ + 11] = bp_vsplat_d(0);
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[12*m0_];
+                                bp_vd v_0_1 = parked[12*m0_ + 1];
+                                bp_vd v_0_2 = parked[12*m0_ + 2];
+                                bp_vd v_1_0 = parked[12*m0_ + 3];
+                                bp_vd v_1_1 = parked[12*m0_ + 4];
+                                bp_vd v_1_2 = parked[12*m0_ + 5];
+                                bp_vd v_2_0 = parked[12*m0_ + 6];
+                                bp_vd v_2_1 = parked[12*m0_ + 7];
+                                bp_vd v_2_2 = parked[12*m0_ + 8];
+                                bp_vd v_3_0 = parked[12*m0_ + 9];
+                                bp_vd v_3_1 = parked[12*m0_ + 10];
+                                bp_vd v_3_2 = parked[12*m0_ + 11];
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                                parked[12*m0_] = v_0_0;
+                                parked[12*m0_ + 1] = v_0_1;
+                                parked[12*m0_ + 2] = v_0_2;
+                                parked[12*m0_ + 3] = v_1_0;
+                                parked[12*m0_ + 4] = v_1_1;
+                                parked[12*m0_ + 5] = v_1_2;
+                                parked[12*m0_ + 6] = v_2_0;
+                                parked[12*m0_ + 7] = v_2_1;
+                                parked[12*m0_ + 8] = v_2_2;
+                                parked[12*m0_ + 9] = v_3_0;
+                                parked[12*m0_ + 10] = v_3_1;
+                                parked[12*m0_ + 11] = v_3_2;
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vd v_0_0 = parked[12*m0_];
+                            bp_vd v_0_1 = parked[12*m0_ + 1];
+                            bp_vd v_0_2 = parked[12*m0_ + 2];
+                            bp_vd v_1_0 = parked[12*m0_ + 3];
+                            bp_vd v_1_1 = parked[12*m0_ + 4];
+                            bp_vd v_1_2 = parked[12*m0_ + 5];
+                            bp_vd v_2_0 = parked[12*m0_ + 6];
+                            bp_vd v_2_1 = parked[12*m0_ + 7];
+                            bp_vd v_2_2 = parked[12*m0_ + 8];
+                            bp_vd v_3_0 = parked[12*m0_ + 9];
+                            bp_vd v_3_1 = parked[12*m0_ + 10];
+                            bp_vd v_3_2 = parked[12*m0_ + 11];
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vd parked[4*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[4*m0_] = bp_vsplat_d(0);
+                                parked[4*m0_ + 1] = bp_vsplat_d(0);
+                                parked[4*m0_ + 2] = bp_vsplat_d(0);
+                                parked[4*m0_ + 3] = bp_vsplat_d(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[4*m0_];
+                                    bp_vd v_1_0 = parked[4*m0_ + 1];
+                                    bp_vd v_2_0 = parked[4*m0_ + 2];
+                                    bp_vd v_3_0 = parked[4*m0_ + 3];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                    parked[4*m0_] = v_0_0;
+                                    parked[4*m0_ + 1] = v_1_0;
+                                    parked[4*m0_ + 2] = v_2_0;
+                                    parked[4*m0_ + 3] = v_3_0;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[4*m0_];
+                                bp_vd v_1_0 = parked[4*m0_ + 1];
+                                bp_vd v_2_0 = parked[4*m0_ + 2];
+                                bp_vd v_3_0 = parked[4*m0_ + 3];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vd parked[3*K0];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                parked[3*m0_] = bp_vsplat_d(0);
+                                parked[3*m0_ + 1] = bp_vsplat_d(0);
+                                parked[3*m0_ + 2] = bp_vsplat_d(0);
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[3*m0_];
+                                    bp_vd v_0_1 = parked[3*m0_ + 1];
+                                    bp_vd v_0_2 = parked[3*m0_ + 2];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                    parked[3*m0_] = v_0_0;
+                                    parked[3*m0_ + 1] = v_0_1;
+                                    parked[3*m0_ + 2] = v_0_2;
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = parked[3*m0_];
+                                bp_vd v_0_1 = parked[3*m0_ + 1];
+                                bp_vd v_0_2 = parked[3*m0_ + 2];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vd parked[K0];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    parked[m0_] = bp_vsplat_d(0);
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        bp_vd v_0_0 = parked[m0_];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                        int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        parked[m0_] = v_0_0;
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = parked[m0_];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part10(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vd v_0_0 = {0};
+                            bp_vd v_0_1 = {0};
+                            bp_vd v_0_2 = {0};
+                            bp_vd v_1_0 = {0};
+                            bp_vd v_1_1 = {0};
+                            bp_vd v_1_2 = {0};
+                            bp_vd v_2_0 = {0};
+                            bp_vd v_2_1 = {0};
+                            bp_vd v_2_2 = {0};
+                            bp_vd v_3_0 = {0};
+                            bp_vd v_3_1 = {0};
+                            bp_vd v_3_2 = {0};
+                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_3_0 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0), 2), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0), 2), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + 2*v0, 2, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + 2*v0, 2, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, 2));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0), 2), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + 2*v0, 2, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv1d_weight_f64_part11(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            bp_vd v_0_0 = {0};
+                            bp_vd v_0_1 = {0};
+                            bp_vd v_0_2 = {0};
+                            bp_vd v_1_0 = {0};
+                            bp_vd v_1_1 = {0};
+                            bp_vd v_1_2 = {0};
+                            bp_vd v_2_0 = {0};
+                            bp_vd v_2_1 = {0};
+                            bp_vd v_2_2 = {0};
+                            bp_vd v_3_0 = {0};
+                            bp_vd v_3_1 = {0};
+                            bp_vd v_3_2 = {0};
+                            int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                            int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                    bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                    v_0_0 += x0*x1;
+                                    v_0_1 += x0*x2;
+                                    v_0_2 += x0*x3;
+                                    v_1_0 += x1*x4;
+                                    v_1_1 += x2*x4;
+                                    v_1_2 += x3*x4;
+                                    v_2_0 += x1*x5;
+                                    v_2_1 += x2*x5;
+                                    v_2_2 += x3*x5;
+                                    v_3_0 += x1*x6;
+                                    v_3_1 += x2*x6;
+                                    v_3_2 += x3*x6;
+                                }
+                                if (vend <= vhi) {
+                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0), x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0), x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                            bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    } else {
+                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                            int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                            int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, x3_lanes);
+                                            int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x4_lanes);
+                                            int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x5_lanes);
+                                            int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                            bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x6_lanes);
+                                            v_0_0 += x0*x1;
+                                            v_0_1 += x0*x2;
+                                            v_0_2 += x0*x3;
+                                            v_1_0 += x1*x4;
+                                            v_1_1 += x2*x4;
+                                            v_1_2 += x3*x4;
+                                            v_2_0 += x1*x5;
+                                            v_2_1 += x2*x5;
+                                            v_2_2 += x3*x5;
+                                            v_3_0 += x1*x6;
+                                            v_3_1 += x2*x6;
+                                            v_3_2 += x3*x6;
+                                        }
+                                    }
+                                }
+                            }
+                            double t_0_0 = bp_hsum_d(v_0_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                            double t_0_1 = bp_hsum_d(v_0_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                            double t_0_2 = bp_hsum_d(v_0_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            double t_1_0 = bp_hsum_d(v_1_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                            double t_1_1 = bp_hsum_d(v_1_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_] = t_1_1;
+                            double t_1_2 = bp_hsum_d(v_1_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_] = t_1_2;
+                            double t_2_0 = bp_hsum_d(v_2_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                            double t_2_1 = bp_hsum_d(v_2_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_] = t_2_1;
+                            double t_2_2 = bp_hsum_d(v_2_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_] = t_2_2;
+                            double t_3_0 = bp_hsum_d(v_3_0);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            double t_3_1 = bp_hsum_d(v_3_1);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_] = t_3_1;
+                            double t_3_2 = bp_hsum_d(v_3_2);
+                            grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_] = t_3_2;
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_3_0 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                        bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1);
+                                        v_0_0 += x0*x1;
+                                        v_1_0 += x1*x2;
+                                        v_2_0 += x1*x3;
+                                        v_3_0 += x1*x4;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0), 1), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0), 1), x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0), 1), x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + O0 + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 2*O0 + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + 3*O0 + v0, 1, x4_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_] = t_1_0;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_] = t_2_0;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_] = t_3_0;
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                        bp_vd x2 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0);
+                                        bp_vd x3 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0);
+                                        v_0_0 += x0*x1;
+                                        v_0_1 += x0*x2;
+                                        v_0_2 += x0*x3;
+                                    }
+                                    if (vend <= vhi) {
+                                        if (vhi - vlo + 1 >= BP_LANES_D) {
+                                            for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0), S0), x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0), S0), x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        } else {
+                                            for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + H0 - P0 + S0*v0, S0, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b + 2*H0 - P0 + S0*v0, S0, x3_lanes);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_] = t_0_2;
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    bp_vd v_0_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t vhi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1);
+                                            bp_vd x1 = bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0);
+                                            v_0_0 += x0*x1;
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*n + KG*O0*g_ + O0*k__b + v0), 1), x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0), S0), x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            } else {
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*n + KG*O0*g_ + O0*k__b + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*n + CG*H0*g_ + D0*m0_ + H0*c__b - P0 + S0*v0, S0, x1_lanes);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K0*(CG*(KG*g_ + k__b) + c__b) + m0_] = t_0_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 #if !defined(BP_VECTOR)
-static void bpgen_conv1d_weight_f64_part6(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
+static void bpgen_conv1d_weight_f64_part12(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t G, int64_t H0, int64_t K0, int64_t KG, int64_t N, int64_t O0, int64_t P0, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -23622,91 +31470,169 @@ int bpgen_conv1d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(K0 - 1 >= 0)) return 7;
     if (!(P0 >= 0)) return 8;
 #ifdef BP_VECTOR
-    if (S0 == 1) {
-        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (BP_VREGS >= 32) {
+        if (S0 == 1) {
+            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                } else {
+                    bpgen_conv1d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                }
+#else
                 bpgen_conv1d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
             } else {
-                bpgen_conv1d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                if (O0 >= 256 && K0 <= 64) {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             }
-#else
-            bpgen_conv1d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-#endif
         } else {
-            if (O0 >= 256 && K0 <= 64) {
+            if (S0 == 2) {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                } else {
-                    bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-                bpgen_conv1d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                 } else {
-                    bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
                 }
 #else
-                bpgen_conv1d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
             }
         }
     } else {
-        if (S0 == 2) {
-            if (O0 >= 256 && K0 <= 64) {
+        if (S0 == 1) {
+            if (G*bp_floordiv(CG + 2, 3)*bp_floordiv(KG + 3, 4) < bp_threads()) {
 #ifdef _OPENMP
                 if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
                 } else {
-                    bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
                 }
 #else
-                bpgen_conv1d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
             } else {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                } else {
-                    bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
-                }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-                bpgen_conv1d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    bpgen_conv1d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
             }
         } else {
+            if (S0 == 2) {
+                if (O0 >= 256 && K0 <= 64) {
 #ifdef _OPENMP
-            if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
-            } else {
-                bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
-            }
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
 #else
-            bpgen_conv1d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                    bpgen_conv1d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv1d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    } else {
+                        bpgen_conv1d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+                    }
+#else
+                    bpgen_conv1d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0);
+#endif
+                }
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv1d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                } else {
+                    bpgen_conv1d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+                }
+#else
+                bpgen_conv1d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+#endif
+            }
         }
     }
 #else
 #ifdef _OPENMP
     if (CG*G*H0*N + CG*G*K0*KG + G*KG*N*O0 >= 32768) {
         #pragma omp parallel
-        bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     } else {
-        bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+        bpgen_conv1d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
     }
 #else
-    bpgen_conv1d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
+    bpgen_conv1d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, G, H0, K0, KG, N, O0, P0, S0);
 #endif
 #endif
     return 0;

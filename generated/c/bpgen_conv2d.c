@@ -9090,6 +9090,797 @@ static void bpgen_conv2d_f32_part17(float *restrict output, const float *restric
                         if (O1 >= BP_LANES_F) {
                             int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O1; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + v0), 1);
+                                                    float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_1_0 += x1*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x1*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x1*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        bp_vf v_1_0 = {0};
+                                        bp_vf v_1_1 = {0};
+                                        bp_vf v_1_2 = {0};
+                                        bp_vf v_2_0 = {0};
+                                        bp_vf v_2_1 = {0};
+                                        bp_vf v_2_2 = {0};
+                                        bp_vf v_3_0 = {0};
+                                        bp_vf v_3_1 = {0};
+                                        bp_vf v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_f(-D1*m1 - BP_LANES_F + P1 - v0, -D1*m1 + H1 - BP_LANES_F + P1 - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_f(-D1*m1 - 2*BP_LANES_F + P1 - v0, -D1*m1 + H1 - 2*BP_LANES_F + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0, 1, x2_lanes);
+                                                    bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + v0, 1, x3_lanes);
+                                                    float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_1_0 += x1*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x1*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x1*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                        bp_vf t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_0);
+                                        bp_vf t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_1);
+                                        bp_vf t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_2);
+                                        bp_vf t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_0);
+                                        bp_vf t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_1);
+                                        bp_vf t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_2);
+                                        bp_vf t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_0);
+                                        bp_vf t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_1);
+                                        bp_vf t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O1, 3*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                float x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                float x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                float x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                float x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                float x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                float x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                float x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                float x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    bp_vf t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                    bp_vf t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                    bp_vf t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                    bp_vf t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                    bp_vf t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                    bp_vf t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                    bp_vf t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                }
+                            }
+                            if (((O1) % BP_LANES_F) != 0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    float x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    float x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                    float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                    float x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                    float x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    float x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    float x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                    float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                    float x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                    float x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        bp_vf t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                        bp_vf t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                        bp_vf t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                        bp_vf t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                        bp_vf t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                        bp_vf t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                        bp_vf t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            bp_vf v_1 = {0};
+                            bp_vf v_2 = {0};
+                            bp_vf v_3 = {0};
+                            bp_vf v_4 = {0};
+                            bp_vf v_5 = {0};
+                            bp_vf v_6 = {0};
+                            bp_vf v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                        float x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                        float x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                        float x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                        float x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                        float x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                        float x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                        float x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                            }
+                            bp_vf t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
+                            bp_vf t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_1);
+                            bp_vf t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_2);
+                            bp_vf t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_3);
+                            bp_vf t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_4);
+                            bp_vf t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_5);
+                            bp_vf t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_6);
+                            bp_vf t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(O1, 3*BP_LANES_F);
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O1 >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_F + O1; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vf v_0_0 = {0};
+                                        bp_vf v_0_1 = {0};
+                                        bp_vf v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_f(-D1*m1 - BP_LANES_F + P1 - v0, -D1*m1 + H1 - BP_LANES_F + P1 - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_f(-D1*m1 - 2*BP_LANES_F + P1 - v0, -D1*m1 + H1 - 2*BP_LANES_F + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_F - P1 + v0, 1, x2_lanes);
+                                                    bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_F - P1 + v0, 1, x3_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vf t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vf t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_F + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    }
+                                }
+                                if (((O1) % BP_LANES_F) != 0) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t v0 = -BP_LANES_F + O1, v0_end = -BP_LANES_F + O1; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x1_lanes = bp_lane_mask_f(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            float x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                }
+                                bp_vf t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_f(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, bp_lane_mask_f(0, O1 - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_f32_part18(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n = 0; n <= N - 1; ++n) {
+        for (int64_t g = 0; g <= G - 1; ++g) {
+            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O1 >= BP_LANES_F) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_F + O1; v0 <= v0_end; v0 += BP_LANES_F) {
                                 if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                     bp_vf v_0 = {0};
@@ -9578,7 +10369,7 @@ static void bpgen_conv2d_f32_part17(float *restrict output, const float *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f32_part18(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_conv2d_f32_part19(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -9811,7 +10602,7 @@ static void bpgen_conv2d_f32_part18(float *restrict output, const float *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f32_part19(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_conv2d_f32_part20(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -10314,7 +11105,7 @@ static void bpgen_conv2d_f32_part19(float *restrict output, const float *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f32_part20(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f32_part21(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -10547,7 +11338,7 @@ static void bpgen_conv2d_f32_part20(float *restrict output, const float *restric
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f32_part21(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f32_part22(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -11050,7 +11841,7 @@ static void bpgen_conv2d_f32_part21(float *restrict output, const float *restric
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_f32_part22(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f32_part23(float *restrict output, const float *restrict input, const float *restrict weight, const float *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -11318,32 +12109,34 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                             bpgen_conv2d_f32_part16(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
                         } else {
+                            if (BP_VREGS < 32 && O1 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
-                                #pragma omp parallel
-                                bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            } else {
-                                bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            }
+                                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                    #pragma omp parallel
+                                    bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                } else {
+                                    bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                }
 #else
-                            bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                bpgen_conv2d_f32_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                            } else {
+#ifdef _OPENMP
+                                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                    #pragma omp parallel
+                                    bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                } else {
+                                    bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                }
+#else
+                                bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                            }
                         }
                     }
                 } else {
                     if (S1 == 2) {
                         if (O0*O1 >= BP_LANES_F && ((O1) % BP_LANES_F) != 0 && H1*S0 - 2*O1 == 0) {
-#ifdef _OPENMP
-                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
-                                #pragma omp parallel
-                                bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            } else {
-                                bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            }
-#else
-                            bpgen_conv2d_f32_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-#endif
-                        } else {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
@@ -11354,20 +12147,20 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
 #else
                             bpgen_conv2d_f32_part19(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
-                        }
-                    } else {
-                        if (O0*O1 >= BP_LANES_F && ((O1) % BP_LANES_F) != 0 && H1*S0 - O1*S1 == 0) {
+                        } else {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
-                                bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                                bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                             } else {
-                                bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                                bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                             }
 #else
-                            bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            bpgen_conv2d_f32_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
-                        } else {
+                        }
+                    } else {
+                        if (O0*O1 >= BP_LANES_F && ((O1) % BP_LANES_F) != 0 && H1*S0 - O1*S1 == 0) {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
@@ -11377,6 +12170,17 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
                             }
 #else
                             bpgen_conv2d_f32_part21(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+#endif
+                        } else {
+#ifdef _OPENMP
+                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                #pragma omp parallel
+                                bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            } else {
+                                bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            }
+#else
+                            bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
                         }
                     }
@@ -11388,12 +12192,12 @@ int bpgen_conv2d_f32(float *restrict output, const float *restrict input, const 
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_f32_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     } else {
-        bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_f32_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     }
 #else
-    bpgen_conv2d_f32_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+    bpgen_conv2d_f32_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
 #endif
     return 0;
@@ -20001,6 +20805,797 @@ static void bpgen_conv2d_f64_part17(double *restrict output, const double *restr
                         if (O1 >= BP_LANES_D) {
                             int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
                             int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O1; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + v0), 1);
+                                                    double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_1_0 += x1*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x1*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x1*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_2);
+                                    }
+                                } else {
+                                    for (int64_t k_bg = k_b, k_bg_end = k_b + 7; k_bg <= k_bg_end; k_bg += 4) {
+                                        int64_t k_b = k_bg;
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        bp_vd v_1_0 = {0};
+                                        bp_vd v_1_1 = {0};
+                                        bp_vd v_1_2 = {0};
+                                        bp_vd v_2_0 = {0};
+                                        bp_vd v_2_1 = {0};
+                                        bp_vd v_2_2 = {0};
+                                        bp_vd v_3_0 = {0};
+                                        bp_vd v_3_1 = {0};
+                                        bp_vd v_3_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_d(-D1*m1 - BP_LANES_D + P1 - v0, -D1*m1 + H1 - BP_LANES_D + P1 - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_d(-D1*m1 - 2*BP_LANES_D + P1 - v0, -D1*m1 + H1 - 2*BP_LANES_D + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0, 1, x2_lanes);
+                                                    bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + v0, 1, x3_lanes);
+                                                    double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                    v_1_0 += x1*x4;
+                                                    v_1_1 += x2*x4;
+                                                    v_1_2 += x3*x4;
+                                                    v_2_0 += x1*x5;
+                                                    v_2_1 += x2*x5;
+                                                    v_2_2 += x3*x5;
+                                                    v_3_0 += x1*x6;
+                                                    v_3_1 += x2*x6;
+                                                    v_3_2 += x3*x6;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                        bp_vd t_1_0 = v_1_0;
+                                        if ((bias != NULL)) {
+                                            t_1_0 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_0);
+                                        bp_vd t_1_1 = v_1_1;
+                                        if ((bias != NULL)) {
+                                            t_1_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_1);
+                                        bp_vd t_1_2 = v_1_2;
+                                        if ((bias != NULL)) {
+                                            t_1_2 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1_2);
+                                        bp_vd t_2_0 = v_2_0;
+                                        if ((bias != NULL)) {
+                                            t_2_0 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_0);
+                                        bp_vd t_2_1 = v_2_1;
+                                        if ((bias != NULL)) {
+                                            t_2_1 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_1);
+                                        bp_vd t_2_2 = v_2_2;
+                                        if ((bias != NULL)) {
+                                            t_2_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2_2);
+                                        bp_vd t_3_0 = v_3_0;
+                                        if ((bias != NULL)) {
+                                            t_3_0 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_0);
+                                        bp_vd t_3_1 = v_3_1;
+                                        if ((bias != NULL)) {
+                                            t_3_1 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_1);
+                                        bp_vd t_3_2 = v_3_2;
+                                        if ((bias != NULL)) {
+                                            t_3_2 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3_2);
+                                    }
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O1, 3*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                double x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                double x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                double x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                double x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                            for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                double x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                double x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                double x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                double x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x1*x2;
+                                                v_2 += x1*x3;
+                                                v_3 += x1*x4;
+                                                v_4 += x1*x5;
+                                                v_5 += x1*x6;
+                                                v_6 += x1*x7;
+                                                v_7 += x1*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    if ((bias != NULL)) {
+                                        t_0 += bias[KG*g + k_b];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    bp_vd t_1 = v_1;
+                                    if ((bias != NULL)) {
+                                        t_1 += bias[KG*g + k_b + 1];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                    bp_vd t_2 = v_2;
+                                    if ((bias != NULL)) {
+                                        t_2 += bias[KG*g + k_b + 2];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                    bp_vd t_3 = v_3;
+                                    if ((bias != NULL)) {
+                                        t_3 += bias[KG*g + k_b + 3];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                    bp_vd t_4 = v_4;
+                                    if ((bias != NULL)) {
+                                        t_4 += bias[KG*g + k_b + 4];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                    bp_vd t_5 = v_5;
+                                    if ((bias != NULL)) {
+                                        t_5 += bias[KG*g + k_b + 5];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                    bp_vd t_6 = v_6;
+                                    if ((bias != NULL)) {
+                                        t_6 += bias[KG*g + k_b + 6];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                    bp_vd t_7 = v_7;
+                                    if ((bias != NULL)) {
+                                        t_7 += bias[KG*g + k_b + 7];
+                                    }
+                                    bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                }
+                            }
+                            if (((O1) % BP_LANES_D) != 0) {
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    double x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    double x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                    double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                    double x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                    double x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    double x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                                    double x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                                    double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                                    double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                                    double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                                    double x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                                    double x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                    v_1 += x1*x2;
+                                                    v_2 += x1*x3;
+                                                    v_3 += x1*x4;
+                                                    v_4 += x1*x5;
+                                                    v_5 += x1*x6;
+                                                    v_6 += x1*x7;
+                                                    v_7 += x1*x8;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        bp_vd t_1 = v_1;
+                                        if ((bias != NULL)) {
+                                            t_1 += bias[KG*g + k_b + 1];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, t_1);
+                                        bp_vd t_2 = v_2;
+                                        if ((bias != NULL)) {
+                                            t_2 += bias[KG*g + k_b + 2];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, t_2);
+                                        bp_vd t_3 = v_3;
+                                        if ((bias != NULL)) {
+                                            t_3 += bias[KG*g + k_b + 3];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, t_3);
+                                        bp_vd t_4 = v_4;
+                                        if ((bias != NULL)) {
+                                            t_4 += bias[KG*g + k_b + 4];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, t_4);
+                                        bp_vd t_5 = v_5;
+                                        if ((bias != NULL)) {
+                                            t_5 += bias[KG*g + k_b + 5];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, t_5);
+                                        bp_vd t_6 = v_6;
+                                        if ((bias != NULL)) {
+                                            t_6 += bias[KG*g + k_b + 6];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, t_6);
+                                        bp_vd t_7 = v_7;
+                                        if ((bias != NULL)) {
+                                            t_7 += bias[KG*g + k_b + 7];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, t_7);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            bp_vd v_1 = {0};
+                            bp_vd v_2 = {0};
+                            bp_vd v_3 = {0};
+                            bp_vd v_4 = {0};
+                            bp_vd v_5 = {0};
+                            bp_vd v_6 = {0};
+                            bp_vd v_7 = {0};
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
+                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                        double x2 = weight[K1*(K0*(CG*(KG*g + k_b + 1) + c) + m0) + m1];
+                                        double x3 = weight[K1*(K0*(CG*(KG*g + k_b + 2) + c) + m0) + m1];
+                                        double x4 = weight[K1*(K0*(CG*(KG*g + k_b + 3) + c) + m0) + m1];
+                                        double x5 = weight[K1*(K0*(CG*(KG*g + k_b + 4) + c) + m0) + m1];
+                                        double x6 = weight[K1*(K0*(CG*(KG*g + k_b + 5) + c) + m0) + m1];
+                                        double x7 = weight[K1*(K0*(CG*(KG*g + k_b + 6) + c) + m0) + m1];
+                                        double x8 = weight[K1*(K0*(CG*(KG*g + k_b + 7) + c) + m0) + m1];
+                                        v_0 += x0*x1;
+                                        v_1 += x1*x2;
+                                        v_2 += x1*x3;
+                                        v_3 += x1*x4;
+                                        v_4 += x1*x5;
+                                        v_5 += x1*x6;
+                                        v_6 += x1*x7;
+                                        v_7 += x1*x8;
+                                    }
+                                }
+                            }
+                            bp_vd t_0 = v_0;
+                            if ((bias != NULL)) {
+                                t_0 += bias[KG*g + k_b];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
+                            bp_vd t_1 = v_1;
+                            if ((bias != NULL)) {
+                                t_1 += bias[KG*g + k_b + 1];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_1);
+                            bp_vd t_2 = v_2;
+                            if ((bias != NULL)) {
+                                t_2 += bias[KG*g + k_b + 2];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 2*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_2);
+                            bp_vd t_3 = v_3;
+                            if ((bias != NULL)) {
+                                t_3 += bias[KG*g + k_b + 3];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 3*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_3);
+                            bp_vd t_4 = v_4;
+                            if ((bias != NULL)) {
+                                t_4 += bias[KG*g + k_b + 4];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 4*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_4);
+                            bp_vd t_5 = v_5;
+                            if ((bias != NULL)) {
+                                t_5 += bias[KG*g + k_b + 5];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 5*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_5);
+                            bp_vd t_6 = v_6;
+                            if ((bias != NULL)) {
+                                t_6 += bias[KG*g + k_b + 6];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 6*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_6);
+                            bp_vd t_7 = v_7;
+                            if ((bias != NULL)) {
+                                t_7 += bias[KG*g + k_b + 7];
+                            }
+                            bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + 7*O0*O1 + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_7);
+                        }
+                    } else {
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(O1, 3*BP_LANES_D);
+                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                        for (int64_t k_b1 = k_b, k_b1_end = KG - 1; k_b1 <= k_b1_end; ++k_b1) {
+                            int64_t k_b = k_b1;
+                            if (O1 >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = -3*BP_LANES_D + O1; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                    } else {
+                                        bp_vd v_0_0 = {0};
+                                        bp_vd v_0_1 = {0};
+                                        bp_vd v_0_2 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                int64_t x2_lanes = bp_lane_mask_d(-D1*m1 - BP_LANES_D + P1 - v0, -D1*m1 + H1 - BP_LANES_D + P1 - v0 - 1);
+                                                int64_t x3_lanes = bp_lane_mask_d(-D1*m1 - 2*BP_LANES_D + P1 - v0, -D1*m1 + H1 - 2*BP_LANES_D + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + BP_LANES_D - P1 + v0, 1, x2_lanes);
+                                                    bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 + 2*BP_LANES_D - P1 + v0, 1, x3_lanes);
+                                                    v_0_0 += x0*x1;
+                                                    v_0_1 += x0*x2;
+                                                    v_0_2 += x0*x3;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0_0 = v_0_0;
+                                        if ((bias != NULL)) {
+                                            t_0_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0_0);
+                                        bp_vd t_0_1 = v_0_1;
+                                        if ((bias != NULL)) {
+                                            t_0_1 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_1);
+                                        bp_vd t_0_2 = v_0_2;
+                                        if ((bias != NULL)) {
+                                            t_0_2 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + 2*BP_LANES_D + O0*O1*k_b + O1*o0 + v0), 1, t_0_2);
+                                    }
+                                }
+                                for (int64_t v0 = v0_lo, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                    double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                    bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        if ((bias != NULL)) {
+                                            t_0 += bias[KG*g + k_b];
+                                        }
+                                        bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                    }
+                                }
+                                if (((O1) % BP_LANES_D) != 0) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
+                                    for (int64_t v0 = -BP_LANES_D + O1, v0_end = -BP_LANES_D + O1; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x1_lanes = bp_lane_mask_d(-D1*m1 + P1 - v0, -D1*m1 + H1 + P1 - v0 - 1);
+                                                    for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                                        double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        v_0 += x0*x1;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            if ((bias != NULL)) {
+                                                t_0 += bias[KG*g + k_b];
+                                            }
+                                            bp_vstore_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, t_0);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, -D1*m1 + P1), -v0 + bp_min(O1 - 1, -D1*m1 + H1 + P1 - 1));
+                                        for (int64_t c = 0, c_end = CG - 1; c <= c_end; ++c) {
+                                            double x0 = weight[K1*(K0*(CG*(KG*g + k_b) + c) + m0) + m1];
+                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g + D0*H1*m0 + D1*m1 + H0*H1*c - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                            v_0 += x0*x1;
+                                        }
+                                    }
+                                }
+                                bp_vd t_0 = v_0;
+                                if ((bias != NULL)) {
+                                    t_0 += bias[KG*g + k_b];
+                                }
+                                bp_vstore_masked_d(output + (G*KG*O0*O1*n + KG*O0*O1*g + O0*O1*k_b + O1*o0 + v0), 1, bp_lane_mask_d(0, O1 - v0 - 1), t_0);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_f64_part18(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n = 0; n <= N - 1; ++n) {
+        for (int64_t g = 0; g <= G - 1; ++g) {
+            for (int64_t o0 = 0; o0 <= O0 - 1; ++o0) {
+                int64_t vlo = P1;
+                int64_t vhi = bp_min(O1 - 1, -D1*K1 + D1 + H1 + P1 - 1);
+                for (int64_t k_b = 0, k_b_end = KG - 1; k_b <= k_b_end; k_b += 8) {
+                    if (k_b + 8 <= KG) {
+                        if (O1 >= BP_LANES_D) {
+                            int64_t m0_lo = bp_max(0, bp_ceildiv(P0 - S0*o0, D0));
+                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(H0 + P0 - S0*o0 - 1, D0));
                             for (int64_t v0 = 0, v0_end = -BP_LANES_D + O1; v0 <= v0_end; v0 += BP_LANES_D) {
                                 if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                     bp_vd v_0 = {0};
@@ -20489,7 +22084,7 @@ static void bpgen_conv2d_f64_part17(double *restrict output, const double *restr
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f64_part18(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_conv2d_f64_part19(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -20722,7 +22317,7 @@ static void bpgen_conv2d_f64_part18(double *restrict output, const double *restr
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f64_part19(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+static void bpgen_conv2d_f64_part20(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -21225,7 +22820,7 @@ static void bpgen_conv2d_f64_part19(double *restrict output, const double *restr
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f64_part20(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f64_part21(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -21458,7 +23053,7 @@ static void bpgen_conv2d_f64_part20(double *restrict output, const double *restr
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_f64_part21(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f64_part22(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -21961,7 +23556,7 @@ static void bpgen_conv2d_f64_part21(double *restrict output, const double *restr
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_f64_part22(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_f64_part23(double *restrict output, const double *restrict input, const double *restrict weight, const double *restrict bias, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -22229,32 +23824,34 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                             bpgen_conv2d_f64_part16(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
                         } else {
+                            if (BP_VREGS < 32 && O1 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
-                                #pragma omp parallel
-                                bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            } else {
-                                bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            }
+                                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                    #pragma omp parallel
+                                    bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                } else {
+                                    bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                }
 #else
-                            bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                bpgen_conv2d_f64_part17(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                            } else {
+#ifdef _OPENMP
+                                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                    #pragma omp parallel
+                                    bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                } else {
+                                    bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                                }
+#else
+                                bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                            }
                         }
                     }
                 } else {
                     if (S1 == 2) {
                         if (O0*O1 >= BP_LANES_D && ((O1) % BP_LANES_D) != 0 && H1*S0 - 2*O1 == 0) {
-#ifdef _OPENMP
-                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
-                                #pragma omp parallel
-                                bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            } else {
-                                bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                            }
-#else
-                            bpgen_conv2d_f64_part18(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-#endif
-                        } else {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
@@ -22265,20 +23862,20 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
 #else
                             bpgen_conv2d_f64_part19(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
-                        }
-                    } else {
-                        if (O0*O1 >= BP_LANES_D && ((O1) % BP_LANES_D) != 0 && H1*S0 - O1*S1 == 0) {
+                        } else {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
-                                bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                                bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                             } else {
-                                bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                                bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                             }
 #else
-                            bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            bpgen_conv2d_f64_part20(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
-                        } else {
+                        }
+                    } else {
+                        if (O0*O1 >= BP_LANES_D && ((O1) % BP_LANES_D) != 0 && H1*S0 - O1*S1 == 0) {
 #ifdef _OPENMP
                             if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
                                 #pragma omp parallel
@@ -22288,6 +23885,17 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
                             }
 #else
                             bpgen_conv2d_f64_part21(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+#endif
+                        } else {
+#ifdef _OPENMP
+                            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
+                                #pragma omp parallel
+                                bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            } else {
+                                bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                            }
+#else
+                            bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
                         }
                     }
@@ -22299,12 +23907,12 @@ int bpgen_conv2d_f64(double *restrict output, const double *restrict input, cons
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 + G*KG >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_f64_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     } else {
-        bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_f64_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     }
 #else
-    bpgen_conv2d_f64_part22(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+    bpgen_conv2d_f64_part23(output, input, weight, bias, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
 #endif
     return 0;
@@ -23462,6 +25070,576 @@ static void bpgen_conv2d_input_f32_part3(float *restrict grad_input, const float
                                 if (H1 - i1r >= BP_LANES_F) {
                                     int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                        if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_1_2 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_2_2 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                                bp_vf t_1_0 = v_1_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                                bp_vf t_1_2 = v_1_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                                bp_vf t_2_0 = v_2_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                                bp_vf t_2_2 = v_2_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                                bp_vf t_3_0 = v_3_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                                bp_vf t_3_2 = v_3_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                            }
+                                        } else {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_1_2 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_2_2 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_f(D1*m1 - BP_LANES_F - P1 - i1r - v0, D1*m1 - BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_f(D1*m1 - 2*BP_LANES_F - P1 - i1r - v0, D1*m1 - 2*BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vf x3 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x3_lanes);
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                                bp_vf t_1_0 = v_1_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                                bp_vf t_1_2 = v_1_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                                bp_vf t_2_0 = v_2_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                                bp_vf t_2_2 = v_2_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                                bp_vf t_3_0 = v_3_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                                bp_vf t_3_2 = v_3_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                            }
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
+                                }
+                            } else {
+                                int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    if (H1 - i1r >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            } else {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_f(D1*m1 - BP_LANES_F - P1 - i1r - v0, D1*m1 - BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_f(D1*m1 - 2*BP_LANES_F - P1 - i1r - v0, D1*m1 - 2*BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vf x3 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x3_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            }
+                                        }
+                                        for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                for (int64_t i0q = 0, i0q_end = H0 - i0r - 1; i0q <= i0q_end; ++i0q) {
+                    for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                         if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                             bp_vf v_0 = {0};
@@ -23817,7 +25995,7 @@ static void bpgen_conv2d_input_f32_part3(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -24417,7 +26595,587 @@ static void bpgen_conv2d_input_f32_part4(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                    for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                if (H1 - i1r >= BP_LANES_F) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                        if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_1_2 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_2_2 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                                bp_vf t_1_0 = v_1_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                                bp_vf t_1_2 = v_1_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                                bp_vf t_2_0 = v_2_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                                bp_vf t_2_2 = v_2_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                                bp_vf t_3_0 = v_3_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                                bp_vf t_3_2 = v_3_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                            }
+                                        } else {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                bp_vf v_1_0 = {0};
+                                                bp_vf v_1_1 = {0};
+                                                bp_vf v_1_2 = {0};
+                                                bp_vf v_2_0 = {0};
+                                                bp_vf v_2_1 = {0};
+                                                bp_vf v_2_2 = {0};
+                                                bp_vf v_3_0 = {0};
+                                                bp_vf v_3_1 = {0};
+                                                bp_vf v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_f(D1*m1 - BP_LANES_F - P1 - i1r - v0, D1*m1 - BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_f(D1*m1 - 2*BP_LANES_F - P1 - i1r - v0, D1*m1 - 2*BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vf x3 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x3_lanes);
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                                bp_vf t_1_0 = v_1_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vf t_1_1 = v_1_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                                bp_vf t_1_2 = v_1_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                                bp_vf t_2_0 = v_2_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vf t_2_1 = v_2_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                                bp_vf t_2_2 = v_2_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                                bp_vf t_3_0 = v_3_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vf t_3_1 = v_3_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                                bp_vf t_3_2 = v_3_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                            }
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                        float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vf t_0 = v_0;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = v_1;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = v_2;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = v_3;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = v_4;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = v_5;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = v_6;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = v_7;
+                                            bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                        for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vf t_1 = v_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vf t_2 = v_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vf t_3 = v_3;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vf t_4 = v_4;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vf t_5 = v_5;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vf t_6 = v_6;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vf t_7 = v_7;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                float x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                float x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                float x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                float x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                float x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                float x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                float x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vf t_0 = v_0;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                    bp_vf t_1 = v_1;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_1);
+                                    bp_vf t_2 = v_2;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_2);
+                                    bp_vf t_3 = v_3;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_3);
+                                    bp_vf t_4 = v_4;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_4);
+                                    bp_vf t_5 = v_5;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_5);
+                                    bp_vf t_6 = v_6;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_6);
+                                    bp_vf t_7 = v_7;
+                                    bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
+                                }
+                            } else {
+                                int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    if (H1 - i1r >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            } else {
+                                                bp_vf v_0_0 = {0};
+                                                bp_vf v_0_1 = {0};
+                                                bp_vf v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_f(D1*m1 - BP_LANES_F - P1 - i1r - v0, D1*m1 - BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_f(D1*m1 - 2*BP_LANES_F - P1 - i1r - v0, D1*m1 - 2*BP_LANES_F + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vf x2 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vf x3 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_F + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x3_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0_0 = v_0_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vf t_0_1 = v_0_1;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                                bp_vf t_0_2 = v_0_2;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            }
+                                        }
+                                        for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vf t_0 = v_0;
+                                                bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                                float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vf t_0 = v_0;
+                                                    bp_vstore_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                            for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                    float x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vf t_0 = v_0;
+                                        bp_vstore_masked_f(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -24795,7 +27553,7 @@ static void bpgen_conv2d_input_f32_part5(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f32_part8(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -25179,7 +27937,7 @@ static void bpgen_conv2d_input_f32_part6(float *restrict grad_input, const float
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f32_part9(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -25563,7 +28321,7 @@ static void bpgen_conv2d_input_f32_part7(float *restrict grad_input, const float
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_input_f32_part8(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f32_part10(float *restrict grad_input, const float *restrict grad_output, const float *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -25655,33 +28413,35 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
                     bpgen_conv2d_input_f32_part2(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
 #endif
                 } else {
+                    if (BP_VREGS < 32 && H1 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                        #pragma omp parallel
-                        bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
-                    } else {
-                        bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
-                    }
+                        if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        } else {
+                            bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        }
 #else
-                    bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        bpgen_conv2d_input_f32_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
 #endif
+                    } else {
+#ifdef _OPENMP
+                        if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        } else {
+                            bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        }
+#else
+                        bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+#endif
+                    }
                 }
             }
         }
     } else {
         if (S1 == 1) {
             if (BP_VREGS >= 32 && H1 >= 2*BP_LANES_F) {
-#ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-                } else {
-                    bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-                }
-#else
-                bpgen_conv2d_input_f32_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-#endif
-            } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
@@ -25692,29 +28452,53 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
 #else
                 bpgen_conv2d_input_f32_part5(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
 #endif
+            } else {
+                if (BP_VREGS < 32 && H1 >= 3*BP_LANES_F) {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    } else {
+                        bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    }
+#else
+                    bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    } else {
+                        bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    }
+#else
+                    bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+#endif
+                }
             }
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
                 } else {
-                    bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
                 }
 #else
-                bpgen_conv2d_input_f32_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
 #endif
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                    bpgen_conv2d_input_f32_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
                 } else {
-                    bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                    bpgen_conv2d_input_f32_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
                 }
 #else
-                bpgen_conv2d_input_f32_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                bpgen_conv2d_input_f32_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
 #endif
             }
         }
@@ -25723,12 +28507,12 @@ int bpgen_conv2d_input_f32(float *restrict grad_input, const float *restrict gra
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+        bpgen_conv2d_input_f32_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
     } else {
-        bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+        bpgen_conv2d_input_f32_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
     }
 #else
-    bpgen_conv2d_input_f32_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+    bpgen_conv2d_input_f32_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
 #endif
 #endif
     return 0;
@@ -26886,6 +29670,576 @@ static void bpgen_conv2d_input_f64_part3(double *restrict grad_input, const doub
                                 if (H1 - i1r >= BP_LANES_D) {
                                     int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
                                     int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                        if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_1_2 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_2_2 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                                bp_vd t_1_0 = v_1_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                                bp_vd t_1_2 = v_1_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                                bp_vd t_2_0 = v_2_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                                bp_vd t_2_2 = v_2_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                                bp_vd t_3_0 = v_3_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                                bp_vd t_3_2 = v_3_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                            }
+                                        } else {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_1_2 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_2_2 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_d(D1*m1 - BP_LANES_D - P1 - i1r - v0, D1*m1 - BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_d(D1*m1 - 2*BP_LANES_D - P1 - i1r - v0, D1*m1 - 2*BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vd x3 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x3_lanes);
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                                bp_vd t_1_0 = v_1_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                                bp_vd t_1_2 = v_1_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                                bp_vd t_2_0 = v_2_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                                bp_vd t_2_2 = v_2_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                                bp_vd t_3_0 = v_3_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                                bp_vd t_3_2 = v_3_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                            }
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                        int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                        for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
+                                }
+                            } else {
+                                int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    if (H1 - i1r >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            } else {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_d(D1*m1 - BP_LANES_D - P1 - i1r - v0, D1*m1 - BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_d(D1*m1 - 2*BP_LANES_D - P1 - i1r - v0, D1*m1 - 2*BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vd x3 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x3_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            }
+                                        }
+                                        for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                    for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                            int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
+                                            for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                                        for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; ++m0) {
+                                            for (int64_t m1 = 0, m1_end = K1 - 1; m1 <= m1_end; ++m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D0*O1*m0 - D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*P0 + O1*i0q + O1*i0r + P1 + i1r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                for (int64_t i0q = 0, i0q_end = H0 - i0r - 1; i0q <= i0q_end; ++i0q) {
+                    for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_max(0, bp_ceildiv(-O0 + P0 + i0q + i0r + 1, D0));
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + i0q + i0r, D0));
                                     for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                         if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                             bp_vd v_0 = {0};
@@ -27241,7 +30595,7 @@ static void bpgen_conv2d_input_f64_part3(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -27841,7 +31195,587 @@ static void bpgen_conv2d_input_f64_part4(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+            for (int64_t i0r = 0; i0r <= S0 - 1; ++i0r) {
+                int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                    for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                        int64_t vlo = bp_max(0, D1*K1 - D1 - P1 - i1r);
+                        int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 8) {
+                            if (c__b + 8 <= CG) {
+                                if (H1 - i1r >= BP_LANES_D) {
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                        if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_1_2 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_2_2 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                                bp_vd t_1_0 = v_1_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                                bp_vd t_1_2 = v_1_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                                bp_vd t_2_0 = v_2_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                                bp_vd t_2_2 = v_2_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                                bp_vd t_3_0 = v_3_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                                bp_vd t_3_2 = v_3_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                            }
+                                        } else {
+                                            for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                int64_t c__b = c__bg;
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                bp_vd v_1_0 = {0};
+                                                bp_vd v_1_1 = {0};
+                                                bp_vd v_1_2 = {0};
+                                                bp_vd v_2_0 = {0};
+                                                bp_vd v_2_1 = {0};
+                                                bp_vd v_2_2 = {0};
+                                                bp_vd v_3_0 = {0};
+                                                bp_vd v_3_1 = {0};
+                                                bp_vd v_3_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_d(D1*m1 - BP_LANES_D - P1 - i1r - v0, D1*m1 - BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_d(D1*m1 - 2*BP_LANES_D - P1 - i1r - v0, D1*m1 - 2*BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vd x3 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x3_lanes);
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                            v_1_0 += x0*x4;
+                                                            v_1_1 += x2*x4;
+                                                            v_1_2 += x3*x4;
+                                                            v_2_0 += x0*x5;
+                                                            v_2_1 += x2*x5;
+                                                            v_2_2 += x3*x5;
+                                                            v_3_0 += x0*x6;
+                                                            v_3_1 += x2*x6;
+                                                            v_3_2 += x3*x6;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                                bp_vd t_1_0 = v_1_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                                bp_vd t_1_1 = v_1_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                                bp_vd t_1_2 = v_1_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                                bp_vd t_2_0 = v_2_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                                bp_vd t_2_1 = v_2_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                                bp_vd t_2_2 = v_2_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                                bp_vd t_3_0 = v_3_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                                bp_vd t_3_1 = v_3_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                                bp_vd t_3_2 = v_3_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                            }
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                    for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                        double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                        double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                        double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                        double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                        double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                        double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                        double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                        double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                        v_0 += x0*x1;
+                                                        v_1 += x0*x2;
+                                                        v_2 += x0*x3;
+                                                        v_3 += x0*x4;
+                                                        v_4 += x0*x5;
+                                                        v_5 += x0*x6;
+                                                        v_6 += x0*x7;
+                                                        v_7 += x0*x8;
+                                                    }
+                                                }
+                                            }
+                                            bp_vd t_0 = v_0;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = v_1;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = v_2;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = v_3;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = v_4;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = v_5;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = v_6;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = v_7;
+                                            bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                        int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                        int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                        int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                        for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                            double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                            double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                            double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                            double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                            double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                            double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                            v_1 += x0*x2;
+                                                            v_2 += x0*x3;
+                                                            v_3 += x0*x4;
+                                                            v_4 += x0*x5;
+                                                            v_5 += x0*x6;
+                                                            v_6 += x0*x7;
+                                                            v_7 += x0*x8;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                bp_vd t_1 = v_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                                bp_vd t_2 = v_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                                bp_vd t_3 = v_3;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                                bp_vd t_4 = v_4;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                                bp_vd t_5 = v_5;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                                bp_vd t_6 = v_6;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                                bp_vd t_7 = v_7;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                    int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                    int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                double x2 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 1) + m0) + m1];
+                                                double x3 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 2) + m0) + m1];
+                                                double x4 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 3) + m0) + m1];
+                                                double x5 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 4) + m0) + m1];
+                                                double x6 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 5) + m0) + m1];
+                                                double x7 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 6) + m0) + m1];
+                                                double x8 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b + 7) + m0) + m1];
+                                                v_0 += x0*x1;
+                                                v_1 += x0*x2;
+                                                v_2 += x0*x3;
+                                                v_3 += x0*x4;
+                                                v_4 += x0*x5;
+                                                v_5 += x0*x6;
+                                                v_6 += x0*x7;
+                                                v_7 += x0*x8;
+                                            }
+                                        }
+                                    }
+                                    bp_vd t_0 = v_0;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                    bp_vd t_1 = v_1;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_1);
+                                    bp_vd t_2 = v_2;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_2);
+                                    bp_vd t_3 = v_3;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_3);
+                                    bp_vd t_4 = v_4;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_4);
+                                    bp_vd t_5 = v_5;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_5);
+                                    bp_vd t_6 = v_6;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_6);
+                                    bp_vd t_7 = v_7;
+                                    bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
+                                }
+                            } else {
+                                int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    if (H1 - i1r >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            } else {
+                                                bp_vd v_0_0 = {0};
+                                                bp_vd v_0_1 = {0};
+                                                bp_vd v_0_2 = {0};
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x2_lanes = bp_lane_mask_d(D1*m1 - BP_LANES_D - P1 - i1r - v0, D1*m1 - BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        int64_t x3_lanes = bp_lane_mask_d(D1*m1 - 2*BP_LANES_D - P1 - i1r - v0, D1*m1 - 2*BP_LANES_D + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            bp_vd x2 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x2_lanes);
+                                                            bp_vd x3 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + 2*BP_LANES_D + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x3_lanes);
+                                                            v_0_0 += x0*x1;
+                                                            v_0_1 += x1*x2;
+                                                            v_0_2 += x1*x3;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0_0 = v_0_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                                bp_vd t_0_1 = v_0_1;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                                bp_vd t_0_2 = v_0_2;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            }
+                                        }
+                                        for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                                int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                                int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                                for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                    for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                        for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                            double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                            v_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                                bp_vd t_0 = v_0;
+                                                bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                        if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                            int64_t m0_lo = bp_lattice_start(bp_max(0, bp_ceildiv(-O0*S0 + P0 + S0*i0q + S0 + i0r, D0)), -D0, P0 + i0r, S0);
+                                            int64_t m0_hi = bp_min(K0 - 1, bp_floordiv(P0 + S0*i0q + i0r, D0));
+                                            int64_t m1_lo = bp_lattice_start(0, -D1, P1 + i1r, 1);
+                                            for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (-D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0), 1);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                                        for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(D1*m1 - P1 - i1r - v0, D1*m1 + O1 - P1 - i1r - v0 - 1);
+                                                            for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                                double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                                v_0 += x0*x1;
+                                                            }
+                                                        }
+                                                    }
+                                                    bp_vd t_0 = v_0;
+                                                    bp_vstore_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0 = m0_lo; m0 <= m0_hi; m0 += step_m0) {
+                                            for (int64_t m1 = m1_lo, m1_end = K1 - 1; m1 <= m1_end; m1 += step_m1) {
+                                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, D1*m1 - P1 - i1r), -v0 + bp_min(H1 - i1r - 1, D1*m1 + O1 - P1 - i1r - 1));
+                                                for (int64_t k = 0, k_end = KG - 1; k <= k_end; ++k) {
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, -D1*m1 + G*KG*O0*O1*n_ + KG*O0*O1*g_ + O0*O1*k + O1*i0q + O1*((-D0*m0 + P0 + i0r) / S0) + P1 + i1r + v0, 1, x0_lanes);
+                                                    double x1 = weight[K1*(K0*(CG*(KG*g_ + k) + c__b) + m0) + m1];
+                                                    v_0 += x0*x1;
+                                                }
+                                            }
+                                        }
+                                        bp_vd t_0 = v_0;
+                                        bp_vstore_masked_d(grad_input + (CG*G*H0*H1*n_ + CG*H0*H1*g_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -28219,7 +32153,7 @@ static void bpgen_conv2d_input_f64_part5(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f64_part8(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -28603,7 +32537,7 @@ static void bpgen_conv2d_input_f64_part6(double *restrict grad_input, const doub
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f64_part9(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -28987,7 +32921,7 @@ static void bpgen_conv2d_input_f64_part7(double *restrict grad_input, const doub
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_input_f64_part8(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
+static void bpgen_conv2d_input_f64_part10(double *restrict grad_input, const double *restrict grad_output, const double *restrict weight, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t step_m0, int64_t step_m1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -29079,33 +33013,35 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
                     bpgen_conv2d_input_f64_part2(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
 #endif
                 } else {
+                    if (BP_VREGS < 32 && H1 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                        #pragma omp parallel
-                        bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
-                    } else {
-                        bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
-                    }
+                        if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        } else {
+                            bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        }
 #else
-                    bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        bpgen_conv2d_input_f64_part3(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
 #endif
+                    } else {
+#ifdef _OPENMP
+                        if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                            #pragma omp parallel
+                            bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        } else {
+                            bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+                        }
+#else
+                        bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1);
+#endif
+                    }
                 }
             }
         }
     } else {
         if (S1 == 1) {
             if (BP_VREGS >= 32 && H1 >= 2*BP_LANES_D) {
-#ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-                } else {
-                    bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-                }
-#else
-                bpgen_conv2d_input_f64_part4(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
-#endif
-            } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
@@ -29116,29 +33052,53 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
 #else
                 bpgen_conv2d_input_f64_part5(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
 #endif
+            } else {
+                if (BP_VREGS < 32 && H1 >= 3*BP_LANES_D) {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    } else {
+                        bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    }
+#else
+                    bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    } else {
+                        bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    }
+#else
+                    bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+#endif
+                }
             }
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
                 } else {
-                    bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                    bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
                 }
 #else
-                bpgen_conv2d_input_f64_part6(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
+                bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, step_m0, step_m1);
 #endif
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                    bpgen_conv2d_input_f64_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
                 } else {
-                    bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                    bpgen_conv2d_input_f64_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
                 }
 #else
-                bpgen_conv2d_input_f64_part7(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+                bpgen_conv2d_input_f64_part9(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
 #endif
             }
         }
@@ -29147,12 +33107,12 @@ int bpgen_conv2d_input_f64(double *restrict grad_input, const double *restrict g
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+        bpgen_conv2d_input_f64_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
     } else {
-        bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+        bpgen_conv2d_input_f64_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
     }
 #else
-    bpgen_conv2d_input_f64_part8(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
+    bpgen_conv2d_input_f64_part10(grad_input, grad_output, weight, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1, step_m0, step_m1);
 #endif
 #endif
     return 0;
@@ -32604,8 +36564,2818 @@ static void bpgen_conv2d_weight_f32_part5(float *restrict grad_weight, const flo
 }
 #endif
 
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part6(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                            if (c__b + 3 <= CG) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_1_1 = {0};
+                                bp_vf v_1_2 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_2_1 = {0};
+                                bp_vf v_2_2 = {0};
+                                bp_vf v_3_0 = {0};
+                                bp_vf v_3_1 = {0};
+                                bp_vf v_3_2 = {0};
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            } else {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                        for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                            int64_t k__b = k__b1;
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                                if (c__b + 3 <= CG) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                } else {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vf v_0_0 = {0};
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part7(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vf parked[12*K0*K1];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                parked[12*K1*m0_ + 12*m1_] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 1] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 2] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 3] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 4] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 5] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 6] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 7] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 8] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 9] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 10] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 11] = bp_vsplat_f(0);
+                            }
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                    bp_vf v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                    bp_vf v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                    bp_vf v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                    bp_vf v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                    bp_vf v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                    bp_vf v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                    bp_vf v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                    bp_vf v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                    bp_vf v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                    bp_vf v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                    bp_vf v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    if (vhi - vlo + 1 <= 16) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    parked[12*K1*m0_ + 12*m1_] = v_0_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 1] = v_0_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 2] = v_0_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 3] = v_1_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 4] = v_1_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 5] = v_1_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 6] = v_2_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 7] = v_2_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 8] = v_2_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 9] = v_3_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 10] = v_3_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 11] = v_3_2;
+                                }
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vf v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                bp_vf v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                bp_vf v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                bp_vf v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                bp_vf v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                bp_vf v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                bp_vf v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                bp_vf v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                bp_vf v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                bp_vf v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                bp_vf v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                bp_vf v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vf parked[4*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[4*K1*m0_ + 4*m1_] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 1] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 2] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 3] = bp_vsplat_f(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                        bp_vf v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                        bp_vf v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                        bp_vf v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[4*K1*m0_ + 4*m1_] = v_0_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 1] = v_1_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 2] = v_2_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 3] = v_3_0;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                    bp_vf v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                    bp_vf v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                    bp_vf v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vf parked[3*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[3*K1*m0_ + 3*m1_] = bp_vsplat_f(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 1] = bp_vsplat_f(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 2] = bp_vsplat_f(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                        bp_vf v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                        bp_vf v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[3*K1*m0_ + 3*m1_] = v_0_0;
+                                        parked[3*K1*m0_ + 3*m1_ + 1] = v_0_1;
+                                        parked[3*K1*m0_ + 3*m1_ + 2] = v_0_2;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                    bp_vf v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                    bp_vf v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vf parked[K0*K1];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        parked[K1*m0_ + m1_] = bp_vsplat_f(0);
+                                    }
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                            bp_vf v_0_0 = parked[K1*m0_ + m1_];
+                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            parked[K1*m0_ + m1_] = v_0_0;
+                                        }
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[K1*m0_ + m1_];
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part8(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_1_1 = {0};
+                                bp_vf v_1_2 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_2_1 = {0};
+                                bp_vf v_2_2 = {0};
+                                bp_vf v_3_0 = {0};
+                                bp_vf v_3_1 = {0};
+                                bp_vf v_3_2 = {0};
+                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part9(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vf parked[12*K0*K1];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                parked[12*K1*m0_ + 12*m1_] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 1] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 2] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 3] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 4] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 5] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 6] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 7] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 8] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 9] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 10] = bp_vsplat_f(0);
+                                parked[12*K1*m0_ + 12*m1_ + 11] = bp_vsplat_f(0);
+                            }
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                    bp_vf v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                    bp_vf v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                    bp_vf v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                    bp_vf v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                    bp_vf v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                    bp_vf v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                    bp_vf v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                    bp_vf v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                    bp_vf v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                    bp_vf v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                    bp_vf v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    if (vhi - vlo + 1 <= 16) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    parked[12*K1*m0_ + 12*m1_] = v_0_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 1] = v_0_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 2] = v_0_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 3] = v_1_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 4] = v_1_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 5] = v_1_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 6] = v_2_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 7] = v_2_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 8] = v_2_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 9] = v_3_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 10] = v_3_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 11] = v_3_2;
+                                }
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vf v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                bp_vf v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                bp_vf v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                bp_vf v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                bp_vf v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                bp_vf v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                bp_vf v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                bp_vf v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                bp_vf v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                bp_vf v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                bp_vf v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                bp_vf v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vf parked[4*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[4*K1*m0_ + 4*m1_] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 1] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 2] = bp_vsplat_f(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 3] = bp_vsplat_f(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                        bp_vf v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                        bp_vf v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                        bp_vf v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[4*K1*m0_ + 4*m1_] = v_0_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 1] = v_1_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 2] = v_2_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 3] = v_3_0;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                    bp_vf v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                    bp_vf v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                    bp_vf v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vf parked[3*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[3*K1*m0_ + 3*m1_] = bp_vsplat_f(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 1] = bp_vsplat_f(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 2] = bp_vsplat_f(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                        bp_vf v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                        bp_vf v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[3*K1*m0_ + 3*m1_] = v_0_0;
+                                        parked[3*K1*m0_ + 3*m1_ + 1] = v_0_1;
+                                        parked[3*K1*m0_ + 3*m1_ + 2] = v_0_2;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                    bp_vf v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                    bp_vf v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vf parked[K0*K1];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        parked[K1*m0_ + m1_] = bp_vsplat_f(0);
+                                    }
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                            bp_vf v_0_0 = parked[K1*m0_ + m1_];
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            parked[K1*m0_ + m1_] = v_0_0;
+                                        }
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = parked[K1*m0_ + m1_];
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part10(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_1_1 = {0};
+                                bp_vf v_1_2 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_2_1 = {0};
+                                bp_vf v_2_2 = {0};
+                                bp_vf v_3_0 = {0};
+                                bp_vf v_3_1 = {0};
+                                bp_vf v_3_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f32_part11(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vf v_0_0 = {0};
+                                bp_vf v_0_1 = {0};
+                                bp_vf v_0_2 = {0};
+                                bp_vf v_1_0 = {0};
+                                bp_vf v_1_1 = {0};
+                                bp_vf v_1_2 = {0};
+                                bp_vf v_2_0 = {0};
+                                bp_vf v_2_1 = {0};
+                                bp_vf v_2_2 = {0};
+                                bp_vf v_3_0 = {0};
+                                bp_vf v_3_1 = {0};
+                                bp_vf v_3_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x5 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x6 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x5 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x6 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                float t_0_0 = bp_hsum_f(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                float t_0_1 = bp_hsum_f(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                float t_0_2 = bp_hsum_f(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                float t_1_0 = bp_hsum_f(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                float t_1_1 = bp_hsum_f(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                float t_1_2 = bp_hsum_f(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                float t_2_0 = bp_hsum_f(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                float t_2_1 = bp_hsum_f(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                float t_2_2 = bp_hsum_f(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                float t_3_0 = bp_hsum_f(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                float t_3_1 = bp_hsum_f(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                float t_3_2 = bp_hsum_f(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x4 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x4 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_1_0 = bp_hsum_f(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    float t_2_0 = bp_hsum_f(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    float t_3_0 = bp_hsum_f(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x2 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vf x3 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                    for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x2 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                        bp_vf x3 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x2 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                        bp_vf x3 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    float t_0_0 = bp_hsum_f(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    float t_0_1 = bp_hsum_f(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    float t_0_2 = bp_hsum_f(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vf v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_F*bp_floordiv(vhi - vlo + 1, BP_LANES_F));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_F) {
+                                                        for (int64_t v0 = -BP_LANES_F + vhi + 1, v0_end = -BP_LANES_F + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x0 = bp_vkeep_f(bp_vload_f(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(-v0 + vend, BP_LANES_F - 1);
+                                                            bp_vf x1 = bp_vkeep_f(bp_vload_f(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(0, -v0 + vhi);
+                                                            bp_vf x1 = bp_vload_masked_f(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        float t_0_0 = bp_hsum_f(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_weight_f32_part6(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_weight_f32_part12(float *restrict grad_weight, const float *restrict grad_output, const float *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -32652,91 +39422,169 @@ int bpgen_conv2d_weight_f32(float *restrict grad_weight, const float *restrict g
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
-        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (BP_VREGS >= 32) {
+        if (S1 == 1) {
+            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                #pragma omp parallel
+                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv2d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                } else {
+                    bpgen_conv2d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                }
+#else
                 bpgen_conv2d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
             } else {
-                bpgen_conv2d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             }
-#else
-            bpgen_conv2d_weight_f32_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-#endif
         } else {
-            if (O0*O1 >= 256 && K0*K1 <= 64) {
+            if (S1 == 2) {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                } else {
-                    bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-                bpgen_conv2d_weight_f32_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
                 } else {
-                    bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
                 }
 #else
-                bpgen_conv2d_weight_f32_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
             }
         }
     } else {
-        if (S1 == 2) {
-            if (O0*O1 >= 256 && K0*K1 <= 64) {
+        if (S1 == 1) {
+            if (G*bp_floordiv(CG + 2, 3)*bp_floordiv(KG + 3, 4) < bp_threads()) {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                 } else {
-                    bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                 }
 #else
-                bpgen_conv2d_weight_f32_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
             } else {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                } else {
-                    bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-                bpgen_conv2d_weight_f32_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f32_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f32_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             }
         } else {
+            if (S1 == 2) {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
-            } else {
-                bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
-            }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-            bpgen_conv2d_weight_f32_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                    bpgen_conv2d_weight_f32_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f32_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv2d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                } else {
+                    bpgen_conv2d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                }
+#else
+                bpgen_conv2d_weight_f32_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+#endif
+            }
         }
     }
 #else
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     } else {
-        bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     }
 #else
-    bpgen_conv2d_weight_f32_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+    bpgen_conv2d_weight_f32_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
 #endif
     return 0;
@@ -36188,8 +43036,2818 @@ static void bpgen_conv2d_weight_f64_part5(double *restrict grad_weight, const do
 }
 #endif
 
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part6(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(3)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t m0_ = 0; m0_ <= K0 - 1; ++m0_) {
+            for (int64_t m1_ = 0; m1_ <= K1 - 1; ++m1_) {
+                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                for (int64_t k__b = 0, k__b_end = KG - 1; k__b <= k__b_end; k__b += 4) {
+                    if (k__b + 4 <= KG) {
+                        for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                            if (c__b + 3 <= CG) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_1_1 = {0};
+                                bp_vd v_1_2 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_2_1 = {0};
+                                bp_vd v_2_2 = {0};
+                                bp_vd v_3_0 = {0};
+                                bp_vd v_3_1 = {0};
+                                bp_vd v_3_2 = {0};
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            } else {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                    int64_t c__b = c__b1;
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                        for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                            int64_t k__b = k__b1;
+                            for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                                if (c__b + 3 <= CG) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                } else {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                        int64_t c__b = c__b1;
+                                        bp_vd v_0_0 = {0};
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part7(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vd parked[12*K0*K1];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                parked[12*K1*m0_ + 12*m1_] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 1] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 2] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 3] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 4] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 5] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 6] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 7] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 8] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 9] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 10] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 11] = bp_vsplat_d(0);
+                            }
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                    bp_vd v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                    bp_vd v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                    bp_vd v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                    bp_vd v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                    bp_vd v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                    bp_vd v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                    bp_vd v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                    bp_vd v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                    bp_vd v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                    bp_vd v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                    bp_vd v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    if (vhi - vlo + 1 <= 16) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    parked[12*K1*m0_ + 12*m1_] = v_0_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 1] = v_0_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 2] = v_0_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 3] = v_1_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 4] = v_1_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 5] = v_1_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 6] = v_2_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 7] = v_2_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 8] = v_2_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 9] = v_3_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 10] = v_3_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 11] = v_3_2;
+                                }
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vd v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                bp_vd v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                bp_vd v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                bp_vd v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                bp_vd v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                bp_vd v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                bp_vd v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                bp_vd v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                bp_vd v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                bp_vd v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                bp_vd v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                bp_vd v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vd parked[4*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[4*K1*m0_ + 4*m1_] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 1] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 2] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 3] = bp_vsplat_d(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                        bp_vd v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                        bp_vd v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                        bp_vd v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[4*K1*m0_ + 4*m1_] = v_0_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 1] = v_1_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 2] = v_2_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 3] = v_3_0;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                    bp_vd v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                    bp_vd v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                    bp_vd v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vd parked[3*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[3*K1*m0_ + 3*m1_] = bp_vsplat_d(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 1] = bp_vsplat_d(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 2] = bp_vsplat_d(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                        bp_vd v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                        bp_vd v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[3*K1*m0_ + 3*m1_] = v_0_0;
+                                        parked[3*K1*m0_ + 3*m1_ + 1] = v_0_1;
+                                        parked[3*K1*m0_ + 3*m1_ + 2] = v_0_2;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                    bp_vd v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                    bp_vd v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vd parked[K0*K1];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        parked[K1*m0_ + m1_] = bp_vsplat_d(0);
+                                    }
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                            bp_vd v_0_0 = parked[K1*m0_ + m1_];
+                                            int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                            int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            parked[K1*m0_ + m1_] = v_0_0;
+                                        }
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[K1*m0_ + m1_];
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part8(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_1_1 = {0};
+                                bp_vd v_1_2 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_2_1 = {0};
+                                bp_vd v_2_2 = {0};
+                                bp_vd v_3_0 = {0};
+                                bp_vd v_3_1 = {0};
+                                bp_vd v_3_2 = {0};
+                                int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                    int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0), 1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + v0, 1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, -D1*m1_ + P1);
+                                        int64_t vhi = bp_min(O1 - 1, -D1*m1_ + H1 + P1 - 1);
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0), 1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + v0, 1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part9(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        bp_vd parked[12*K0*K1];
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                parked[12*K1*m0_ + 12*m1_] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 1] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 2] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 3] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 4] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 5] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 6] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 7] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 8] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 9] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 10] = bp_vsplat_d(0);
+                                parked[12*K1*m0_ + 12*m1_ + 11] = bp_vsplat_d(0);
+                            }
+                        }
+                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                    bp_vd v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                    bp_vd v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                    bp_vd v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                    bp_vd v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                    bp_vd v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                    bp_vd v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                    bp_vd v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                    bp_vd v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                    bp_vd v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                    bp_vd v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                    bp_vd v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    if (vhi - vlo + 1 <= 16) {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    parked[12*K1*m0_ + 12*m1_] = v_0_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 1] = v_0_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 2] = v_0_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 3] = v_1_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 4] = v_1_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 5] = v_1_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 6] = v_2_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 7] = v_2_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 8] = v_2_2;
+                                    parked[12*K1*m0_ + 12*m1_ + 9] = v_3_0;
+                                    parked[12*K1*m0_ + 12*m1_ + 10] = v_3_1;
+                                    parked[12*K1*m0_ + 12*m1_ + 11] = v_3_2;
+                                }
+                            }
+                        }
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vd v_0_0 = parked[12*K1*m0_ + 12*m1_];
+                                bp_vd v_0_1 = parked[12*K1*m0_ + 12*m1_ + 1];
+                                bp_vd v_0_2 = parked[12*K1*m0_ + 12*m1_ + 2];
+                                bp_vd v_1_0 = parked[12*K1*m0_ + 12*m1_ + 3];
+                                bp_vd v_1_1 = parked[12*K1*m0_ + 12*m1_ + 4];
+                                bp_vd v_1_2 = parked[12*K1*m0_ + 12*m1_ + 5];
+                                bp_vd v_2_0 = parked[12*K1*m0_ + 12*m1_ + 6];
+                                bp_vd v_2_1 = parked[12*K1*m0_ + 12*m1_ + 7];
+                                bp_vd v_2_2 = parked[12*K1*m0_ + 12*m1_ + 8];
+                                bp_vd v_3_0 = parked[12*K1*m0_ + 12*m1_ + 9];
+                                bp_vd v_3_1 = parked[12*K1*m0_ + 12*m1_ + 10];
+                                bp_vd v_3_2 = parked[12*K1*m0_ + 12*m1_ + 11];
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            bp_vd parked[4*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[4*K1*m0_ + 4*m1_] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 1] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 2] = bp_vsplat_d(0);
+                                    parked[4*K1*m0_ + 4*m1_ + 3] = bp_vsplat_d(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                        bp_vd v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                        bp_vd v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                        bp_vd v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[4*K1*m0_ + 4*m1_] = v_0_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 1] = v_1_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 2] = v_2_0;
+                                        parked[4*K1*m0_ + 4*m1_ + 3] = v_3_0;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[4*K1*m0_ + 4*m1_];
+                                    bp_vd v_1_0 = parked[4*K1*m0_ + 4*m1_ + 1];
+                                    bp_vd v_2_0 = parked[4*K1*m0_ + 4*m1_ + 2];
+                                    bp_vd v_3_0 = parked[4*K1*m0_ + 4*m1_ + 3];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            bp_vd parked[3*K0*K1];
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    parked[3*K1*m0_ + 3*m1_] = bp_vsplat_d(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 1] = bp_vsplat_d(0);
+                                    parked[3*K1*m0_ + 3*m1_ + 2] = bp_vsplat_d(0);
+                                }
+                            }
+                            for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                        bp_vd v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                        bp_vd v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        parked[3*K1*m0_ + 3*m1_] = v_0_0;
+                                        parked[3*K1*m0_ + 3*m1_ + 1] = v_0_1;
+                                        parked[3*K1*m0_ + 3*m1_ + 2] = v_0_2;
+                                    }
+                                }
+                            }
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = parked[3*K1*m0_ + 3*m1_];
+                                    bp_vd v_0_1 = parked[3*K1*m0_ + 3*m1_ + 1];
+                                    bp_vd v_0_2 = parked[3*K1*m0_ + 3*m1_ + 2];
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                bp_vd parked[K0*K1];
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        parked[K1*m0_ + m1_] = bp_vsplat_d(0);
+                                    }
+                                }
+                                for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                    for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                            bp_vd v_0_0 = parked[K1*m0_ + m1_];
+                                            int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                            int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                            int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                            parked[K1*m0_ + m1_] = v_0_0;
+                                        }
+                                    }
+                                }
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = parked[K1*m0_ + m1_];
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part10(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_1_1 = {0};
+                                bp_vd v_1_2 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_2_1 = {0};
+                                bp_vd v_2_2 = {0};
+                                bp_vd v_3_0 = {0};
+                                bp_vd v_3_1 = {0};
+                                bp_vd v_3_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, 2));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, 2));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0), 2), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + 2*v0, 2, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_conv2d_weight_f64_part11(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t g_ = 0; g_ <= G - 1; ++g_) {
+        for (int64_t k__b = 0; k__b <= KG - 1; k__b += 4) {
+            if (k__b + 4 <= KG) {
+                for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                    if (c__b + 3 <= CG) {
+                        for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                            for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                bp_vd v_0_0 = {0};
+                                bp_vd v_0_1 = {0};
+                                bp_vd v_0_2 = {0};
+                                bp_vd v_1_0 = {0};
+                                bp_vd v_1_1 = {0};
+                                bp_vd v_1_2 = {0};
+                                bp_vd v_2_0 = {0};
+                                bp_vd v_2_1 = {0};
+                                bp_vd v_2_2 = {0};
+                                bp_vd v_3_0 = {0};
+                                bp_vd v_3_1 = {0};
+                                bp_vd v_3_2 = {0};
+                                int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                if (vhi - vlo + 1 <= 16) {
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                        int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                        for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                        }
+                                        if (vend <= vhi) {
+                                            if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            } else {
+                                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                                for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                    for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                                v_1_0 += x1*x4;
+                                                v_1_1 += x2*x4;
+                                                v_1_2 += x3*x4;
+                                                v_2_0 += x1*x5;
+                                                v_2_1 += x2*x5;
+                                                v_2_2 += x3*x5;
+                                                v_3_0 += x1*x6;
+                                                v_3_1 += x2*x6;
+                                                v_3_2 += x3*x6;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x5 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x6 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        int64_t x5_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x5 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x5_lanes);
+                                                        int64_t x6_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x6 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x6_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                        v_1_0 += x1*x4;
+                                                        v_1_1 += x2*x4;
+                                                        v_1_2 += x3*x4;
+                                                        v_2_0 += x1*x5;
+                                                        v_2_1 += x2*x5;
+                                                        v_2_2 += x3*x5;
+                                                        v_3_0 += x1*x6;
+                                                        v_3_1 += x2*x6;
+                                                        v_3_2 += x3*x6;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                                double t_0_0 = bp_hsum_d(v_0_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                double t_0_1 = bp_hsum_d(v_0_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                double t_0_2 = bp_hsum_d(v_0_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                double t_1_0 = bp_hsum_d(v_1_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                double t_1_1 = bp_hsum_d(v_1_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 1) + m0_) + m1_] = t_1_1;
+                                double t_1_2 = bp_hsum_d(v_1_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b + 2) + m0_) + m1_] = t_1_2;
+                                double t_2_0 = bp_hsum_d(v_2_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                double t_2_1 = bp_hsum_d(v_2_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 1) + m0_) + m1_] = t_2_1;
+                                double t_2_2 = bp_hsum_d(v_2_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b + 2) + m0_) + m1_] = t_2_2;
+                                double t_3_0 = bp_hsum_d(v_3_0);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                double t_3_1 = bp_hsum_d(v_3_1);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 1) + m0_) + m1_] = t_3_1;
+                                double t_3_2 = bp_hsum_d(v_3_2);
+                                grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b + 2) + m0_) + m1_] = t_3_2;
+                            }
+                        }
+                    } else {
+                        for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                            int64_t c__b = c__b1;
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1);
+                                                v_0_0 += x0*x1;
+                                                v_1_0 += x1*x2;
+                                                v_2_0 += x1*x3;
+                                                v_3_0 += x1*x4;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0), 1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0), 1), x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x4 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0), 1), x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O0*O1 + O1*o0 + v0, 1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 2*O0*O1 + O1*o0 + v0, 1, x3_lanes);
+                                                        int64_t x4_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x4 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + 3*O0*O1 + O1*o0 + v0, 1, x4_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_1_0 += x1*x2;
+                                                        v_2_0 += x1*x3;
+                                                        v_3_0 += x1*x4;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_1_0 = bp_hsum_d(v_1_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 1) + c__b) + m0_) + m1_] = t_1_0;
+                                    double t_2_0 = bp_hsum_d(v_2_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 2) + c__b) + m0_) + m1_] = t_2_0;
+                                    double t_3_0 = bp_hsum_d(v_3_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b + 3) + c__b) + m0_) + m1_] = t_3_0;
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t k__b1 = k__b, k__b1_end = KG - 1; k__b1 <= k__b1_end; ++k__b1) {
+                    int64_t k__b = k__b1;
+                    for (int64_t c__b = 0, c__b_end = CG - 1; c__b <= c__b_end; c__b += 3) {
+                        if (c__b + 3 <= CG) {
+                            for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                    int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                    int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                    for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                        for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                            for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x2 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                bp_vd x3 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                v_0_0 += x0*x1;
+                                                v_0_1 += x0*x2;
+                                                v_0_2 += x0*x3;
+                                            }
+                                            if (vend <= vhi) {
+                                                if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                    for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x2 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                        bp_vd x3 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                } else {
+                                                    for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                        int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                        int64_t x2_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x2 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x2_lanes);
+                                                        int64_t x3_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                        bp_vd x3 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b + 2*H0*H1 - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x3_lanes);
+                                                        v_0_0 += x0*x1;
+                                                        v_0_1 += x0*x2;
+                                                        v_0_2 += x0*x3;
+                                                    }
+                                                }
+                                            }
+                                        }
+                                    }
+                                    double t_0_0 = bp_hsum_d(v_0_0);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    double t_0_1 = bp_hsum_d(v_0_1);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 1) + m0_) + m1_] = t_0_1;
+                                    double t_0_2 = bp_hsum_d(v_0_2);
+                                    grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b + 2) + m0_) + m1_] = t_0_2;
+                                }
+                            }
+                        } else {
+                            for (int64_t c__b1 = c__b, c__b1_end = CG - 1; c__b1 <= c__b1_end; ++c__b1) {
+                                int64_t c__b = c__b1;
+                                for (int64_t m0_ = 0, m0__end = K0 - 1; m0_ <= m0__end; ++m0_) {
+                                    int64_t o0_lo = bp_max(0, bp_ceildiv(-D0*m0_ + P0, S0));
+                                    int64_t o0_hi = bp_min(O0 - 1, bp_floordiv(-D0*m0_ + H0 + P0 - 1, S0));
+                                    for (int64_t m1_ = 0, m1__end = K1 - 1; m1_ <= m1__end; ++m1_) {
+                                        bp_vd v_0_0 = {0};
+                                        int64_t vlo = bp_max(0, bp_ceildiv(-D1*m1_ + P1, S1));
+                                        int64_t vhi = bp_min(O1 - 1, bp_floordiv(-D1*m1_ + H1 + P1 - 1, S1));
+                                        int64_t vend = vlo + bp_max(0, BP_LANES_D*bp_floordiv(vhi - vlo + 1, BP_LANES_D));
+                                        for (int64_t n = 0, n_end = N - 1; n <= n_end; ++n) {
+                                            for (int64_t o0 = o0_lo; o0 <= o0_hi; ++o0) {
+                                                for (int64_t v0 = vlo, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1);
+                                                    v_0_0 += x0*x1;
+                                                }
+                                                if (vend <= vhi) {
+                                                    if (vhi - vlo + 1 >= BP_LANES_D) {
+                                                        for (int64_t v0 = -BP_LANES_D + vhi + 1, v0_end = -BP_LANES_D + vhi + 1; v0 <= v0_end; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x0 = bp_vkeep_d(bp_vload_d(grad_output + (G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0), 1), x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(-v0 + vend, BP_LANES_D - 1);
+                                                            bp_vd x1 = bp_vkeep_d(bp_vload_d(input + (CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0), S1), x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    } else {
+                                                        for (int64_t v0 = vend; v0 <= vend; ++v0) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, G*KG*O0*O1*n + KG*O0*O1*g_ + O0*O1*k__b + O1*o0 + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(0, -v0 + vhi);
+                                                            bp_vd x1 = bp_vload_masked_d(input, CG*G*H0*H1*n + CG*H0*H1*g_ + D0*H1*m0_ + D1*m1_ + H0*H1*c__b - H1*P0 + H1*S0*o0 - P1 + S1*v0, S1, x1_lanes);
+                                                            v_0_0 += x0*x1;
+                                                        }
+                                                    }
+                                                }
+                                            }
+                                        }
+                                        double t_0_0 = bp_hsum_d(v_0_0);
+                                        grad_weight[K1*(K0*(CG*(KG*g_ + k__b) + c__b) + m0_) + m1_] = t_0_0;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
 #if !defined(BP_VECTOR)
-static void bpgen_conv2d_weight_f64_part6(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
+static void bpgen_conv2d_weight_f64_part12(double *restrict grad_weight, const double *restrict grad_output, const double *restrict input, int64_t CG, int64_t D0, int64_t D1, int64_t G, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t KG, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -36236,91 +45894,169 @@ int bpgen_conv2d_weight_f64(double *restrict grad_weight, const double *restrict
     if (!(P0 >= 0)) return 11;
     if (!(P1 >= 0)) return 12;
 #ifdef BP_VECTOR
-    if (S1 == 1) {
-        if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
+    if (BP_VREGS >= 32) {
+        if (S1 == 1) {
+            if (G*bp_floordiv(CG + 1, 2)*bp_floordiv(KG + 7, 8) < bp_threads()) {
 #ifdef _OPENMP
-            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                #pragma omp parallel
+                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv2d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                } else {
+                    bpgen_conv2d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                }
+#else
                 bpgen_conv2d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
             } else {
-                bpgen_conv2d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             }
-#else
-            bpgen_conv2d_weight_f64_part0(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-#endif
         } else {
-            if (O0*O1 >= 256 && K0*K1 <= 64) {
+            if (S1 == 2) {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                } else {
-                    bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-                bpgen_conv2d_weight_f64_part1(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             } else {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
                 } else {
-                    bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
                 }
 #else
-                bpgen_conv2d_weight_f64_part2(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
             }
         }
     } else {
-        if (S1 == 2) {
-            if (O0*O1 >= 256 && K0*K1 <= 64) {
+        if (S1 == 1) {
+            if (G*bp_floordiv(CG + 2, 3)*bp_floordiv(KG + 3, 4) < bp_threads()) {
 #ifdef _OPENMP
                 if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                 } else {
-                    bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
                 }
 #else
-                bpgen_conv2d_weight_f64_part3(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
             } else {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                } else {
-                    bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
-                }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-                bpgen_conv2d_weight_f64_part4(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    bpgen_conv2d_weight_f64_part7(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f64_part8(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
             }
         } else {
+            if (S1 == 2) {
+                if (O0*O1 >= 256 && K0*K1 <= 64) {
 #ifdef _OPENMP
-            if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
-                #pragma omp parallel
-                bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
-            } else {
-                bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
-            }
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
 #else
-            bpgen_conv2d_weight_f64_part5(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                    bpgen_conv2d_weight_f64_part9(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_conv2d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    } else {
+                        bpgen_conv2d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+                    }
+#else
+                    bpgen_conv2d_weight_f64_part10(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0);
+#endif
+                }
+            } else {
+#ifdef _OPENMP
+                if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
+                    #pragma omp parallel
+                    bpgen_conv2d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                } else {
+                    bpgen_conv2d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+                }
+#else
+                bpgen_conv2d_weight_f64_part11(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+#endif
+            }
         }
     }
 #else
 #ifdef _OPENMP
     if (CG*G*H0*H1*N + CG*G*K0*K1*KG + G*KG*N*O0*O1 >= 32768) {
         #pragma omp parallel
-        bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     } else {
-        bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+        bpgen_conv2d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
     }
 #else
-    bpgen_conv2d_weight_f64_part6(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
+    bpgen_conv2d_weight_f64_part12(grad_weight, grad_output, input, CG, D0, D1, G, H0, H1, K0, K1, KG, N, O0, O1, P0, P1, S0, S1);
 #endif
 #endif
     return 0;

@@ -4272,6 +4272,542 @@ static void bpgen_avg_pool1d_backward_f32_part1(float *restrict grad_input, cons
                     int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                     int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                     if (H0 - i0r >= BP_LANES_F) {
+                        for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                    int64_t c__b = c__bg;
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vf x1 = bp_vload_f(grad_output + (C*O0*n_ + BP_LANES_F + O0*c__b - m0k + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (C*O0*n_ + 2*BP_LANES_F + O0*c__b - m0k + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (C*O0*n_ + BP_LANES_F + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vf x5 = bp_vload_f(grad_output + (C*O0*n_ + 2*BP_LANES_F + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vf x6 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vf x7 = bp_vload_f(grad_output + (C*O0*n_ + BP_LANES_F + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vf x8 = bp_vload_f(grad_output + (C*O0*n_ + 2*BP_LANES_F + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vf x9 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vf x10 = bp_vload_f(grad_output + (C*O0*n_ + BP_LANES_F + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vf x11 = bp_vload_f(grad_output + (C*O0*n_ + 2*BP_LANES_F + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                        v_1_0 += x3;
+                                        v_1_1 += x4;
+                                        v_1_2 += x5;
+                                        v_2_0 += x6;
+                                        v_2_1 += x7;
+                                        v_2_2 += x8;
+                                        v_3_0 += x9;
+                                        v_3_1 += x10;
+                                        v_3_2 += x11;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0_0 = h*v_0_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = h*v_0_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = h*v_0_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    bp_vf t_1_0 = h*v_1_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = h*v_1_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                    bp_vf t_1_2 = h*v_1_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                    bp_vf t_2_0 = h*v_2_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = h*v_2_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                    bp_vf t_2_2 = h*v_2_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                    bp_vf t_3_0 = h*v_3_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = h*v_3_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                    bp_vf t_3_2 = h*v_3_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                }
+                            } else {
+                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                    int64_t c__b = c__bg;
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    bp_vf v_1_0 = {0};
+                                    bp_vf v_1_1 = {0};
+                                    bp_vf v_1_2 = {0};
+                                    bp_vf v_2_0 = {0};
+                                    bp_vf v_2_1 = {0};
+                                    bp_vf v_2_2 = {0};
+                                    bp_vf v_3_0 = {0};
+                                    bp_vf v_3_1 = {0};
+                                    bp_vf v_3_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m0k - v0, -BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*n_ + BP_LANES_F + O0*c__b - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m0k - v0, -2*BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*n_ + 2*BP_LANES_F + O0*c__b - m0k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_f(-BP_LANES_F + m0k - v0, -BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*n_ + BP_LANES_F + O0*c__b + O0 - m0k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_f(-2*BP_LANES_F + m0k - v0, -2*BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*n_ + 2*BP_LANES_F + O0*c__b + O0 - m0k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_f(-BP_LANES_F + m0k - v0, -BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*n_ + BP_LANES_F + O0*c__b + 2*O0 - m0k + v0, 1, x7_lanes);
+                                        int64_t x8_lanes = bp_lane_mask_f(-2*BP_LANES_F + m0k - v0, -2*BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x8 = bp_vload_masked_f(grad_output, C*O0*n_ + 2*BP_LANES_F + O0*c__b + 2*O0 - m0k + v0, 1, x8_lanes);
+                                        int64_t x9_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x9 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x9_lanes);
+                                        int64_t x10_lanes = bp_lane_mask_f(-BP_LANES_F + m0k - v0, -BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x10 = bp_vload_masked_f(grad_output, C*O0*n_ + BP_LANES_F + O0*c__b + 3*O0 - m0k + v0, 1, x10_lanes);
+                                        int64_t x11_lanes = bp_lane_mask_f(-2*BP_LANES_F + m0k - v0, -2*BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x11 = bp_vload_masked_f(grad_output, C*O0*n_ + 2*BP_LANES_F + O0*c__b + 3*O0 - m0k + v0, 1, x11_lanes);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                        v_1_0 += x3;
+                                        v_1_1 += x4;
+                                        v_1_2 += x5;
+                                        v_2_0 += x6;
+                                        v_2_1 += x7;
+                                        v_2_2 += x8;
+                                        v_3_0 += x9;
+                                        v_3_1 += x10;
+                                        v_3_2 += x11;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0_0 = h*v_0_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = h*v_0_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = h*v_0_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                    bp_vf t_1_0 = h*v_1_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vf t_1_1 = h*v_1_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + BP_LANES_F + i0r + v0), 1, t_1_1);
+                                    bp_vf t_1_2 = h*v_1_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + 2*BP_LANES_F + i0r + v0), 1, t_1_2);
+                                    bp_vf t_2_0 = h*v_2_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vf t_2_1 = h*v_2_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + BP_LANES_F + i0r + v0), 1, t_2_1);
+                                    bp_vf t_2_2 = h*v_2_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + 2*BP_LANES_F + i0r + v0), 1, t_2_2);
+                                    bp_vf t_3_0 = h*v_3_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vf t_3_1 = h*v_3_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + BP_LANES_F + i0r + v0), 1, t_3_1);
+                                    bp_vf t_3_2 = h*v_3_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + 2*BP_LANES_F + i0r + v0), 1, t_3_2);
+                                }
+                            }
+                        }
+                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                        for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                    bp_vf x1 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                    bp_vf x2 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                    bp_vf x3 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                    bp_vf x4 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 4*O0 - m0k + v0), 1);
+                                    bp_vf x5 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 5*O0 - m0k + v0), 1);
+                                    bp_vf x6 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 6*O0 - m0k + v0), 1);
+                                    bp_vf x7 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 7*O0 - m0k + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                bp_vf t_0 = h*v_0;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                bp_vf t_1 = h*v_1;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                bp_vf t_2 = h*v_2;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                bp_vf t_3 = h*v_3;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                bp_vf t_4 = h*v_4;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                bp_vf t_5 = h*v_5;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                bp_vf t_6 = h*v_6;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                bp_vf t_7 = h*v_7;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                            } else {
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                    int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                    int64_t x1_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                                    int64_t x2_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                                    int64_t x3_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                                    int64_t x4_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                                    int64_t x5_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                                    int64_t x6_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                                    int64_t x7_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                bp_vf t_0 = h*v_0;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                bp_vf t_1 = h*v_1;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                bp_vf t_2 = h*v_2;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                bp_vf t_3 = h*v_3;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                bp_vf t_4 = h*v_4;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                bp_vf t_5 = h*v_5;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                bp_vf t_6 = h*v_6;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                bp_vf t_7 = h*v_7;
+                                bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                            }
+                        }
+                        if (((H0 - i0r) % BP_LANES_F) != 0) {
+                            for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vf x1 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vf x3 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vf x4 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 4*O0 - m0k + v0), 1);
+                                        bp_vf x5 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 5*O0 - m0k + v0), 1);
+                                        bp_vf x6 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 6*O0 - m0k + v0), 1);
+                                        bp_vf x7 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b + 7*O0 - m0k + v0), 1);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = h*v_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = h*v_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = h*v_3;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = h*v_4;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = h*v_5;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = h*v_6;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = h*v_7;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    bp_vf v_1 = {0};
+                                    bp_vf v_2 = {0};
+                                    bp_vf v_3 = {0};
+                                    bp_vf v_4 = {0};
+                                    bp_vf v_5 = {0};
+                                    bp_vf v_6 = {0};
+                                    bp_vf v_7 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vf t_1 = h*v_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vf t_2 = h*v_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vf t_3 = h*v_3;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vf t_4 = h*v_4;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vf t_5 = h*v_5;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vf t_6 = h*v_6;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vf t_7 = h*v_7;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t v0 = 0;
+                        bp_vf v_0 = {0};
+                        bp_vf v_1 = {0};
+                        bp_vf v_2 = {0};
+                        bp_vf v_3 = {0};
+                        bp_vf v_4 = {0};
+                        bp_vf v_5 = {0};
+                        bp_vf v_6 = {0};
+                        bp_vf v_7 = {0};
+                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                            int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                            int64_t x2_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                            int64_t x3_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                            int64_t x4_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                            int64_t x5_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                            int64_t x6_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                            int64_t x7_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                            v_0 += x0;
+                            v_1 += x1;
+                            v_2 += x2;
+                            v_3 += x3;
+                            v_4 += x4;
+                            v_5 += x5;
+                            v_6 += x6;
+                            v_7 += x7;
+                        }
+                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                        bp_vf t_0 = h*v_0;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                        bp_vf t_1 = h*v_1;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_1);
+                        bp_vf t_2 = h*v_2;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_2);
+                        bp_vf t_3 = h*v_3;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_3);
+                        bp_vf t_4 = h*v_4;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_4);
+                        bp_vf t_5 = h*v_5;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_5);
+                        bp_vf t_6 = h*v_6;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_6);
+                        bp_vf t_7 = h*v_7;
+                        bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_7);
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                        int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
+                        int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                        if (H0 - i0r >= BP_LANES_F) {
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_F - i0r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vf x1 = bp_vload_f(grad_output + (C*O0*n_ + BP_LANES_F + O0*c__b - m0k + v0), 1);
+                                        bp_vf x2 = bp_vload_f(grad_output + (C*O0*n_ + 2*BP_LANES_F + O0*c__b - m0k + v0), 1);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0_0 = h*v_0_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = h*v_0_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = h*v_0_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                } else {
+                                    bp_vf v_0_0 = {0};
+                                    bp_vf v_0_1 = {0};
+                                    bp_vf v_0_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m0k - v0, -BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*n_ + BP_LANES_F + O0*c__b - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m0k - v0, -2*BP_LANES_F + O0 + m0k - v0 - 1);
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*n_ + 2*BP_LANES_F + O0*c__b - m0k + v0, 1, x2_lanes);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0_0 = h*v_0_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vf t_0_1 = h*v_0_1;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_F + i0r + v0), 1, t_0_1);
+                                    bp_vf t_0_2 = h*v_0_2;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_F + i0r + v0), 1, t_0_2);
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H0 - i0r, 3*BP_LANES_F);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        v_0 += x0;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                } else {
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        v_0 += x0;
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_F) != 0) {
+                                for (int64_t v0 = H0 - BP_LANES_F - i0r, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                            v_0 += x0;
+                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                            int64_t x0_lanes = bp_lane_mask_f(m0k - v0, O0 + m0k - v0 - 1);
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                            v_0 += x0;
+                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vf v_0 = {0};
+                            for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                v_0 += x0;
+                            }
+                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)1/(float)(K0)));
+                            bp_vf t_0 = h*v_0;
+                            bp_vstore_masked_f(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, bp_lane_mask_f(0, H0 - i0r - v0 - 1), t_0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    if (H0 - i0r >= BP_LANES_F) {
                         for (int64_t v0 = 0, v0_end = H0 - BP_LANES_F - i0r; v0 <= v0_end; v0 += BP_LANES_F) {
                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                 bp_vf v_0 = {0};
@@ -4601,7 +5137,7 @@ static void bpgen_avg_pool1d_backward_f32_part1(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -4960,7 +5496,7 @@ static void bpgen_avg_pool1d_backward_f32_part2(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5319,7 +5855,7 @@ static void bpgen_avg_pool1d_backward_f32_part3(float *restrict grad_input, cons
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -5344,7 +5880,7 @@ static void bpgen_avg_pool1d_backward_f32_part4(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5374,7 +5910,7 @@ static void bpgen_avg_pool1d_backward_f32_part5(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5404,7 +5940,7 @@ static void bpgen_avg_pool1d_backward_f32_part6(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5434,7 +5970,7 @@ static void bpgen_avg_pool1d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5481,7 +6017,7 @@ static void bpgen_avg_pool1d_backward_f32_part8(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5528,7 +6064,7 @@ static void bpgen_avg_pool1d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5575,7 +6111,7 @@ static void bpgen_avg_pool1d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -5622,39 +6158,52 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
                 bpgen_avg_pool1d_backward_f32_part0(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H0 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                if (C*H0*N + C*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                } else {
-                    bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                }
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    } else {
+                        bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    }
 #else
-                bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    } else {
+                        bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+#endif
+                }
             }
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f32_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f32_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
             }
         }
@@ -5662,12 +6211,12 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f32_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+        bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
 #endif
     } else {
@@ -5677,35 +6226,35 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f32_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f32_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f32_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
                 }
             }
@@ -5714,35 +6263,35 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f32_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f32_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f32_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -5751,12 +6300,12 @@ int bpgen_avg_pool1d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f32_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+        bpgen_avg_pool1d_backward_f32_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -6339,6 +6888,542 @@ static void bpgen_avg_pool1d_backward_f64_part1(double *restrict grad_input, con
                     int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
                     int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
                     if (H0 - i0r >= BP_LANES_D) {
+                        for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                    int64_t c__b = c__bg;
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vd x1 = bp_vload_d(grad_output + (C*O0*n_ + BP_LANES_D + O0*c__b - m0k + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (C*O0*n_ + 2*BP_LANES_D + O0*c__b - m0k + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (C*O0*n_ + BP_LANES_D + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vd x5 = bp_vload_d(grad_output + (C*O0*n_ + 2*BP_LANES_D + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vd x6 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vd x7 = bp_vload_d(grad_output + (C*O0*n_ + BP_LANES_D + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vd x8 = bp_vload_d(grad_output + (C*O0*n_ + 2*BP_LANES_D + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vd x9 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vd x10 = bp_vload_d(grad_output + (C*O0*n_ + BP_LANES_D + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vd x11 = bp_vload_d(grad_output + (C*O0*n_ + 2*BP_LANES_D + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                        v_1_0 += x3;
+                                        v_1_1 += x4;
+                                        v_1_2 += x5;
+                                        v_2_0 += x6;
+                                        v_2_1 += x7;
+                                        v_2_2 += x8;
+                                        v_3_0 += x9;
+                                        v_3_1 += x10;
+                                        v_3_2 += x11;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0_0 = h*v_0_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = h*v_0_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = h*v_0_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    bp_vd t_1_0 = h*v_1_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = h*v_1_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                    bp_vd t_1_2 = h*v_1_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                    bp_vd t_2_0 = h*v_2_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = h*v_2_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                    bp_vd t_2_2 = h*v_2_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                    bp_vd t_3_0 = h*v_3_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = h*v_3_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                    bp_vd t_3_2 = h*v_3_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                }
+                            } else {
+                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                    int64_t c__b = c__bg;
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    bp_vd v_1_0 = {0};
+                                    bp_vd v_1_1 = {0};
+                                    bp_vd v_1_2 = {0};
+                                    bp_vd v_2_0 = {0};
+                                    bp_vd v_2_1 = {0};
+                                    bp_vd v_2_2 = {0};
+                                    bp_vd v_3_0 = {0};
+                                    bp_vd v_3_1 = {0};
+                                    bp_vd v_3_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m0k - v0, -BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*n_ + BP_LANES_D + O0*c__b - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m0k - v0, -2*BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*n_ + 2*BP_LANES_D + O0*c__b - m0k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_d(-BP_LANES_D + m0k - v0, -BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*n_ + BP_LANES_D + O0*c__b + O0 - m0k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_d(-2*BP_LANES_D + m0k - v0, -2*BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*n_ + 2*BP_LANES_D + O0*c__b + O0 - m0k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_d(-BP_LANES_D + m0k - v0, -BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*n_ + BP_LANES_D + O0*c__b + 2*O0 - m0k + v0, 1, x7_lanes);
+                                        int64_t x8_lanes = bp_lane_mask_d(-2*BP_LANES_D + m0k - v0, -2*BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x8 = bp_vload_masked_d(grad_output, C*O0*n_ + 2*BP_LANES_D + O0*c__b + 2*O0 - m0k + v0, 1, x8_lanes);
+                                        int64_t x9_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x9 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x9_lanes);
+                                        int64_t x10_lanes = bp_lane_mask_d(-BP_LANES_D + m0k - v0, -BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x10 = bp_vload_masked_d(grad_output, C*O0*n_ + BP_LANES_D + O0*c__b + 3*O0 - m0k + v0, 1, x10_lanes);
+                                        int64_t x11_lanes = bp_lane_mask_d(-2*BP_LANES_D + m0k - v0, -2*BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x11 = bp_vload_masked_d(grad_output, C*O0*n_ + 2*BP_LANES_D + O0*c__b + 3*O0 - m0k + v0, 1, x11_lanes);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                        v_1_0 += x3;
+                                        v_1_1 += x4;
+                                        v_1_2 += x5;
+                                        v_2_0 += x6;
+                                        v_2_1 += x7;
+                                        v_2_2 += x8;
+                                        v_3_0 += x9;
+                                        v_3_1 += x10;
+                                        v_3_2 += x11;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0_0 = h*v_0_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = h*v_0_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = h*v_0_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                    bp_vd t_1_0 = h*v_1_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1_0);
+                                    bp_vd t_1_1 = h*v_1_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + BP_LANES_D + i0r + v0), 1, t_1_1);
+                                    bp_vd t_1_2 = h*v_1_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + 2*BP_LANES_D + i0r + v0), 1, t_1_2);
+                                    bp_vd t_2_0 = h*v_2_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2_0);
+                                    bp_vd t_2_1 = h*v_2_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + BP_LANES_D + i0r + v0), 1, t_2_1);
+                                    bp_vd t_2_2 = h*v_2_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + 2*BP_LANES_D + i0r + v0), 1, t_2_2);
+                                    bp_vd t_3_0 = h*v_3_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3_0);
+                                    bp_vd t_3_1 = h*v_3_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + BP_LANES_D + i0r + v0), 1, t_3_1);
+                                    bp_vd t_3_2 = h*v_3_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + 2*BP_LANES_D + i0r + v0), 1, t_3_2);
+                                }
+                            }
+                        }
+                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                        for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                    bp_vd x1 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                    bp_vd x2 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                    bp_vd x3 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                    bp_vd x4 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 4*O0 - m0k + v0), 1);
+                                    bp_vd x5 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 5*O0 - m0k + v0), 1);
+                                    bp_vd x6 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 6*O0 - m0k + v0), 1);
+                                    bp_vd x7 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 7*O0 - m0k + v0), 1);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                bp_vd t_0 = h*v_0;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                bp_vd t_1 = h*v_1;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                bp_vd t_2 = h*v_2;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                bp_vd t_3 = h*v_3;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                bp_vd t_4 = h*v_4;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                bp_vd t_5 = h*v_5;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                bp_vd t_6 = h*v_6;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                bp_vd t_7 = h*v_7;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                            } else {
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                    int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                    int64_t x1_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                                    int64_t x2_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                                    int64_t x3_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                                    int64_t x4_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                                    int64_t x5_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                                    int64_t x6_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                                    int64_t x7_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                    bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                                    v_0 += x0;
+                                    v_1 += x1;
+                                    v_2 += x2;
+                                    v_3 += x3;
+                                    v_4 += x4;
+                                    v_5 += x5;
+                                    v_6 += x6;
+                                    v_7 += x7;
+                                }
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                bp_vd t_0 = h*v_0;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                bp_vd t_1 = h*v_1;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                bp_vd t_2 = h*v_2;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                bp_vd t_3 = h*v_3;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                bp_vd t_4 = h*v_4;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                bp_vd t_5 = h*v_5;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                bp_vd t_6 = h*v_6;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                bp_vd t_7 = h*v_7;
+                                bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                            }
+                        }
+                        if (((H0 - i0r) % BP_LANES_D) != 0) {
+                            for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vd x1 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + O0 - m0k + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 2*O0 - m0k + v0), 1);
+                                        bp_vd x3 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 3*O0 - m0k + v0), 1);
+                                        bp_vd x4 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 4*O0 - m0k + v0), 1);
+                                        bp_vd x5 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 5*O0 - m0k + v0), 1);
+                                        bp_vd x6 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 6*O0 - m0k + v0), 1);
+                                        bp_vd x7 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b + 7*O0 - m0k + v0), 1);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = h*v_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = h*v_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = h*v_3;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = h*v_4;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = h*v_5;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = h*v_6;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = h*v_7;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    bp_vd v_1 = {0};
+                                    bp_vd v_2 = {0};
+                                    bp_vd v_3 = {0};
+                                    bp_vd v_4 = {0};
+                                    bp_vd v_5 = {0};
+                                    bp_vd v_6 = {0};
+                                    bp_vd v_7 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    bp_vd t_1 = h*v_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, t_1);
+                                    bp_vd t_2 = h*v_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, t_2);
+                                    bp_vd t_3 = h*v_3;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, t_3);
+                                    bp_vd t_4 = h*v_4;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, t_4);
+                                    bp_vd t_5 = h*v_5;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, t_5);
+                                    bp_vd t_6 = h*v_6;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, t_6);
+                                    bp_vd t_7 = h*v_7;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, t_7);
+                                }
+                            }
+                        }
+                    } else {
+                        int64_t v0 = 0;
+                        bp_vd v_0 = {0};
+                        bp_vd v_1 = {0};
+                        bp_vd v_2 = {0};
+                        bp_vd v_3 = {0};
+                        bp_vd v_4 = {0};
+                        bp_vd v_5 = {0};
+                        bp_vd v_6 = {0};
+                        bp_vd v_7 = {0};
+                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                            int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + O0 - m0k + v0, 1, x1_lanes);
+                            int64_t x2_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 2*O0 - m0k + v0, 1, x2_lanes);
+                            int64_t x3_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 3*O0 - m0k + v0, 1, x3_lanes);
+                            int64_t x4_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 4*O0 - m0k + v0, 1, x4_lanes);
+                            int64_t x5_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 5*O0 - m0k + v0, 1, x5_lanes);
+                            int64_t x6_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 6*O0 - m0k + v0, 1, x6_lanes);
+                            int64_t x7_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                            bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b + 7*O0 - m0k + v0, 1, x7_lanes);
+                            v_0 += x0;
+                            v_1 += x1;
+                            v_2 += x2;
+                            v_3 += x3;
+                            v_4 += x4;
+                            v_5 += x5;
+                            v_6 += x6;
+                            v_7 += x7;
+                        }
+                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                        bp_vd t_0 = h*v_0;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                        bp_vd t_1 = h*v_1;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_1);
+                        bp_vd t_2 = h*v_2;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 2*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_2);
+                        bp_vd t_3 = h*v_3;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 3*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_3);
+                        bp_vd t_4 = h*v_4;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 4*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_4);
+                        bp_vd t_5 = h*v_5;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 5*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_5);
+                        bp_vd t_6 = h*v_6;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 6*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_6);
+                        bp_vd t_7 = h*v_7;
+                        bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + 7*H0 + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_7);
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                        int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
+                        int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                        if (H0 - i0r >= BP_LANES_D) {
+                            for (int64_t v0 = 0, v0_end = H0 - 3*BP_LANES_D - i0r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        bp_vd x1 = bp_vload_d(grad_output + (C*O0*n_ + BP_LANES_D + O0*c__b - m0k + v0), 1);
+                                        bp_vd x2 = bp_vload_d(grad_output + (C*O0*n_ + 2*BP_LANES_D + O0*c__b - m0k + v0), 1);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0_0 = h*v_0_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = h*v_0_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = h*v_0_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                } else {
+                                    bp_vd v_0_0 = {0};
+                                    bp_vd v_0_1 = {0};
+                                    bp_vd v_0_2 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m0k - v0, -BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*n_ + BP_LANES_D + O0*c__b - m0k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m0k - v0, -2*BP_LANES_D + O0 + m0k - v0 - 1);
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*n_ + 2*BP_LANES_D + O0*c__b - m0k + v0, 1, x2_lanes);
+                                        v_0_0 += x0;
+                                        v_0_1 += x1;
+                                        v_0_2 += x2;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0_0 = h*v_0_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0_0);
+                                    bp_vd t_0_1 = h*v_0_1;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + BP_LANES_D + i0r + v0), 1, t_0_1);
+                                    bp_vd t_0_2 = h*v_0_2;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + 2*BP_LANES_D + i0r + v0), 1, t_0_2);
+                                }
+                            }
+                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H0 - i0r, 3*BP_LANES_D);
+                            for (int64_t v0 = v0_lo, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                        v_0 += x0;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                } else {
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                        int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                        v_0 += x0;
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                }
+                            }
+                            if (((H0 - i0r) % BP_LANES_D) != 0) {
+                                for (int64_t v0 = H0 - BP_LANES_D - i0r, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; ++v0) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*n_ + O0*c__b - m0k + v0), 1);
+                                            v_0 += x0;
+                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                            int64_t x0_lanes = bp_lane_mask_d(m0k - v0, O0 + m0k - v0 - 1);
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                            v_0 += x0;
+                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, t_0);
+                                    }
+                                }
+                            }
+                        } else {
+                            int64_t v0 = 0;
+                            bp_vd v_0 = {0};
+                            for (int64_t m0k = -P0 - i0r, m0k_end = K0 - P0 - i0r - 1; m0k <= m0k_end; ++m0k) {
+                                int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m0k), -v0 + bp_min(O0 + m0k - 1, H0 - i0r - 1));
+                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*n_ + O0*c__b - m0k + v0, 1, x0_lanes);
+                                v_0 += x0;
+                            }
+                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)1/(double)(K0)));
+                            bp_vd t_0 = h*v_0;
+                            bp_vstore_masked_d(grad_input + (C*H0*n_ + H0*c__b + i0r + v0), 1, bp_lane_mask_d(0, H0 - i0r - v0 - 1), t_0);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0; i0r <= 0; ++i0r) {
+                    int64_t vlo = bp_max(0, K0 - P0 - i0r - 1);
+                    int64_t vhi = bp_min(H0 - i0r - 1, O0 - P0 - i0r - 1);
+                    if (H0 - i0r >= BP_LANES_D) {
                         for (int64_t v0 = 0, v0_end = H0 - BP_LANES_D - i0r; v0 <= v0_end; v0 += BP_LANES_D) {
                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                 bp_vd v_0 = {0};
@@ -6668,7 +7753,7 @@ static void bpgen_avg_pool1d_backward_f64_part1(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7027,7 +8112,7 @@ static void bpgen_avg_pool1d_backward_f64_part2(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7386,7 +8471,7 @@ static void bpgen_avg_pool1d_backward_f64_part3(double *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -7411,7 +8496,7 @@ static void bpgen_avg_pool1d_backward_f64_part4(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7441,7 +8526,7 @@ static void bpgen_avg_pool1d_backward_f64_part5(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7471,7 +8556,7 @@ static void bpgen_avg_pool1d_backward_f64_part6(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7501,7 +8586,7 @@ static void bpgen_avg_pool1d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7548,7 +8633,7 @@ static void bpgen_avg_pool1d_backward_f64_part8(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7595,7 +8680,7 @@ static void bpgen_avg_pool1d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7642,7 +8727,7 @@ static void bpgen_avg_pool1d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool1d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool1d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t K0, int64_t N, int64_t O0, int64_t P0, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -7689,39 +8774,52 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
                 bpgen_avg_pool1d_backward_f64_part0(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H0 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                if (C*H0*N + C*N*O0 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                } else {
-                    bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
-                }
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    } else {
+                        bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    }
 #else
-                bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part1(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*N + C*N*O0 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    } else {
+                        bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+#endif
+                }
             }
         } else {
             if (S0 == 2) {
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f64_part2(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f64_part3(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
             }
         }
@@ -7729,12 +8827,12 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f64_part4(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+        bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
 #endif
     } else {
@@ -7744,35 +8842,35 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f64_part5(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f64_part6(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f64_part7(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, divisor_override);
 #endif
                 }
             }
@@ -7781,35 +8879,35 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*N + C*N*O0 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool1d_backward_f64_part8(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S0 == 2) {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f64_part9(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*N + C*N*O0 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool1d_backward_f64_part10(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -7818,12 +8916,12 @@ int bpgen_avg_pool1d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*N + C*N*O0 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+            bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool1d_backward_f64_part11(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
+        bpgen_avg_pool1d_backward_f64_part12(grad_input, grad_output, C, H0, K0, N, O0, P0, S0, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -12097,6 +13195,596 @@ static void bpgen_avg_pool2d_backward_f32_part1(float *restrict grad_input, cons
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                             if (H1 - i1r >= BP_LANES_F) {
+                                for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                    if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x8 = bp_vload_f(grad_output + (C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x9 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x10 = bp_vload_f(grad_output + (C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x11 = bp_vload_f(grad_output + (C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                    v_1_0 += x3;
+                                                    v_1_1 += x4;
+                                                    v_1_2 += x5;
+                                                    v_2_0 += x6;
+                                                    v_2_1 += x7;
+                                                    v_2_2 += x8;
+                                                    v_3_0 += x9;
+                                                    v_3_1 += x10;
+                                                    v_3_2 += x11;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0_0 = h*v_0_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = h*v_0_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = h*v_0_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            bp_vf t_1_0 = h*v_1_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                            bp_vf t_1_1 = h*v_1_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                            bp_vf t_1_2 = h*v_1_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                            bp_vf t_2_0 = h*v_2_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                            bp_vf t_2_1 = h*v_2_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                            bp_vf t_2_2 = h*v_2_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                            bp_vf t_3_0 = h*v_3_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                            bp_vf t_3_1 = h*v_3_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                            bp_vf t_3_2 = h*v_3_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                        }
+                                    } else {
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            bp_vf v_1_0 = {0};
+                                            bp_vf v_1_1 = {0};
+                                            bp_vf v_1_2 = {0};
+                                            bp_vf v_2_0 = {0};
+                                            bp_vf v_2_1 = {0};
+                                            bp_vf v_2_2 = {0};
+                                            bp_vf v_3_0 = {0};
+                                            bp_vf v_3_1 = {0};
+                                            bp_vf v_3_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m1k - v0, -BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m1k - v0, -2*BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-BP_LANES_F + m1k - v0, -BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-2*BP_LANES_F + m1k - v0, -2*BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(-BP_LANES_F + m1k - v0, -BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_f(-2*BP_LANES_F + m1k - v0, -2*BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x8 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x9 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x9_lanes);
+                                                    int64_t x10_lanes = bp_lane_mask_f(-BP_LANES_F + m1k - v0, -BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x10 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x10_lanes);
+                                                    int64_t x11_lanes = bp_lane_mask_f(-2*BP_LANES_F + m1k - v0, -2*BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x11 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x11_lanes);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                    v_1_0 += x3;
+                                                    v_1_1 += x4;
+                                                    v_1_2 += x5;
+                                                    v_2_0 += x6;
+                                                    v_2_1 += x7;
+                                                    v_2_2 += x8;
+                                                    v_3_0 += x9;
+                                                    v_3_1 += x10;
+                                                    v_3_2 += x11;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0_0 = h*v_0_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = h*v_0_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = h*v_0_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                            bp_vf t_1_0 = h*v_1_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                            bp_vf t_1_1 = h*v_1_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_1_1);
+                                            bp_vf t_1_2 = h*v_1_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_1_2);
+                                            bp_vf t_2_0 = h*v_2_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                            bp_vf t_2_1 = h*v_2_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_2_1);
+                                            bp_vf t_2_2 = h*v_2_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_2_2);
+                                            bp_vf t_3_0 = h*v_3_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                            bp_vf t_3_1 = h*v_3_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_3_1);
+                                            bp_vf t_3_2 = h*v_3_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_3_2);
+                                        }
+                                    }
+                                }
+                                int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                v_0 += x0;
+                                                v_1 += x1;
+                                                v_2 += x2;
+                                                v_3 += x3;
+                                                v_4 += x4;
+                                                v_5 += x5;
+                                                v_6 += x6;
+                                                v_7 += x7;
+                                            }
+                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        bp_vf t_1 = h*v_1;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                        bp_vf t_2 = h*v_2;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                        bp_vf t_3 = h*v_3;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                        bp_vf t_4 = h*v_4;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                        bp_vf t_5 = h*v_5;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                        bp_vf t_6 = h*v_6;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                        bp_vf t_7 = h*v_7;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                    } else {
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                v_0 += x0;
+                                                v_1 += x1;
+                                                v_2 += x2;
+                                                v_3 += x3;
+                                                v_4 += x4;
+                                                v_5 += x5;
+                                                v_6 += x6;
+                                                v_7 += x7;
+                                            }
+                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        bp_vf t_1 = h*v_1;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                        bp_vf t_2 = h*v_2;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                        bp_vf t_3 = h*v_3;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                        bp_vf t_4 = h*v_4;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                        bp_vf t_5 = h*v_5;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                        bp_vf t_6 = h*v_6;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                        bp_vf t_7 = h*v_7;
+                                        bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                    }
+                                }
+                                if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = h*v_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = h*v_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = h*v_3;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = h*v_4;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = h*v_5;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = h*v_6;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = h*v_7;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            bp_vf v_1 = {0};
+                                            bp_vf v_2 = {0};
+                                            bp_vf v_3 = {0};
+                                            bp_vf v_4 = {0};
+                                            bp_vf v_5 = {0};
+                                            bp_vf v_6 = {0};
+                                            bp_vf v_7 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vf t_1 = h*v_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vf t_2 = h*v_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vf t_3 = h*v_3;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vf t_4 = h*v_4;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vf t_5 = h*v_5;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vf t_6 = h*v_6;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vf t_7 = h*v_7;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vf v_0 = {0};
+                                bp_vf v_1 = {0};
+                                bp_vf v_2 = {0};
+                                bp_vf v_3 = {0};
+                                bp_vf v_4 = {0};
+                                bp_vf v_5 = {0};
+                                bp_vf v_6 = {0};
+                                bp_vf v_7 = {0};
+                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                }
+                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                bp_vf t_0 = h*v_0;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                bp_vf t_1 = h*v_1;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_1);
+                                bp_vf t_2 = h*v_2;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_2);
+                                bp_vf t_3 = h*v_3;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_3);
+                                bp_vf t_4 = h*v_4;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_4);
+                                bp_vf t_5 = h*v_5;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_5);
+                                bp_vf t_6 = h*v_6;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_6);
+                                bp_vf t_7 = h*v_7;
+                                bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_7);
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                        int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                        for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                            for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                                int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
+                                int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                if (H1 - i1r >= BP_LANES_F) {
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_F - i1r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                        if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0_0 = h*v_0_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = h*v_0_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = h*v_0_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                        } else {
+                                            bp_vf v_0_0 = {0};
+                                            bp_vf v_0_1 = {0};
+                                            bp_vf v_0_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m1k - v0, -BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m1k - v0, -2*BP_LANES_F + O1 + m1k - v0 - 1);
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + 2*BP_LANES_F + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0_0 = h*v_0_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vf t_0_1 = h*v_0_1;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_F + i1r + v0), 1, t_0_1);
+                                            bp_vf t_0_2 = h*v_0_2;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_F + i1r + v0), 1, t_0_2);
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H1 - i1r, 3*BP_LANES_F);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                        if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                            bp_vf v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        } else {
+                                            bp_vf v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_F) != 0) {
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t v0 = H1 - BP_LANES_F - i1r, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                        bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(m1k - v0, O1 + m1k - v0 - 1);
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vf v_0 = {0};
+                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                        for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                            int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                            v_0 += x0;
+                                        }
+                                    }
+                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1)));
+                                    bp_vf t_0 = h*v_0;
+                                    bp_vstore_masked_f(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_f(0, H1 - i1r - v0 - 1), t_0);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                    int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                    for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
+                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                            if (H1 - i1r >= BP_LANES_F) {
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_F - i1r; v0 <= v0_end; v0 += BP_LANES_F) {
                                     if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                         bp_vf v_0 = {0};
@@ -12459,7 +14147,7 @@ static void bpgen_avg_pool2d_backward_f32_part1(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -12856,7 +14544,7 @@ static void bpgen_avg_pool2d_backward_f32_part2(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13253,7 +14941,7 @@ static void bpgen_avg_pool2d_backward_f32_part3(float *restrict grad_input, cons
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -13287,7 +14975,7 @@ static void bpgen_avg_pool2d_backward_f32_part4(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13321,7 +15009,7 @@ static void bpgen_avg_pool2d_backward_f32_part5(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13355,7 +15043,7 @@ static void bpgen_avg_pool2d_backward_f32_part6(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13389,7 +15077,7 @@ static void bpgen_avg_pool2d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13488,7 +15176,7 @@ static void bpgen_avg_pool2d_backward_f32_part8(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13587,7 +15275,7 @@ static void bpgen_avg_pool2d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13686,7 +15374,7 @@ static void bpgen_avg_pool2d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -13745,39 +15433,52 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
                 bpgen_avg_pool2d_backward_f32_part0(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H1 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                } else {
-                    bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                }
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    } else {
+                        bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    }
 #else
-                bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    } else {
+                        bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+#endif
+                }
             }
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f32_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f32_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
             }
         }
@@ -13785,12 +15486,12 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f32_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+        bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
 #endif
     } else {
@@ -13800,35 +15501,35 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f32_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
                 if (S1 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f32_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f32_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
                 }
             }
@@ -13837,35 +15538,35 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f32_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S1 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f32_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f32_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -13874,12 +15575,12 @@ int bpgen_avg_pool2d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f32_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+        bpgen_avg_pool2d_backward_f32_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -14521,6 +16222,596 @@ static void bpgen_avg_pool2d_backward_f64_part1(double *restrict grad_input, con
                             int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
                             int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
                             if (H1 - i1r >= BP_LANES_D) {
+                                for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                    if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x8 = bp_vload_d(grad_output + (C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x9 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x10 = bp_vload_d(grad_output + (C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x11 = bp_vload_d(grad_output + (C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                    v_1_0 += x3;
+                                                    v_1_1 += x4;
+                                                    v_1_2 += x5;
+                                                    v_2_0 += x6;
+                                                    v_2_1 += x7;
+                                                    v_2_2 += x8;
+                                                    v_3_0 += x9;
+                                                    v_3_1 += x10;
+                                                    v_3_2 += x11;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0_0 = h*v_0_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = h*v_0_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = h*v_0_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            bp_vd t_1_0 = h*v_1_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                            bp_vd t_1_1 = h*v_1_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                            bp_vd t_1_2 = h*v_1_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                            bp_vd t_2_0 = h*v_2_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                            bp_vd t_2_1 = h*v_2_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                            bp_vd t_2_2 = h*v_2_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                            bp_vd t_3_0 = h*v_3_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                            bp_vd t_3_1 = h*v_3_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                            bp_vd t_3_2 = h*v_3_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                        }
+                                    } else {
+                                        for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                            int64_t c__b = c__bg;
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            bp_vd v_1_0 = {0};
+                                            bp_vd v_1_1 = {0};
+                                            bp_vd v_1_2 = {0};
+                                            bp_vd v_2_0 = {0};
+                                            bp_vd v_2_1 = {0};
+                                            bp_vd v_2_2 = {0};
+                                            bp_vd v_3_0 = {0};
+                                            bp_vd v_3_1 = {0};
+                                            bp_vd v_3_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m1k - v0, -BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m1k - v0, -2*BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-BP_LANES_D + m1k - v0, -BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-2*BP_LANES_D + m1k - v0, -2*BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(-BP_LANES_D + m1k - v0, -BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                    int64_t x8_lanes = bp_lane_mask_d(-2*BP_LANES_D + m1k - v0, -2*BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x8 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x8_lanes);
+                                                    int64_t x9_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x9 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x9_lanes);
+                                                    int64_t x10_lanes = bp_lane_mask_d(-BP_LANES_D + m1k - v0, -BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x10 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x10_lanes);
+                                                    int64_t x11_lanes = bp_lane_mask_d(-2*BP_LANES_D + m1k - v0, -2*BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x11 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x11_lanes);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                    v_1_0 += x3;
+                                                    v_1_1 += x4;
+                                                    v_1_2 += x5;
+                                                    v_2_0 += x6;
+                                                    v_2_1 += x7;
+                                                    v_2_2 += x8;
+                                                    v_3_0 += x9;
+                                                    v_3_1 += x10;
+                                                    v_3_2 += x11;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0_0 = h*v_0_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = h*v_0_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = h*v_0_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                            bp_vd t_1_0 = h*v_1_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1_0);
+                                            bp_vd t_1_1 = h*v_1_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_1_1);
+                                            bp_vd t_1_2 = h*v_1_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_1_2);
+                                            bp_vd t_2_0 = h*v_2_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2_0);
+                                            bp_vd t_2_1 = h*v_2_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_2_1);
+                                            bp_vd t_2_2 = h*v_2_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_2_2);
+                                            bp_vd t_3_0 = h*v_3_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3_0);
+                                            bp_vd t_3_1 = h*v_3_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_3_1);
+                                            bp_vd t_3_2 = h*v_3_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_3_2);
+                                        }
+                                    }
+                                }
+                                int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                v_0 += x0;
+                                                v_1 += x1;
+                                                v_2 += x2;
+                                                v_3 += x3;
+                                                v_4 += x4;
+                                                v_5 += x5;
+                                                v_6 += x6;
+                                                v_7 += x7;
+                                            }
+                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        bp_vd t_1 = h*v_1;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                        bp_vd t_2 = h*v_2;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                        bp_vd t_3 = h*v_3;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                        bp_vd t_4 = h*v_4;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                        bp_vd t_5 = h*v_5;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                        bp_vd t_6 = h*v_6;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                        bp_vd t_7 = h*v_7;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                    } else {
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                int64_t x1_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                int64_t x2_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                int64_t x3_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                int64_t x4_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                int64_t x5_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                int64_t x6_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                int64_t x7_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                v_0 += x0;
+                                                v_1 += x1;
+                                                v_2 += x2;
+                                                v_3 += x3;
+                                                v_4 += x4;
+                                                v_5 += x5;
+                                                v_6 += x6;
+                                                v_7 += x7;
+                                            }
+                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        bp_vd t_1 = h*v_1;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                        bp_vd t_2 = h*v_2;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                        bp_vd t_3 = h*v_3;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                        bp_vd t_4 = h*v_4;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                        bp_vd t_5 = h*v_5;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                        bp_vd t_6 = h*v_6;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                        bp_vd t_7 = h*v_7;
+                                        bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                    }
+                                }
+                                if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = h*v_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = h*v_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = h*v_3;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = h*v_4;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = h*v_5;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = h*v_6;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = h*v_7;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            bp_vd v_1 = {0};
+                                            bp_vd v_2 = {0};
+                                            bp_vd v_3 = {0};
+                                            bp_vd v_4 = {0};
+                                            bp_vd v_5 = {0};
+                                            bp_vd v_6 = {0};
+                                            bp_vd v_7 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            bp_vd t_1 = h*v_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_1);
+                                            bp_vd t_2 = h*v_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_2);
+                                            bp_vd t_3 = h*v_3;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_3);
+                                            bp_vd t_4 = h*v_4;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_4);
+                                            bp_vd t_5 = h*v_5;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_5);
+                                            bp_vd t_6 = h*v_6;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_6);
+                                            bp_vd t_7 = h*v_7;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_7);
+                                        }
+                                    }
+                                }
+                            } else {
+                                int64_t v0 = 0;
+                                bp_vd v_0 = {0};
+                                bp_vd v_1 = {0};
+                                bp_vd v_2 = {0};
+                                bp_vd v_3 = {0};
+                                bp_vd v_4 = {0};
+                                bp_vd v_5 = {0};
+                                bp_vd v_6 = {0};
+                                bp_vd v_7 = {0};
+                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                        int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                        int64_t x2_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 2*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                        int64_t x3_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 3*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x3_lanes);
+                                        int64_t x4_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 4*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x4_lanes);
+                                        int64_t x5_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 5*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x5_lanes);
+                                        int64_t x6_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 6*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x6_lanes);
+                                        int64_t x7_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                        bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + 7*O0*O1 + O1*i0q - O1*m0k - m1k + v0, 1, x7_lanes);
+                                        v_0 += x0;
+                                        v_1 += x1;
+                                        v_2 += x2;
+                                        v_3 += x3;
+                                        v_4 += x4;
+                                        v_5 += x5;
+                                        v_6 += x6;
+                                        v_7 += x7;
+                                    }
+                                }
+                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                bp_vd t_0 = h*v_0;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                bp_vd t_1 = h*v_1;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_1);
+                                bp_vd t_2 = h*v_2;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 2*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_2);
+                                bp_vd t_3 = h*v_3;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 3*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_3);
+                                bp_vd t_4 = h*v_4;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 4*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_4);
+                                bp_vd t_5 = h*v_5;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 5*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_5);
+                                bp_vd t_6 = h*v_6;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 6*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_6);
+                                bp_vd t_7 = h*v_7;
+                                bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + 7*H0*H1 + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_7);
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                        int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                        for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                            for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                                int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
+                                int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                                if (H1 - i1r >= BP_LANES_D) {
+                                    for (int64_t v0 = 0, v0_end = H1 - 3*BP_LANES_D - i1r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                        if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0_0 = h*v_0_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = h*v_0_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = h*v_0_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                        } else {
+                                            bp_vd v_0_0 = {0};
+                                            bp_vd v_0_1 = {0};
+                                            bp_vd v_0_2 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m1k - v0, -BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m1k - v0, -2*BP_LANES_D + O1 + m1k - v0 - 1);
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + 2*BP_LANES_D + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x2_lanes);
+                                                    v_0_0 += x0;
+                                                    v_0_1 += x1;
+                                                    v_0_2 += x2;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0_0 = h*v_0_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0_0);
+                                            bp_vd t_0_1 = h*v_0_1;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + BP_LANES_D + i1r + v0), 1, t_0_1);
+                                            bp_vd t_0_2 = h*v_0_2;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + 2*BP_LANES_D + i1r + v0), 1, t_0_2);
+                                        }
+                                    }
+                                    int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H1 - i1r, 3*BP_LANES_D);
+                                    for (int64_t v0 = v0_lo, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                        if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                            bp_vd v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        } else {
+                                            bp_vd v_0 = {0};
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                    v_0 += x0;
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                        }
+                                    }
+                                    if (((H1 - i1r) % BP_LANES_D) != 0) {
+                                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                        for (int64_t v0 = H1 - BP_LANES_D - i1r, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; ++v0) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                        bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0), 1);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(m1k - v0, O1 + m1k - v0 - 1);
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, t_0);
+                                            }
+                                        }
+                                    }
+                                } else {
+                                    int64_t v0 = 0;
+                                    bp_vd v_0 = {0};
+                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                        for (int64_t m1k = -P1 - i1r, m1k_end = K1 - P1 - i1r - 1; m1k <= m1k_end; ++m1k) {
+                                            int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m1k), -v0 + bp_min(O1 + m1k - 1, H1 - i1r - 1));
+                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*n_ + O0*O1*c__b + O1*i0q - O1*m0k - m1k + v0, 1, x0_lanes);
+                                            v_0 += x0;
+                                        }
+                                    }
+                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1)));
+                                    bp_vd t_0 = h*v_0;
+                                    bp_vstore_masked_d(grad_input + (C*H0*H1*n_ + H0*H1*c__b + H1*S0*i0q + H1*i0r + i1r + v0), 1, bp_lane_mask_d(0, H1 - i1r - v0 - 1), t_0);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                    int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                    for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                        int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                        for (int64_t i1r = 0; i1r <= 0; ++i1r) {
+                            int64_t vlo = bp_max(0, K1 - P1 - i1r - 1);
+                            int64_t vhi = bp_min(H1 - i1r - 1, O1 - P1 - i1r - 1);
+                            if (H1 - i1r >= BP_LANES_D) {
                                 for (int64_t v0 = 0, v0_end = H1 - BP_LANES_D - i1r; v0 <= v0_end; v0 += BP_LANES_D) {
                                     if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                         bp_vd v_0 = {0};
@@ -14883,7 +17174,7 @@ static void bpgen_avg_pool2d_backward_f64_part1(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15280,7 +17571,7 @@ static void bpgen_avg_pool2d_backward_f64_part2(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15677,7 +17968,7 @@ static void bpgen_avg_pool2d_backward_f64_part3(double *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -15711,7 +18002,7 @@ static void bpgen_avg_pool2d_backward_f64_part4(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15745,7 +18036,7 @@ static void bpgen_avg_pool2d_backward_f64_part5(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15779,7 +18070,7 @@ static void bpgen_avg_pool2d_backward_f64_part6(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15813,7 +18104,7 @@ static void bpgen_avg_pool2d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -15912,7 +18203,7 @@ static void bpgen_avg_pool2d_backward_f64_part8(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16011,7 +18302,7 @@ static void bpgen_avg_pool2d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16110,7 +18401,7 @@ static void bpgen_avg_pool2d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool2d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool2d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t K0, int64_t K1, int64_t N, int64_t O0, int64_t O1, int64_t P0, int64_t P1, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -16169,39 +18460,52 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
                 bpgen_avg_pool2d_backward_f64_part0(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H1 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                } else {
-                    bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
-                }
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    } else {
+                        bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    }
 #else
-                bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part1(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    } else {
+                        bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+#endif
+                }
             }
         } else {
             if (S1 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f64_part2(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f64_part3(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
             }
         }
@@ -16209,12 +18513,12 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f64_part4(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+        bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
 #endif
     } else {
@@ -16224,35 +18528,35 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f64_part5(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
             } else {
                 if (S1 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f64_part6(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f64_part7(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, divisor_override);
 #endif
                 }
             }
@@ -16261,35 +18565,35 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool2d_backward_f64_part8(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S1 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f64_part9(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool2d_backward_f64_part10(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -16298,12 +18602,12 @@ int bpgen_avg_pool2d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*N + C*N*O0*O1 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+            bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool2d_backward_f64_part11(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
+        bpgen_avg_pool2d_backward_f64_part12(grad_input, grad_output, C, H0, H1, K0, K1, N, O0, O1, P0, P1, S0, S1, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -21068,6 +23372,650 @@ static void bpgen_avg_pool3d_backward_f32_part1(float *restrict grad_input, cons
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                     if (H2 - i2r >= BP_LANES_F) {
+                                        for (int64_t v0 = 0, v0_end = H2 - 3*BP_LANES_F - i2r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                            if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                    int64_t c__b = c__bg;
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_0_2 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_1_1 = {0};
+                                                    bp_vf v_1_2 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_2_1 = {0};
+                                                    bp_vf v_2_2 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_3_1 = {0};
+                                                    bp_vf v_3_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x8 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x9 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x10 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x11 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                                v_1_0 += x3;
+                                                                v_1_1 += x4;
+                                                                v_1_2 += x5;
+                                                                v_2_0 += x6;
+                                                                v_2_1 += x7;
+                                                                v_2_2 += x8;
+                                                                v_3_0 += x9;
+                                                                v_3_1 += x10;
+                                                                v_3_2 += x11;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0_0 = h*v_0_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = h*v_0_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_0_1);
+                                                    bp_vf t_0_2 = h*v_0_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_0_2);
+                                                    bp_vf t_1_0 = h*v_1_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1_0);
+                                                    bp_vf t_1_1 = h*v_1_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_1_1);
+                                                    bp_vf t_1_2 = h*v_1_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_1_2);
+                                                    bp_vf t_2_0 = h*v_2_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2_0);
+                                                    bp_vf t_2_1 = h*v_2_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_2_1);
+                                                    bp_vf t_2_2 = h*v_2_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_2_2);
+                                                    bp_vf t_3_0 = h*v_3_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3_0);
+                                                    bp_vf t_3_1 = h*v_3_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_3_1);
+                                                    bp_vf t_3_2 = h*v_3_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_3_2);
+                                                }
+                                            } else {
+                                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                    int64_t c__b = c__bg;
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_0_2 = {0};
+                                                    bp_vf v_1_0 = {0};
+                                                    bp_vf v_1_1 = {0};
+                                                    bp_vf v_1_2 = {0};
+                                                    bp_vf v_2_0 = {0};
+                                                    bp_vf v_2_1 = {0};
+                                                    bp_vf v_2_2 = {0};
+                                                    bp_vf v_3_0 = {0};
+                                                    bp_vf v_3_1 = {0};
+                                                    bp_vf v_3_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m2k - v0, -BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m2k - v0, -2*BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_f(-BP_LANES_F + m2k - v0, -BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_f(-2*BP_LANES_F + m2k - v0, -2*BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_f(-BP_LANES_F + m2k - v0, -BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_f(-2*BP_LANES_F + m2k - v0, -2*BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x8 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x9 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x9_lanes);
+                                                                int64_t x10_lanes = bp_lane_mask_f(-BP_LANES_F + m2k - v0, -BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x10 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x10_lanes);
+                                                                int64_t x11_lanes = bp_lane_mask_f(-2*BP_LANES_F + m2k - v0, -2*BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x11 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x11_lanes);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                                v_1_0 += x3;
+                                                                v_1_1 += x4;
+                                                                v_1_2 += x5;
+                                                                v_2_0 += x6;
+                                                                v_2_1 += x7;
+                                                                v_2_2 += x8;
+                                                                v_3_0 += x9;
+                                                                v_3_1 += x10;
+                                                                v_3_2 += x11;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0_0 = h*v_0_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = h*v_0_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_0_1);
+                                                    bp_vf t_0_2 = h*v_0_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_0_2);
+                                                    bp_vf t_1_0 = h*v_1_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1_0);
+                                                    bp_vf t_1_1 = h*v_1_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_1_1);
+                                                    bp_vf t_1_2 = h*v_1_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_1_2);
+                                                    bp_vf t_2_0 = h*v_2_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2_0);
+                                                    bp_vf t_2_1 = h*v_2_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_2_1);
+                                                    bp_vf t_2_2 = h*v_2_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_2_2);
+                                                    bp_vf t_3_0 = h*v_3_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3_0);
+                                                    bp_vf t_3_1 = h*v_3_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_3_1);
+                                                    bp_vf t_3_2 = h*v_3_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_3_2);
+                                                }
+                                            }
+                                        }
+                                        int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H2 - i2r, 3*BP_LANES_F);
+                                        for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                            if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                        for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                            bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            v_0 += x0;
+                                                            v_1 += x1;
+                                                            v_2 += x2;
+                                                            v_3 += x3;
+                                                            v_4 += x4;
+                                                            v_5 += x5;
+                                                            v_6 += x6;
+                                                            v_7 += x7;
+                                                        }
+                                                    }
+                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                bp_vf t_1 = h*v_1;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                bp_vf t_2 = h*v_2;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                bp_vf t_3 = h*v_3;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                bp_vf t_4 = h*v_4;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                bp_vf t_5 = h*v_5;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                bp_vf t_6 = h*v_6;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                bp_vf t_7 = h*v_7;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                            } else {
+                                                bp_vf v_0 = {0};
+                                                bp_vf v_1 = {0};
+                                                bp_vf v_2 = {0};
+                                                bp_vf v_3 = {0};
+                                                bp_vf v_4 = {0};
+                                                bp_vf v_5 = {0};
+                                                bp_vf v_6 = {0};
+                                                bp_vf v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                        for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                            int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                            int64_t x2_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                            int64_t x3_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                            int64_t x4_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                            int64_t x5_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                            int64_t x6_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                            int64_t x7_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                            v_0 += x0;
+                                                            v_1 += x1;
+                                                            v_2 += x2;
+                                                            v_3 += x3;
+                                                            v_4 += x4;
+                                                            v_5 += x5;
+                                                            v_6 += x6;
+                                                            v_7 += x7;
+                                                        }
+                                                    }
+                                                }
+                                                float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                bp_vf t_0 = h*v_0;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                bp_vf t_1 = h*v_1;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                bp_vf t_2 = h*v_2;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                bp_vf t_3 = h*v_3;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                bp_vf t_4 = h*v_4;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                bp_vf t_5 = h*v_5;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                bp_vf t_6 = h*v_6;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                bp_vf t_7 = h*v_7;
+                                                bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                            int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                            for (int64_t v0 = H2 - BP_LANES_F - i2r, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x3 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x4 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x5 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x6 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x7 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0 += x0;
+                                                                v_1 += x1;
+                                                                v_2 += x2;
+                                                                v_3 += x3;
+                                                                v_4 += x4;
+                                                                v_5 += x5;
+                                                                v_6 += x6;
+                                                                v_7 += x7;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0 = h*v_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    bp_vf t_1 = h*v_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                    bp_vf t_2 = h*v_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                    bp_vf t_3 = h*v_3;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                    bp_vf t_4 = h*v_4;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                    bp_vf t_5 = h*v_5;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                    bp_vf t_6 = h*v_6;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                    bp_vf t_7 = h*v_7;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    bp_vf v_1 = {0};
+                                                    bp_vf v_2 = {0};
+                                                    bp_vf v_3 = {0};
+                                                    bp_vf v_4 = {0};
+                                                    bp_vf v_5 = {0};
+                                                    bp_vf v_6 = {0};
+                                                    bp_vf v_7 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                                v_0 += x0;
+                                                                v_1 += x1;
+                                                                v_2 += x2;
+                                                                v_3 += x3;
+                                                                v_4 += x4;
+                                                                v_5 += x5;
+                                                                v_6 += x6;
+                                                                v_7 += x7;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0 = h*v_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    bp_vf t_1 = h*v_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                    bp_vf t_2 = h*v_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                    bp_vf t_3 = h*v_3;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                    bp_vf t_4 = h*v_4;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                    bp_vf t_5 = h*v_5;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                    bp_vf t_6 = h*v_6;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                    bp_vf t_7 = h*v_7;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vf v_0 = {0};
+                                        bp_vf v_1 = {0};
+                                        bp_vf v_2 = {0};
+                                        bp_vf v_3 = {0};
+                                        bp_vf v_4 = {0};
+                                        bp_vf v_5 = {0};
+                                        bp_vf v_6 = {0};
+                                        bp_vf v_7 = {0};
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                    int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x3 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x4 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x5 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x6 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vf x7 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                        }
+                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                        bp_vf t_0 = h*v_0;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_0);
+                                        bp_vf t_1 = h*v_1;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_1);
+                                        bp_vf t_2 = h*v_2;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_2);
+                                        bp_vf t_3 = h*v_3;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_3);
+                                        bp_vf t_4 = h*v_4;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_4);
+                                        bp_vf t_5 = h*v_5;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_5);
+                                        bp_vf t_6 = h*v_6;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_6);
+                                        bp_vf t_7 = h*v_7;
+                                        bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_7);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                        int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                        for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
+                                int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
+                                for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                    for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                        int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
+                                        int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                        if (H2 - i2r >= BP_LANES_F) {
+                                            for (int64_t v0 = 0, v0_end = H2 - 3*BP_LANES_F - i2r; v0 <= v0_end; v0 += 3*BP_LANES_F) {
+                                                if (v0 >= vlo && 3*BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_0_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x1 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vf x2 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0_0 = h*v_0_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = h*v_0_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_0_1);
+                                                    bp_vf t_0_2 = h*v_0_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_0_2);
+                                                } else {
+                                                    bp_vf v_0_0 = {0};
+                                                    bp_vf v_0_1 = {0};
+                                                    bp_vf v_0_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_f(-BP_LANES_F + m2k - v0, -BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x1 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_f(-2*BP_LANES_F + m2k - v0, -2*BP_LANES_F + O2 + m2k - v0 - 1);
+                                                                bp_vf x2 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_F + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0_0 = h*v_0_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vf t_0_1 = h*v_0_1;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_F + i2r + v0), 1, t_0_1);
+                                                    bp_vf t_0_2 = h*v_0_2;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_F + i2r + v0), 1, t_0_2);
+                                                }
+                                            }
+                                            int64_t v0_lo = 3*BP_LANES_F*bp_floordiv(H2 - i2r, 3*BP_LANES_F);
+                                            for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
+                                                if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                    bp_vf v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0 += x0;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0 = h*v_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vf v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                v_0 += x0;
+                                                            }
+                                                        }
+                                                    }
+                                                    float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                    bp_vf t_0 = h*v_0;
+                                                    bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H2 - i2r) % BP_LANES_F) != 0) {
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t v0 = H2 - BP_LANES_F - i2r, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                    bp_vf x0 = bp_vload_f(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                    v_0 += x0;
+                                                                }
+                                                            }
+                                                        }
+                                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                        bp_vf t_0 = h*v_0;
+                                                        bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vf v_0 = {0};
+                                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                    int64_t x0_lanes = bp_lane_mask_f(m2k - v0, O2 + m2k - v0 - 1);
+                                                                    bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                    v_0 += x0;
+                                                                }
+                                                            }
+                                                        }
+                                                        float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                                        bp_vf t_0 = h*v_0;
+                                                        bp_vstore_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vf v_0 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                    for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                        int64_t x0_lanes = bp_lane_mask_f(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                        bp_vf x0 = bp_vload_masked_f(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            float h = (divisor_override != 0 ? ((float)1/(float)(divisor_override)) : ((float)(1)/(float)(K0*K1*K2)));
+                                            bp_vf t_0 = h*v_0;
+                                            bp_vstore_masked_f(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_f(0, H2 - i2r - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                    int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                    for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
+                            int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
+                            for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                    int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
+                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                    if (H2 - i2r >= BP_LANES_F) {
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_F - i2r; v0 <= v0_end; v0 += BP_LANES_F) {
                                             if (v0 >= vlo && BP_LANES_F + v0 - 1 <= vhi) {
                                                 bp_vf v_0 = {0};
@@ -21463,7 +24411,7 @@ static void bpgen_avg_pool3d_backward_f32_part1(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -21898,7 +24846,7 @@ static void bpgen_avg_pool3d_backward_f32_part2(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22333,7 +25281,7 @@ static void bpgen_avg_pool3d_backward_f32_part3(float *restrict grad_input, cons
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part4(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -22376,7 +25324,7 @@ static void bpgen_avg_pool3d_backward_f32_part4(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part5(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22414,7 +25362,7 @@ static void bpgen_avg_pool3d_backward_f32_part5(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part6(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22452,7 +25400,7 @@ static void bpgen_avg_pool3d_backward_f32_part6(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part7(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22490,7 +25438,7 @@ static void bpgen_avg_pool3d_backward_f32_part7(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part8(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22609,7 +25557,7 @@ static void bpgen_avg_pool3d_backward_f32_part8(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22728,7 +25676,7 @@ static void bpgen_avg_pool3d_backward_f32_part9(float *restrict grad_input, cons
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22847,7 +25795,7 @@ static void bpgen_avg_pool3d_backward_f32_part10(float *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f32_part11(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f32_part12(float *restrict grad_input, const float *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -22918,39 +25866,52 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
                 bpgen_avg_pool3d_backward_f32_part0(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H2 >= 3*BP_LANES_F) {
 #ifdef _OPENMP
-                if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                } else {
-                    bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                }
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    } else {
+                        bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    }
 #else
-                bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    } else {
+                        bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+#endif
+                }
             }
         } else {
             if (S2 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f32_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f32_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
             }
         }
@@ -22958,12 +25919,12 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f32_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+        bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
 #endif
     } else {
@@ -22973,35 +25934,35 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f32_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
                 if (S2 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f32_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f32_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
                 }
             }
@@ -23010,35 +25971,35 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f32_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S2 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f32_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f32_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -23047,12 +26008,12 @@ int bpgen_avg_pool3d_backward_f32(float *restrict grad_input, const float *restr
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f32_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+        bpgen_avg_pool3d_backward_f32_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
 #endif
     }
@@ -23753,6 +26714,650 @@ static void bpgen_avg_pool3d_backward_f64_part1(double *restrict grad_input, con
                                     int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
                                     int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
                                     if (H2 - i2r >= BP_LANES_D) {
+                                        for (int64_t v0 = 0, v0_end = H2 - 3*BP_LANES_D - i2r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                            if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                    int64_t c__b = c__bg;
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_0_2 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_1_1 = {0};
+                                                    bp_vd v_1_2 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_2_1 = {0};
+                                                    bp_vd v_2_2 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_3_1 = {0};
+                                                    bp_vd v_3_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x8 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x9 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x10 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x11 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                                v_1_0 += x3;
+                                                                v_1_1 += x4;
+                                                                v_1_2 += x5;
+                                                                v_2_0 += x6;
+                                                                v_2_1 += x7;
+                                                                v_2_2 += x8;
+                                                                v_3_0 += x9;
+                                                                v_3_1 += x10;
+                                                                v_3_2 += x11;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0_0 = h*v_0_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = h*v_0_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_0_1);
+                                                    bp_vd t_0_2 = h*v_0_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_0_2);
+                                                    bp_vd t_1_0 = h*v_1_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1_0);
+                                                    bp_vd t_1_1 = h*v_1_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_1_1);
+                                                    bp_vd t_1_2 = h*v_1_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_1_2);
+                                                    bp_vd t_2_0 = h*v_2_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2_0);
+                                                    bp_vd t_2_1 = h*v_2_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_2_1);
+                                                    bp_vd t_2_2 = h*v_2_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_2_2);
+                                                    bp_vd t_3_0 = h*v_3_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3_0);
+                                                    bp_vd t_3_1 = h*v_3_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_3_1);
+                                                    bp_vd t_3_2 = h*v_3_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_3_2);
+                                                }
+                                            } else {
+                                                for (int64_t c__bg = c__b, c__bg_end = c__b + 7; c__bg <= c__bg_end; c__bg += 4) {
+                                                    int64_t c__b = c__bg;
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_0_2 = {0};
+                                                    bp_vd v_1_0 = {0};
+                                                    bp_vd v_1_1 = {0};
+                                                    bp_vd v_1_2 = {0};
+                                                    bp_vd v_2_0 = {0};
+                                                    bp_vd v_2_1 = {0};
+                                                    bp_vd v_2_2 = {0};
+                                                    bp_vd v_3_0 = {0};
+                                                    bp_vd v_3_1 = {0};
+                                                    bp_vd v_3_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m2k - v0, -BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m2k - v0, -2*BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_d(-BP_LANES_D + m2k - v0, -BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_d(-2*BP_LANES_D + m2k - v0, -2*BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_d(-BP_LANES_D + m2k - v0, -BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                                int64_t x8_lanes = bp_lane_mask_d(-2*BP_LANES_D + m2k - v0, -2*BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x8 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x8_lanes);
+                                                                int64_t x9_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x9 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x9_lanes);
+                                                                int64_t x10_lanes = bp_lane_mask_d(-BP_LANES_D + m2k - v0, -BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x10 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x10_lanes);
+                                                                int64_t x11_lanes = bp_lane_mask_d(-2*BP_LANES_D + m2k - v0, -2*BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x11 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x11_lanes);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                                v_1_0 += x3;
+                                                                v_1_1 += x4;
+                                                                v_1_2 += x5;
+                                                                v_2_0 += x6;
+                                                                v_2_1 += x7;
+                                                                v_2_2 += x8;
+                                                                v_3_0 += x9;
+                                                                v_3_1 += x10;
+                                                                v_3_2 += x11;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0_0 = h*v_0_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = h*v_0_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_0_1);
+                                                    bp_vd t_0_2 = h*v_0_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_0_2);
+                                                    bp_vd t_1_0 = h*v_1_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1_0);
+                                                    bp_vd t_1_1 = h*v_1_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_1_1);
+                                                    bp_vd t_1_2 = h*v_1_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_1_2);
+                                                    bp_vd t_2_0 = h*v_2_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2_0);
+                                                    bp_vd t_2_1 = h*v_2_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_2_1);
+                                                    bp_vd t_2_2 = h*v_2_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_2_2);
+                                                    bp_vd t_3_0 = h*v_3_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3_0);
+                                                    bp_vd t_3_1 = h*v_3_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_3_1);
+                                                    bp_vd t_3_2 = h*v_3_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_3_2);
+                                                }
+                                            }
+                                        }
+                                        int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H2 - i2r, 3*BP_LANES_D);
+                                        for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                            if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                        for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                            bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                            v_0 += x0;
+                                                            v_1 += x1;
+                                                            v_2 += x2;
+                                                            v_3 += x3;
+                                                            v_4 += x4;
+                                                            v_5 += x5;
+                                                            v_6 += x6;
+                                                            v_7 += x7;
+                                                        }
+                                                    }
+                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                bp_vd t_1 = h*v_1;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                bp_vd t_2 = h*v_2;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                bp_vd t_3 = h*v_3;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                bp_vd t_4 = h*v_4;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                bp_vd t_5 = h*v_5;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                bp_vd t_6 = h*v_6;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                bp_vd t_7 = h*v_7;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                            } else {
+                                                bp_vd v_0 = {0};
+                                                bp_vd v_1 = {0};
+                                                bp_vd v_2 = {0};
+                                                bp_vd v_3 = {0};
+                                                bp_vd v_4 = {0};
+                                                bp_vd v_5 = {0};
+                                                bp_vd v_6 = {0};
+                                                bp_vd v_7 = {0};
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                    for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                        for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                            int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                            int64_t x1_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                            int64_t x2_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                            int64_t x3_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                            int64_t x4_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                            int64_t x5_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                            int64_t x6_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                            int64_t x7_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                            bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                            v_0 += x0;
+                                                            v_1 += x1;
+                                                            v_2 += x2;
+                                                            v_3 += x3;
+                                                            v_4 += x4;
+                                                            v_5 += x5;
+                                                            v_6 += x6;
+                                                            v_7 += x7;
+                                                        }
+                                                    }
+                                                }
+                                                double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                bp_vd t_0 = h*v_0;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                bp_vd t_1 = h*v_1;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                bp_vd t_2 = h*v_2;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                bp_vd t_3 = h*v_3;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                bp_vd t_4 = h*v_4;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                bp_vd t_5 = h*v_5;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                bp_vd t_6 = h*v_6;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                bp_vd t_7 = h*v_7;
+                                                bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                            }
+                                        }
+                                        if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                            int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                            int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                            int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                            int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                            for (int64_t v0 = H2 - BP_LANES_D - i2r, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; ++v0) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x3 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x4 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x5 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x6 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x7 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0 += x0;
+                                                                v_1 += x1;
+                                                                v_2 += x2;
+                                                                v_3 += x3;
+                                                                v_4 += x4;
+                                                                v_5 += x5;
+                                                                v_6 += x6;
+                                                                v_7 += x7;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0 = h*v_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    bp_vd t_1 = h*v_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                    bp_vd t_2 = h*v_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                    bp_vd t_3 = h*v_3;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                    bp_vd t_4 = h*v_4;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                    bp_vd t_5 = h*v_5;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                    bp_vd t_6 = h*v_6;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                    bp_vd t_7 = h*v_7;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    bp_vd v_1 = {0};
+                                                    bp_vd v_2 = {0};
+                                                    bp_vd v_3 = {0};
+                                                    bp_vd v_4 = {0};
+                                                    bp_vd v_5 = {0};
+                                                    bp_vd v_6 = {0};
+                                                    bp_vd v_7 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                int64_t x3_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                                int64_t x4_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                                int64_t x5_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                                int64_t x6_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                                int64_t x7_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                                v_0 += x0;
+                                                                v_1 += x1;
+                                                                v_2 += x2;
+                                                                v_3 += x3;
+                                                                v_4 += x4;
+                                                                v_5 += x5;
+                                                                v_6 += x6;
+                                                                v_7 += x7;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0 = h*v_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    bp_vd t_1 = h*v_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_1);
+                                                    bp_vd t_2 = h*v_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_2);
+                                                    bp_vd t_3 = h*v_3;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_3);
+                                                    bp_vd t_4 = h*v_4;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_4);
+                                                    bp_vd t_5 = h*v_5;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_5);
+                                                    bp_vd t_6 = h*v_6;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_6);
+                                                    bp_vd t_7 = h*v_7;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_7);
+                                                }
+                                            }
+                                        }
+                                    } else {
+                                        int64_t v0 = 0;
+                                        bp_vd v_0 = {0};
+                                        bp_vd v_1 = {0};
+                                        bp_vd v_2 = {0};
+                                        bp_vd v_3 = {0};
+                                        bp_vd v_4 = {0};
+                                        bp_vd v_5 = {0};
+                                        bp_vd v_6 = {0};
+                                        bp_vd v_7 = {0};
+                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                    int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                    int64_t x1_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                    int64_t x2_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 2*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                    int64_t x3_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x3 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 3*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x3_lanes);
+                                                    int64_t x4_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x4 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 4*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x4_lanes);
+                                                    int64_t x5_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x5 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 5*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x5_lanes);
+                                                    int64_t x6_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x6 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 6*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x6_lanes);
+                                                    int64_t x7_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                    bp_vd x7 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + 7*O0*O1*O2 + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x7_lanes);
+                                                    v_0 += x0;
+                                                    v_1 += x1;
+                                                    v_2 += x2;
+                                                    v_3 += x3;
+                                                    v_4 += x4;
+                                                    v_5 += x5;
+                                                    v_6 += x6;
+                                                    v_7 += x7;
+                                                }
+                                            }
+                                        }
+                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                        bp_vd t_0 = h*v_0;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_0);
+                                        bp_vd t_1 = h*v_1;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_1);
+                                        bp_vd t_2 = h*v_2;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 2*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_2);
+                                        bp_vd t_3 = h*v_3;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 3*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_3);
+                                        bp_vd t_4 = h*v_4;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 4*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_4);
+                                        bp_vd t_5 = h*v_5;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 5*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_5);
+                                        bp_vd t_6 = h*v_6;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 6*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_6);
+                                        bp_vd t_7 = h*v_7;
+                                        bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + 7*H0*H1*H2 + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_7);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            } else {
+                for (int64_t c__b1 = c__b, c__b1_end = C - 1; c__b1 <= c__b1_end; ++c__b1) {
+                    int64_t c__b = c__b1;
+                    for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                        int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                        for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                            for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
+                                int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
+                                for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                    for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                        int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
+                                        int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                        if (H2 - i2r >= BP_LANES_D) {
+                                            for (int64_t v0 = 0, v0_end = H2 - 3*BP_LANES_D - i2r; v0 <= v0_end; v0 += 3*BP_LANES_D) {
+                                                if (v0 >= vlo && 3*BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_0_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x1 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                bp_vd x2 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0_0 = h*v_0_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = h*v_0_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_0_1);
+                                                    bp_vd t_0_2 = h*v_0_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_0_2);
+                                                } else {
+                                                    bp_vd v_0_0 = {0};
+                                                    bp_vd v_0_1 = {0};
+                                                    bp_vd v_0_2 = {0};
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                int64_t x1_lanes = bp_lane_mask_d(-BP_LANES_D + m2k - v0, -BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x1 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x1_lanes);
+                                                                int64_t x2_lanes = bp_lane_mask_d(-2*BP_LANES_D + m2k - v0, -2*BP_LANES_D + O2 + m2k - v0 - 1);
+                                                                bp_vd x2 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + 2*BP_LANES_D + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x2_lanes);
+                                                                v_0_0 += x0;
+                                                                v_0_1 += x1;
+                                                                v_0_2 += x2;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0_0 = h*v_0_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0_0);
+                                                    bp_vd t_0_1 = h*v_0_1;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + BP_LANES_D + i2r + v0), 1, t_0_1);
+                                                    bp_vd t_0_2 = h*v_0_2;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + 2*BP_LANES_D + i2r + v0), 1, t_0_2);
+                                                }
+                                            }
+                                            int64_t v0_lo = 3*BP_LANES_D*bp_floordiv(H2 - i2r, 3*BP_LANES_D);
+                                            for (int64_t v0 = v0_lo, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
+                                                if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                    bp_vd v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                v_0 += x0;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0 = h*v_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                } else {
+                                                    bp_vd v_0 = {0};
+                                                    int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                    int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                    int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                    int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                    for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                        for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                            for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                v_0 += x0;
+                                                            }
+                                                        }
+                                                    }
+                                                    double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                    bp_vd t_0 = h*v_0;
+                                                    bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                }
+                                            }
+                                            if (((H2 - i2r) % BP_LANES_D) != 0) {
+                                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                                for (int64_t v0 = H2 - BP_LANES_D - i2r, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; ++v0) {
+                                                    if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                    bp_vd x0 = bp_vload_d(grad_output + (C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0), 1);
+                                                                    v_0 += x0;
+                                                                }
+                                                            }
+                                                        }
+                                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                        bp_vd t_0 = h*v_0;
+                                                        bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    } else {
+                                                        bp_vd v_0 = {0};
+                                                        for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                            for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                                for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                                    int64_t x0_lanes = bp_lane_mask_d(m2k - v0, O2 + m2k - v0 - 1);
+                                                                    bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                                    v_0 += x0;
+                                                                }
+                                                            }
+                                                        }
+                                                        double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                                        bp_vd t_0 = h*v_0;
+                                                        bp_vstore_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, t_0);
+                                                    }
+                                                }
+                                            }
+                                        } else {
+                                            int64_t v0 = 0;
+                                            bp_vd v_0 = {0};
+                                            for (int64_t m0k = m0k_lo; m0k <= m0k_hi; ++m0k) {
+                                                for (int64_t m1k = m1k_lo; m1k <= m1k_hi; ++m1k) {
+                                                    for (int64_t m2k = -P2 - i2r, m2k_end = K2 - P2 - i2r - 1; m2k <= m2k_end; ++m2k) {
+                                                        int64_t x0_lanes = bp_lane_mask_d(-v0 + bp_max(0, m2k), -v0 + bp_min(O2 + m2k - 1, H2 - i2r - 1));
+                                                        bp_vd x0 = bp_vload_masked_d(grad_output, C*O0*O1*O2*n_ + O0*O1*O2*c__b + O1*O2*i0q - O1*O2*m0k + O2*i1q - O2*m1k - m2k + v0, 1, x0_lanes);
+                                                        v_0 += x0;
+                                                    }
+                                                }
+                                            }
+                                            double h = (divisor_override != 0 ? ((double)1/(double)(divisor_override)) : ((double)(1)/(double)(K0*K1*K2)));
+                                            bp_vd t_0 = h*v_0;
+                                            bp_vstore_masked_d(grad_input + (C*H0*H1*H2*n_ + H0*H1*H2*c__b + H1*H2*S0*i0q + H1*H2*i0r + H2*S1*i1q + H2*i1r + i2r + v0), 1, bp_lane_mask_d(0, H2 - i2r - v0 - 1), t_0);
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+#endif
+
+#if defined(BP_VECTOR)
+static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+{
+#ifdef _OPENMP
+    #pragma omp for schedule(static) collapse(2)
+#endif
+    for (int64_t n_ = 0; n_ <= N - 1; ++n_) {
+        for (int64_t c__b = 0; c__b <= C - 1; c__b += 8) {
+            if (c__b + 8 <= C) {
+                for (int64_t i0r = 0, i0r_end = S0 - 1; i0r <= i0r_end; ++i0r) {
+                    int64_t i0q_hi = bp_floordiv(H0 - i0r - 1, S0);
+                    for (int64_t i0q = 0; i0q <= i0q_hi; ++i0q) {
+                        for (int64_t i1r = 0, i1r_end = S1 - 1; i1r <= i1r_end; ++i1r) {
+                            int64_t i1q_hi = bp_floordiv(H1 - i1r - 1, S1);
+                            for (int64_t i1q = 0; i1q <= i1q_hi; ++i1q) {
+                                int64_t m0k_lo = bp_max(-O0 + i0q + 1, bp_ceildiv(-P0 - i0r, S0));
+                                int64_t m0k_hi = bp_min(i0q, bp_floordiv(K0 - P0 - i0r - 1, S0));
+                                int64_t m1k_lo = bp_max(-O1 + i1q + 1, bp_ceildiv(-P1 - i1r, S1));
+                                int64_t m1k_hi = bp_min(i1q, bp_floordiv(K1 - P1 - i1r - 1, S1));
+                                for (int64_t i2r = 0; i2r <= 0; ++i2r) {
+                                    int64_t vlo = bp_max(0, K2 - P2 - i2r - 1);
+                                    int64_t vhi = bp_min(H2 - i2r - 1, O2 - P2 - i2r - 1);
+                                    if (H2 - i2r >= BP_LANES_D) {
                                         for (int64_t v0 = 0, v0_end = H2 - BP_LANES_D - i2r; v0 <= v0_end; v0 += BP_LANES_D) {
                                             if (v0 >= vlo && BP_LANES_D + v0 - 1 <= vhi) {
                                                 bp_vd v_0 = {0};
@@ -24148,7 +27753,7 @@ static void bpgen_avg_pool3d_backward_f64_part1(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -24583,7 +28188,7 @@ static void bpgen_avg_pool3d_backward_f64_part2(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25018,7 +28623,7 @@ static void bpgen_avg_pool3d_backward_f64_part3(double *restrict grad_input, con
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part4(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(3)
@@ -25061,7 +28666,7 @@ static void bpgen_avg_pool3d_backward_f64_part4(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part5(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25099,7 +28704,7 @@ static void bpgen_avg_pool3d_backward_f64_part5(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part6(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25137,7 +28742,7 @@ static void bpgen_avg_pool3d_backward_f64_part6(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part7(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25175,7 +28780,7 @@ static void bpgen_avg_pool3d_backward_f64_part7(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part8(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25294,7 +28899,7 @@ static void bpgen_avg_pool3d_backward_f64_part8(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25413,7 +29018,7 @@ static void bpgen_avg_pool3d_backward_f64_part9(double *restrict grad_input, con
 #endif
 
 #if defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25532,7 +29137,7 @@ static void bpgen_avg_pool3d_backward_f64_part10(double *restrict grad_input, co
 #endif
 
 #if !defined(BP_VECTOR)
-static void bpgen_avg_pool3d_backward_f64_part11(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
+static void bpgen_avg_pool3d_backward_f64_part12(double *restrict grad_input, const double *restrict grad_output, int64_t C, int64_t H0, int64_t H1, int64_t H2, int64_t K0, int64_t K1, int64_t K2, int64_t N, int64_t O0, int64_t O1, int64_t O2, int64_t P0, int64_t P1, int64_t P2, int64_t S0, int64_t S1, int64_t S2, int64_t count_include_pad, int64_t divisor_override)
 {
 #ifdef _OPENMP
     #pragma omp for schedule(static) collapse(2)
@@ -25603,39 +29208,52 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
                 bpgen_avg_pool3d_backward_f64_part0(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
+                if (BP_VREGS < 32 && H2 >= 3*BP_LANES_D) {
 #ifdef _OPENMP
-                if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
-                    #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                } else {
-                    bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
-                }
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    } else {
+                        bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    }
 #else
-                bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part1(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
+                } else {
+#ifdef _OPENMP
+                    if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
+                        #pragma omp parallel
+                        bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    } else {
+                        bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    }
+#else
+                    bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+#endif
+                }
             }
         } else {
             if (S2 == 2) {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f64_part2(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f64_part3(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
             }
         }
@@ -25643,12 +29261,12 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f64_part4(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+        bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
 #endif
     } else {
@@ -25658,35 +29276,35 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f64_part5(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
             } else {
                 if (S2 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f64_part6(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f64_part7(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, divisor_override);
 #endif
                 }
             }
@@ -25695,35 +29313,35 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
                 if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                     #pragma omp parallel
-                    bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                 } else {
-                    bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                 }
 #else
-                bpgen_avg_pool3d_backward_f64_part8(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
             } else {
                 if (S2 == 2) {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f64_part9(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, count_include_pad, divisor_override);
 #endif
                 } else {
 #ifdef _OPENMP
                     if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
                         #pragma omp parallel
-                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                     } else {
-                        bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                        bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
                     }
 #else
-                    bpgen_avg_pool3d_backward_f64_part10(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+                    bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
                 }
             }
@@ -25732,12 +29350,12 @@ int bpgen_avg_pool3d_backward_f64(double *restrict grad_input, const double *res
 #ifdef _OPENMP
         if (C*H0*H1*H2*N + C*N*O0*O1*O2 >= 32768) {
             #pragma omp parallel
-            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         } else {
-            bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+            bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
         }
 #else
-        bpgen_avg_pool3d_backward_f64_part11(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
+        bpgen_avg_pool3d_backward_f64_part12(grad_input, grad_output, C, H0, H1, H2, K0, K1, K2, N, O0, O1, O2, P0, P1, P2, S0, S1, S2, count_include_pad, divisor_override);
 #endif
 #endif
     }

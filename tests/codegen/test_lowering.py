@@ -353,6 +353,23 @@ def test_window_sums_take_strided_taps_from_row_registers_only_when_zero_padding
     assert not _has_taps(lower(own).body)
 
 
+@pytest.mark.parametrize('name', ['conv1d', 'conv2d', 'conv2d_input', 'conv2d_weight', 'conv3d_weight'])
+def test_register_tiles_leave_vector_registers_for_the_loads(name):
+    """The accumulators of a tile over several channels (v_i_j, i > 0: output channel i, then the chunk of
+    positions or the input channel j): with 32 vector registers (AVX-512) 8 x 2 = 16 of them; with 16 (AVX2,
+    SSE) 4 x 3 = 12, so that a tap's loads keep registers of their own (8 x 2 spilled on Zen 2)."""
+    import re
+
+    from codegen.ir import Declare, fold, substitute, walk
+    from codegen.lower_vector import VREGS
+    from codegen.spec import rule
+    body = lower(rule(name)).body
+    for registers, (channels, columns) in ((16, (4, 3)), (32, (8, 2))):
+        declared = [n.name for n in walk(fold(substitute(body, {VREGS: registers}))) if isinstance(n, Declare)]
+        grid = {tuple(map(int, d.split('_')[1:])) for d in declared if re.fullmatch(r'v_\d+_\d+', d)}
+        assert {(i, j) for i, j in grid if i > 0} == {(i, j) for i in range(1, channels) for j in range(columns)}
+
+
 def _has_taps(nodes) -> bool:
     """Whether an expression held by the nodes takes window taps from row registers (VTaps)."""
     from codegen.ir import VTaps, walk

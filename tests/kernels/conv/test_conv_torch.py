@@ -256,9 +256,10 @@ def test_rows_of_the_input_width_match_torch(backend, dtype, width, kernel, padd
 @pytest.mark.parametrize('padding', [0, 1])
 @pytest.mark.parametrize('width', [16, 24, 31, 32, 40, 48, 56, 64, 70])
 def test_rows_of_several_vectors_with_channel_blocks_match_torch(backend, dtype, width, padding):
-    """Channels in blocks of 8 plus a partial block, rows of one to nine vectors: with AVX-512 the C
-    forward and input gradient compute two consecutive vectors of a row per tile (pairs, then single
-    chunks, then the last chunk overlapping its neighbour; border pairs lane-guarded)."""
+    """Channels in blocks of 8 plus a partial block, rows of one to nine vectors: the C forward and input
+    gradient compute consecutive vectors of a row per tile -- with AVX-512 two (8 channels), with AVX2
+    three (the block's channels 4 at a time) --, then single chunks, then the last chunk overlapping its
+    neighbour; border groups lane-guarded.  The weight gradient's tiles: 8 x 2 or 4 x 3 channels."""
     rng = np.random.default_rng(width + 100 * padding)
     x = rng.standard_normal((2, 9, 4, width + 2 - 2 * padding)).astype(dtype)
     w = rng.standard_normal((10, 9, 3, 3)).astype(dtype)
