@@ -28,12 +28,11 @@ TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-10}
 # Kernels against the proven rules evaluated in float64 (same sums, other summation order).
 RULE_TOLERANCE = 1e-12
 # Central finite differences in float64 (step FD_STEP): truncation ~ step^2, rounding ~ eps / step.
+FD_STEP = 1e-6
+FD_TOLERANCE = 1e-7
 needs_cc = pytest.mark.skipif(shutil.which('cc') is None, reason='no C compiler')
 # The SIMD targets the generated C has paths for, as gcc flags: built whatever this CPU is
 TARGETS = {'avx2': ['-mavx2', '-mfma', '-mbmi2', '-mno-avx512f'], 'avx512': ['-mavx512f', '-mavx512bw', '-mbmi2']}
-
-FD_STEP = 1e-6
-FD_TOLERANCE = 1e-7
 
 
 def pytest_configure(config):
